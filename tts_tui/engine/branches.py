@@ -1,0 +1,607 @@
+"""The batched multi-branch generator on llama.cpp's low-level API.
+
+Invariants that make forking cheap:
+- A `Handle` is a point in the tree: the full token path from the prompt's first
+  token to the end of a step. Its KV lives in one sequence of a unified KV cache
+  and covers positions [0, len(tokens) - 1): the last token is *pending*, decoded
+  by whoever grows from the handle. So N children of one handle copy its sequence
+  (`llama_memory_seq_cp`, which only tags cells in a unified cache) and each decodes
+  the pending token in its own sequence: the shared prefix is never decoded twice.
+- Every decoding step puts the next token of every live branch into one batch, one
+  `llama_decode` call for all of them.
+- Sequence ids are a pool. A handle whose KV is not kept (or was evicted under
+  pressure) can still be grown from: its missing tokens are re-decoded on top of
+  the longest cached ancestor.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import llama_cpp as L
+import numpy as np
+
+from tts_tui.engine.backend import default_threads
+from tts_tui.engine.model import LlamaModel
+from tts_tui.engine.sampling import SamplingParams, StopRule
+from tts_tui.errors import ContextOverflowError, ModelError
+
+FINISH_DELIMITER = "delimiter"  # the step ended at the step delimiter; the branch can go on
+FINISH_EOS = "eos"
+FINISH_STOP = "stop"
+FINISH_LENGTH = "length"
+FINISH_CONTEXT = "context"  # context window or KV cache full
+FINISH_BUDGET = "budget"
+FINISH_CANCELLED = "cancelled"
+DONE_REASONS = {FINISH_EOS, FINISH_STOP}  # the model ended the solution itself
+
+
+def make_sampler(params: SamplingParams) -> Any:
+    """A llama.cpp sampler chain: the vocabulary loop runs in C, not Python."""
+    chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
+    if params.temperature <= 0:
+        L.llama_sampler_chain_add(chain, L.llama_sampler_init_greedy())
+        return chain
+    if params.top_k > 0:
+        L.llama_sampler_chain_add(chain, L.llama_sampler_init_top_k(params.top_k))
+    if 0 < params.top_p < 1:
+        L.llama_sampler_chain_add(chain, L.llama_sampler_init_top_p(params.top_p, 1))
+    L.llama_sampler_chain_add(chain, L.llama_sampler_init_temp(params.temperature))
+    L.llama_sampler_chain_add(chain, L.llama_sampler_init_dist(params.seed & 0xFFFFFFFF))
+    return chain
+
+
+class Handle:
+    """An opaque point in the tree the engine can grow from."""
+
+    __slots__ = ("tokens", "seq", "last_used", "pinned", "id", "finished")
+    _ids = itertools.count()
+
+    def __init__(self, tokens: tuple[int, ...], seq: int | None, finished: bool = False) -> None:
+        self.tokens = tokens
+        self.seq = seq
+        self.last_used = time.monotonic()
+        self.pinned = False
+        self.finished = finished
+        self.id = next(self._ids)
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def __repr__(self) -> str:
+        return f"Handle(id={self.id}, len={len(self.tokens)}, seq={self.seq})"
+
+
+@dataclass
+class BranchRequest:
+    """Grow one new branch from `parent`; `prefix` tokens are forced before sampling."""
+
+    parent: Handle
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    stop: StopRule = field(default_factory=StopRule)
+    prefix: tuple[int, ...] = ()
+    keep_kv: bool = True  # keep the end node's KV to grow from it later
+    tag: Any = None
+
+
+@dataclass
+class StepOutput:
+    """One step of one branch: text up to the delimiter (inclusive) or the end."""
+
+    request: int
+    text: str
+    tokens: list[int]
+    logprobs: list[float]
+    finish: str
+    handle: Handle
+    forced: str = ""  # text of the request's forced prefix (first step only)
+    seconds: float = 0.0
+
+    @property
+    def done(self) -> bool:
+        """The model ended the solution itself (end of sequence or a stop string)."""
+        return self.finish in DONE_REASONS
+
+
+@dataclass
+class EngineStats:
+    """Token accounting for one engine (cumulative)."""
+
+    prompt_tokens: int = 0  # shared prefixes decoded once
+    fork_tokens: int = 0  # pending tokens each new branch decodes in its own sequence
+    forced_tokens: int = 0
+    rehydrated_tokens: int = 0  # re-decoded after a handle's KV was dropped
+    generated_tokens: int = 0
+    decode_calls: int = 0
+    decode_seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class _Branch:
+    req_index: int
+    req: BranchRequest
+    seq: int
+    pos: int  # position of the first queued token
+    queue: list[int]  # tokens to decode before the next sample
+    path: list[int]  # full token path (parent's + this branch's)
+    sampler: Any
+    step_tokens: list[int] = field(default_factory=list)
+    step_logprobs: list[float] = field(default_factory=list)
+    step_bytes: bytearray = field(default_factory=bytearray)
+    steps: list[StepOutput] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+    forced_text: str = ""
+    live: bool = True
+    fed: int = 0  # tokens of `queue` put into the current batch
+
+
+class BranchEngine:
+    """A llama.cpp context made for tree search over one model."""
+
+    def __init__(
+        self,
+        model: LlamaModel,
+        n_ctx: int = 8192,
+        n_seq_max: int = 64,
+        n_batch: int = 512,
+        n_threads: int | None = None,
+    ) -> None:
+        self.model = model
+        n_ctx = min(n_ctx, model.n_ctx_train) if model.n_ctx_train > 0 else n_ctx
+        n_seq_max = min(n_seq_max, int(L.llama_max_parallel_sequences()))
+        params = L.llama_context_default_params()
+        params.n_ctx = n_ctx
+        params.n_batch = n_batch
+        params.n_ubatch = n_batch
+        params.n_seq_max = n_seq_max
+        params.kv_unified = True  # one cache for all sequences: seq_cp shares cells, no copy
+        threads = n_threads or default_threads()
+        params.n_threads = threads
+        params.n_threads_batch = threads
+        params.no_perf = True
+        self.ctx = L.llama_init_from_model(model.ptr, params)
+        if not self.ctx:
+            raise ModelError(f"llama.cpp could not create a context of {n_ctx} tokens")
+        self.n_ctx = int(L.llama_n_ctx(self.ctx))
+        self.n_seq_max = int(L.llama_n_seq_max(self.ctx))
+        self.n_batch = n_batch
+        self.mem = L.llama_get_memory(self.ctx)
+        self.batch = L.llama_batch_init(n_batch, 0, 1)
+        self.stats = EngineStats()
+        self._free_seqs = list(range(self.n_seq_max - 1, -1, -1))
+        self._cached: dict[int, Handle] = {}  # seq -> handle that owns it
+        self._busy: set[int] = set()  # seqs in use by the running generate()
+        self._lse_buf = np.empty((0, model.n_vocab), dtype=np.float32)
+
+    # -- sequence pool ----------------------------------------------------------
+    def _alloc_seq(self) -> int:
+        if not self._free_seqs:
+            self._evict_one()
+        return self._free_seqs.pop()
+
+    def _alloc_from(self, base: Handle | None) -> int:
+        """A new sequence holding `base`'s KV (shared cells); empty if base is None."""
+        if base is None:
+            return self._alloc_seq()
+        assert base.seq is not None
+        protected = base.seq not in self._busy
+        self._busy.add(base.seq)  # eviction must not take the copy's source
+        try:
+            seq = self._alloc_seq()
+            L.llama_memory_seq_cp(self.mem, base.seq, seq, -1, -1)
+        finally:
+            if protected:
+                self._busy.discard(base.seq)
+        return seq
+
+    def _evict_one(self) -> None:
+        victims = [h for s, h in self._cached.items() if s not in self._busy and not h.pinned]
+        if not victims:
+            raise ModelError(
+                f"more than {self.n_seq_max} live branches: raise n_seq_max or lower N"
+            )
+        self._drop_kv(min(victims, key=lambda h: h.last_used))
+
+    def _drop_kv(self, handle: Handle) -> None:
+        seq = handle.seq
+        if seq is None:
+            return
+        handle.seq = None
+        self._cached.pop(seq, None)
+        L.llama_memory_seq_rm(self.mem, seq, -1, -1)
+        self._free_seqs.append(seq)
+
+    def release(self, handle: Handle) -> None:
+        """The caller will not grow from `handle` again: free its sequence."""
+        handle.pinned = False
+        self._drop_kv(handle)
+
+    def release_all(self) -> None:
+        for handle in list(self._cached.values()):
+            self._drop_kv(handle)
+        L.llama_memory_clear(self.mem, True)
+
+    @property
+    def free_sequences(self) -> int:
+        return len(self._free_seqs)
+
+    # -- prompt -------------------------------------------------------------------
+    def prefill(self, tokens: Sequence[int], min_new: int = 16) -> Handle:
+        """Decode a prompt once; the returned handle is pinned until released."""
+        tokens = tuple(tokens)
+        if not tokens:
+            raise ContextOverflowError("empty prompt")
+        if len(tokens) + min_new > self.n_ctx:
+            raise ContextOverflowError(
+                f"the prompt is {len(tokens)} tokens; the context holds {self.n_ctx} "
+                f"(and needs room for at least {min_new} new tokens)"
+            )
+        base = self._best_cached(tokens)
+        seq = self._alloc_from(base)
+        start = len(base.tokens) - 1 if base is not None else 0
+        handle = Handle(tokens, seq)
+        handle.pinned = True
+        self._cached[seq] = handle
+        todo = list(tokens[start:-1])
+        try:
+            self._decode_plain(seq, start, todo)
+        except ModelError:
+            self.release(handle)
+            raise
+        self.stats.prompt_tokens += len(todo)
+        return handle
+
+    def extend(self, parent: Handle, tokens: Sequence[int]) -> Handle:
+        """A child handle = parent + forced tokens (no sampling), e.g. a judge question."""
+        return self.prefill(tuple(parent.tokens) + tuple(tokens))
+
+    def _decode_plain(self, seq: int, pos: int, tokens: list[int]) -> None:
+        """Decode `tokens` into one sequence in batch-sized chunks, no logits."""
+        for i in range(0, len(tokens), self.n_batch):
+            chunk = tokens[i : i + self.n_batch]
+            b = self.batch
+            for j, tok in enumerate(chunk):
+                b.token[j] = tok
+                b.pos[j] = pos + i + j
+                b.n_seq_id[j] = 1
+                b.seq_id[j][0] = seq
+                b.logits[j] = 0
+            b.n_tokens = len(chunk)
+            rc = self._decode()
+            if rc != 0:
+                raise ModelError(f"the KV cache is full ({self.n_ctx} tokens): lower N or the budget")
+
+    def _decode(self) -> int:
+        t0 = time.perf_counter()
+        rc = L.llama_decode(self.ctx, self.batch)
+        self.stats.decode_seconds += time.perf_counter() - t0
+        self.stats.decode_calls += 1
+        if rc == 1 and self._evictable():
+            # No KV slot: drop cached handles nobody is decoding and retry once.
+            for h in [h for s, h in self._cached.items() if s not in self._busy and not h.pinned]:
+                self._drop_kv(h)
+            rc = L.llama_decode(self.ctx, self.batch)
+        if rc not in (0, 1):
+            raise ModelError(f"llama_decode failed with code {rc}")
+        return rc
+
+    def _evictable(self) -> bool:
+        return any(s not in self._busy and not h.pinned for s, h in self._cached.items())
+
+    def _best_cached(self, tokens: tuple[int, ...]) -> Handle | None:
+        """The cached handle with the longest token path that is a prefix of `tokens`."""
+        best: Handle | None = None
+        for h in self._cached.values():
+            n = len(h.tokens)
+            if n <= len(tokens) and (best is None or n > len(best.tokens)) and tokens[:n] == h.tokens:
+                best = h
+        return best
+
+    # -- generation --------------------------------------------------------------
+    def generate(
+        self,
+        requests: Sequence[BranchRequest],
+        *,
+        token_budget: int | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        on_step: Callable[[StepOutput], None] | None = None,
+        on_tokens: Callable[[int], None] | None = None,
+        logprobs: bool = True,
+    ) -> list[list[StepOutput]]:
+        """Grow one branch per request, all together; return each branch's steps.
+
+        Stops a branch at its StopRule, at end of sequence, when the context is full,
+        when `token_budget` new tokens have been generated in this call (finish
+        "budget"), or when `should_stop()` turns true (finish "cancelled"); never raises
+        for any of these. `on_step` sees every step as it completes.
+        """
+        parents: list[Handle] = []
+        generated = 0
+        branches: list[_Branch] = []
+        try:
+            for r in requests:  # parents get KV first and stay protected while branches start
+                if r.parent.seq is None or r.parent.seq not in self._busy:
+                    self._ensure_kv(r.parent)
+                    self._busy.add(r.parent.seq)  # type: ignore[arg-type]
+                    parents.append(r.parent)
+            branches = [self._start(i, r) for i, r in enumerate(requests)]
+            for p in parents:
+                self._busy.discard(p.seq)  # type: ignore[arg-type]
+            parents = []
+            live = [b for b in branches if b.live]
+            while live:
+                if should_stop is not None and should_stop():
+                    self._finish_all(live, FINISH_CANCELLED, on_step)
+                    break
+                if token_budget is not None and generated >= token_budget:
+                    self._finish_all(live, FINISH_BUDGET, on_step)
+                    break
+                sampled = self._decode_step(live, logprobs)
+                if sampled is None:
+                    self._finish_all(live, FINISH_CONTEXT, on_step)
+                    break
+                for b, tok, lp in sampled:
+                    generated += 1
+                    self._advance(b, tok, lp, on_step)
+                if on_tokens is not None:
+                    on_tokens(len(sampled))
+                live = [b for b in live if b.live]
+        finally:
+            for p in parents:
+                if p.seq is not None:
+                    self._busy.discard(p.seq)
+            for b in branches:
+                L.llama_sampler_free(b.sampler)
+                self._busy.discard(b.seq)
+                if b.live:  # an exception unwound us: do not leak the sequence
+                    self._free_branch_seq(b)
+        return [b.steps for b in branches]
+
+    def _start(self, index: int, req: BranchRequest) -> _Branch:
+        parent = req.parent
+        parent.last_used = time.monotonic()
+        seq = self._alloc_from(parent)
+        self._busy.add(seq)
+        queue = [parent.tokens[-1], *req.prefix]
+        self.stats.fork_tokens += 1
+        self.stats.forced_tokens += len(req.prefix)
+        b = _Branch(
+            req_index=index,
+            req=req,
+            seq=seq,
+            pos=len(parent.tokens) - 1,
+            queue=queue,
+            path=list(parent.tokens) + list(req.prefix),
+            sampler=make_sampler(req.sampling),
+        )
+        b.forced_text = self.model.detokenize(list(req.prefix)) if req.prefix else ""
+        if len(b.path) + 1 > self.n_ctx:
+            b.live = False
+            self._emit(b, FINISH_CONTEXT, None)
+        return b
+
+    def _ensure_kv(self, handle: Handle) -> None:
+        """Give `handle` a sequence holding its KV, re-decoding what is missing."""
+        if handle.seq is not None:
+            return
+        base = self._best_cached(handle.tokens)
+        seq = self._alloc_from(base)
+        start = len(base.tokens) - 1 if base is not None else 0
+        handle.seq = seq
+        self._cached[seq] = handle
+        todo = list(handle.tokens[start:-1])
+        self._decode_plain(seq, start, todo)
+        self.stats.rehydrated_tokens += len(todo)
+
+    def _decode_step(self, live: list[_Branch], want_lp: bool) -> list[tuple[_Branch, int, float]] | None:
+        """One llama_decode for every live branch; sample each. None = KV cache full."""
+        b = self.batch
+        n = 0
+        outputs: list[tuple[_Branch, int]] = []  # (branch, batch index of its logits)
+        for br in live:
+            room = self.n_batch - n
+            if room <= 0:
+                break
+            chunk = br.queue[:room]
+            for j, tok in enumerate(chunk):
+                b.token[n] = tok
+                b.pos[n] = br.pos + j
+                b.n_seq_id[n] = 1
+                b.seq_id[n][0] = br.seq
+                b.logits[n] = 0
+                n += 1
+            br.fed = len(chunk)
+            if len(chunk) == len(br.queue):
+                b.logits[n - 1] = 1
+                outputs.append((br, n - 1))
+        b.n_tokens = n
+        if self._decode() != 0:
+            return None
+        for br in live:
+            br.pos += br.fed
+            del br.queue[: br.fed]
+            br.fed = 0
+        toks = [int(L.llama_sampler_sample(br.sampler, self.ctx, idx)) for br, idx in outputs]
+        lps = self._logprobs(toks) if want_lp else [0.0] * len(toks)
+        return [(br, t, lp) for (br, _), t, lp in zip(outputs, toks, lps)]
+
+    def _logprobs(self, toks: list[int]) -> list[float]:
+        """log p(token) under the raw model, for all outputs at once (vectorized)."""
+        n = len(toks)
+        if n == 0:
+            return []
+        v = self.model.n_vocab
+        rows = np.ctypeslib.as_array(L.llama_get_logits(self.ctx), shape=(n, v))
+        if self._lse_buf.shape[0] < n:
+            self._lse_buf = np.empty((n, v), dtype=np.float32)
+        buf = self._lse_buf[:n]
+        m = rows.max(axis=1, keepdims=True)
+        np.subtract(rows, m, out=buf)
+        np.exp(buf, out=buf)
+        lse = np.log(buf.sum(axis=1)) + m[:, 0]
+        picked = rows[np.arange(n), np.asarray(toks)]
+        return (picked - lse).astype(float).tolist()
+
+    def _advance(self, br: _Branch, tok: int, lp: float, on_step) -> None:
+        """Take the sampled token into the branch; end the step or branch if a rule says so."""
+        model = self.model
+        rule = br.req.stop
+        self.stats.generated_tokens += 1
+        if model.is_eog(tok):
+            # The last real token is decoded already; the handle invariant wants it
+            # pending, so drop its cell (keeps "Wait," style continuations exact).
+            self._finish(br, FINISH_EOS, on_step, uncache_last=True)
+            return
+        br.step_tokens.append(tok)
+        br.step_logprobs.append(lp)
+        br.path.append(tok)
+        br.queue.append(tok)
+        piece = model.piece(tok)
+        br.step_bytes += piece
+        tail = bytes(br.step_bytes[-(len(piece) + 16):]).decode("utf-8", "ignore")
+        if rule.stop and any(s in tail for s in rule.stop):
+            self._finish(br, FINISH_STOP, on_step)
+        elif rule.delimiter and rule.delimiter in tail and br.step_bytes.strip():
+            self._step_boundary(br, on_step)
+        elif len(br.step_tokens) >= rule.max_tokens:
+            self._finish(br, FINISH_LENGTH, on_step)
+        elif br.pos + len(br.queue) >= self.n_ctx:
+            self._finish(br, FINISH_CONTEXT, on_step)
+
+    def _step_boundary(self, br: _Branch, on_step) -> None:
+        if len(br.steps) + 1 >= br.req.stop.max_steps:
+            self._finish(br, FINISH_DELIMITER, on_step)
+            return
+        self._emit(br, FINISH_DELIMITER, on_step)  # a step ends; the branch goes on
+
+    def _emit(self, br: _Branch, finish: str, on_step, handle: Handle | None = None) -> StepOutput:
+        handle = handle or Handle(tuple(br.path), None, finished=finish in DONE_REASONS)
+        out = StepOutput(
+            request=br.req_index,
+            text=bytes(br.step_bytes).decode("utf-8", "replace"),
+            tokens=br.step_tokens,
+            logprobs=br.step_logprobs,
+            finish=finish,
+            handle=handle,
+            forced=br.forced_text if not br.steps else "",
+            seconds=time.monotonic() - br.started,
+        )
+        br.steps.append(out)
+        br.step_tokens, br.step_logprobs, br.step_bytes = [], [], bytearray()
+        br.started = time.monotonic()
+        if on_step is not None:
+            on_step(out)
+        return out
+
+    def _finish(self, br: _Branch, finish: str, on_step, uncache_last: bool = False) -> None:
+        br.live = False
+        self._busy.discard(br.seq)
+        keep = br.req.keep_kv
+        handle = Handle(tuple(br.path), None, finished=finish in DONE_REASONS)
+        if uncache_last:
+            L.llama_memory_seq_rm(self.mem, br.seq, len(br.path) - 1, -1)
+        elif br.queue and br.pos + len(br.queue) - 1 != len(br.path) - 1:
+            keep = False  # queued tokens were never decoded: the KV does not match the path
+        if keep:
+            handle.seq = br.seq
+            self._cached[br.seq] = handle
+        else:
+            self._free_seq(br.seq)
+        br.seq = -1
+        self._emit(br, finish, on_step, handle)
+
+    def _finish_all(self, live: list[_Branch], finish: str, on_step) -> None:
+        for br in live:
+            if br.live:
+                self._finish(br, finish, on_step)
+
+    def _free_seq(self, seq: int) -> None:
+        L.llama_memory_seq_rm(self.mem, seq, -1, -1)
+        self._free_seqs.append(seq)
+
+    def _free_branch_seq(self, br: _Branch) -> None:
+        if br.seq >= 0:
+            self._free_seq(br.seq)
+            br.seq = -1
+        br.live = False
+
+    # -- scoring helpers -------------------------------------------------------------
+    def next_token_logprobs(
+        self,
+        handles: Sequence[Handle],
+        token_sets: Sequence[Sequence[int]],
+        suffix: Sequence[int] = (),
+    ) -> list[list[float]]:
+        """For each handle (+ `suffix`), log p(t) for each t in its token set.
+
+        The pending token and the suffix of every handle go into one batch (scratch
+        sequences, freed at once): how a judge reads P("Yes") or a PRM P("+").
+        """
+        per = 1 + len(suffix)
+        group = max(1, min(self.n_batch // per, self.n_seq_max // 2))
+        results: list[list[float]] = []
+        for start in range(0, len(handles), group):
+            chunk = handles[start : start + group]
+            results.extend(self._score_group(chunk, token_sets[start : start + len(chunk)], tuple(suffix)))
+        return results
+
+    def _score_group(self, handles: Sequence[Handle], token_sets, suffix: tuple[int, ...]) -> list[list[float]]:
+        for h in handles:
+            h.last_used = time.monotonic()
+            self._ensure_kv(h)
+            self._busy.add(h.seq)  # type: ignore[arg-type]
+        scratch: list[int] = []
+        try:
+            b = self.batch
+            n = 0
+            for h in handles:
+                seq = self._alloc_from(h)
+                scratch.append(seq)
+                self._busy.add(seq)
+                for j, tok in enumerate((h.tokens[-1], *suffix)):
+                    b.token[n] = tok
+                    b.pos[n] = len(h.tokens) - 1 + j
+                    b.n_seq_id[n] = 1
+                    b.seq_id[n][0] = seq
+                    b.logits[n] = 0
+                    n += 1
+                b.logits[n - 1] = 1
+            b.n_tokens = n
+            if self._decode() != 0:
+                raise ModelError(f"the KV cache is full ({self.n_ctx} tokens) while scoring")
+            self.stats.fork_tokens += len(handles)
+            self.stats.forced_tokens += len(handles) * len(suffix)
+            rows = np.ctypeslib.as_array(L.llama_get_logits(self.ctx), shape=(len(handles), self.model.n_vocab))
+            out = []
+            for i, toks in enumerate(token_sets):
+                row = rows[i].astype(np.float64)
+                m = row.max()
+                lse = m + np.log(np.exp(row - m).sum())
+                out.append([float(row[t] - lse) for t in toks])
+            return out
+        finally:
+            for seq in scratch:
+                self._busy.discard(seq)
+                self._free_seq(seq)
+            for h in handles:
+                if h.seq is not None:
+                    self._busy.discard(h.seq)
+
+    def close(self) -> None:
+        if getattr(self, "ctx", None):
+            L.llama_batch_free(self.batch)
+            L.llama_free(self.ctx)
+            self.ctx = None
+
+    def __enter__(self) -> BranchEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,101 @@
+"""What a strategy needs from the layers around it, as structural protocols.
+
+A strategy talks to a `Generator` (the engine, or a scripted fake in tests), a
+`Scorer` (a verifier) and `Answers` (extraction and equivalence). The verify layer and
+the engine adapter implement these; the search layer imports neither.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from tts_tui.engine.sampling import SamplingParams, StopRule
+
+if TYPE_CHECKING:
+    from tts_tui.search.run import Search
+    from tts_tui.search.tree import Node
+
+
+@dataclass
+class Expand:
+    """Grow one branch from `parent` (an opaque generator state)."""
+
+    parent: Any
+    sampling: SamplingParams
+    stop: StopRule
+    prefix: str = ""  # text forced before sampling ("Wait,")
+    keep: bool = True  # keep the end state to grow from later
+
+
+@dataclass
+class StepResult:
+    """Matches engine.StepOutput's fields (duck-typed)."""
+
+    request: int
+    text: str
+    tokens: list[int]
+    logprobs: list[float]
+    finish: str
+    handle: Any
+    forced: str = ""
+    seconds: float = 0.0
+
+    @property
+    def done(self) -> bool:
+        return self.finish in ("eos", "stop")
+
+
+class Generator(Protocol):
+    def root(self, problem: str, system: str | None = None) -> Any: ...
+
+    def expand(
+        self,
+        requests: Sequence[Expand],
+        *,
+        budget: int,
+        should_stop: Callable[[], bool],
+        on_step: Callable[[Any], None],
+    ) -> list[list[Any]]: ...
+
+    def release(self, state: Any) -> None: ...
+
+    def stats(self) -> dict[str, float]: ...
+
+
+class Scorer(Protocol):
+    """Scores the last step of each node's path, in [0, 1]."""
+
+    name: str
+
+    def score(self, search: Search, nodes: Sequence[Node]) -> list[float]: ...
+
+
+class Answers(Protocol):
+    def extract(self, text: str) -> str | None: ...
+
+    def equivalent(self, a: str, b: str) -> bool: ...
+
+
+@dataclass
+class SearchParams:
+    """One run's knobs. N = total generations/beams; M = expansions per kept beam."""
+
+    n: int = 8
+    m: int = 4
+    budget: int = 8192  # generated tokens for the whole run: a hard cap
+    temperature: float = 0.7
+    top_p: float = 0.95
+    top_k: int = 40
+    seed: int = 0
+    max_steps: int = 12
+    step_tokens: int = 256  # tokens per step at most
+    aggregate: str = "last"  # step-score aggregation: last | min | prod | mean
+    min_think: int = 256  # keep-thinking: tokens before an end is accepted
+    max_waits: int = 2
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def sampling(self, k: int = 0, temperature: float | None = None) -> SamplingParams:
+        t = self.temperature if temperature is None else temperature
+        return SamplingParams(temperature=t, top_p=self.top_p, top_k=self.top_k, seed=self.seed * 100003 + k)

@@ -1,0 +1,241 @@
+"""A search run: the tree, the budget, the event stream, and the moves strategies make."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tts_tui.engine.sampling import StopRule
+from tts_tui.search import events as ev
+from tts_tui.search.protocol import Answers, Expand, Generator, Scorer, SearchParams
+from tts_tui.search.tree import CHOSEN, FINISHED, LIVE, PRUNED, Node, Tree
+from tts_tui.search.votes import AnswerGroup, group_answers
+
+
+@dataclass
+class Result:
+    answer: str | None
+    confidence: float
+    groups: list[AnswerGroup]
+    chosen: int | None
+    tokens: int
+    seconds: float
+    strategy: str
+    reason: str = ""
+    cancelled: bool = False
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "answer": self.answer,
+            "confidence": self.confidence,
+            "votes": [g.to_dict() for g in self.groups],
+            "chosen": self.chosen,
+            "tokens": self.tokens,
+            "seconds": round(self.seconds, 3),
+            "strategy": self.strategy,
+            "reason": self.reason,
+            "cancelled": self.cancelled,
+            "stats": self.stats,
+        }
+
+
+class Search:
+    def __init__(
+        self,
+        generator: Generator,
+        problem: str,
+        params: SearchParams,
+        answers: Answers,
+        scorer: Scorer | None = None,
+        listener: ev.Listener | None = None,
+        cancel: threading.Event | None = None,
+    ) -> None:
+        self.gen = generator
+        self.params = params
+        self.answers = answers
+        self.scorer = scorer
+        self.tree = Tree(problem)
+        self.listeners: list[ev.Listener] = [listener] if listener else []
+        self.cancel = cancel or threading.Event()
+        self.spent = 0
+        self.started = time.monotonic()
+        self.events: list[ev.Event] = []
+        self.info: list[str] = []
+        self.tree.root.state = generator.root(problem)
+
+    # -- events ---------------------------------------------------------------------
+    def emit(self, event: ev.Event) -> None:
+        self.events.append(event)
+        for fn in self.listeners:
+            fn(event)
+
+    def note(self, text: str, **data: Any) -> None:
+        self.info.append(text)
+        self.emit(ev.Event(ev.INFO, data={"text": text, **data}))
+
+    # -- budget ----------------------------------------------------------------------
+    @property
+    def budget_left(self) -> int:
+        return max(0, self.params.budget - self.spent)
+
+    @property
+    def stopped(self) -> bool:
+        return self.cancel.is_set() or self.budget_left <= 0
+
+    # -- growing the tree --------------------------------------------------------------
+    def stop_rule(self, max_steps: int = 1, delimiter: str | None = "\n\n") -> StopRule:
+        return StopRule(delimiter=delimiter, max_tokens=self.params.step_tokens, max_steps=max_steps)
+
+    def expand(
+        self,
+        parents: Sequence[Node],
+        *,
+        samplings: Sequence[Any] | None = None,
+        max_steps: int = 1,
+        prefixes: Sequence[str] | None = None,
+        keep: bool = True,
+        kind: str = "step",
+    ) -> list[list[Node]]:
+        """Grow one branch from each parent (repeat a parent for several children),
+        all in one batched engine call; nodes appear (and are announced) step by step."""
+        if not parents or self.stopped:
+            return [[] for _ in parents]
+        reqs = []
+        for i, p in enumerate(parents):
+            sampling = samplings[i] if samplings else self.params.sampling(self._seed_counter())
+            reqs.append(Expand(p.state, sampling, self.stop_rule(max_steps), prefixes[i] if prefixes else "", keep))
+        current = list(parents)
+        made: list[list[Node]] = [[] for _ in parents]
+
+        def on_step(out: Any) -> None:
+            node = self._add_step(current[out.request], out, kind)
+            current[out.request] = node
+            made[out.request].append(node)
+
+        self.gen.expand(reqs, budget=self.budget_left, should_stop=self.cancel.is_set, on_step=on_step)
+        self.emit(ev.Event(ev.BUDGET, data={"spent": self.spent, "budget": self.params.budget}))
+        return made
+
+    def _seed_counter(self) -> int:
+        self._seeds = getattr(self, "_seeds", 0) + 1
+        return self._seeds
+
+    def _add_step(self, parent: Node, out: Any, kind: str) -> Node:
+        node = self.tree.add(
+            parent,
+            text=out.text,
+            tokens=list(out.tokens),
+            logprobs=[round(x, 4) for x in out.logprobs],
+            finish=out.finish,
+            kind=kind,
+            forced=out.forced,
+        )
+        node.state = out.handle
+        node.meta["seconds"] = round(out.seconds, 3)
+        self.spent += len(out.tokens)
+        answer = self.answers.extract(self.tree.path_text(node))
+        if out.done or (answer is not None and _has_final_marker(out.text)):
+            node.status = FINISHED
+            node.answer = answer
+        elif out.finish in ("budget", "cancelled", "context"):
+            node.status = PRUNED if answer is None else FINISHED
+            node.answer = answer
+        self.emit(ev.node_added(node))
+        return node
+
+    def score(self, nodes: Sequence[Node]) -> list[float]:
+        """Verifier score of each node's last step (cached on the node)."""
+        if self.scorer is None or not nodes:
+            return [0.0 for _ in nodes]
+        todo = [n for n in nodes if self.scorer.name not in n.scores]
+        if todo:
+            for n, s in zip(todo, self.scorer.score(self, todo)):
+                n.scores[self.scorer.name] = float(s)
+                self.emit(ev.Event(ev.NODE_SCORED, node_id=n.id, data={"scores": {self.scorer.name: float(s)}}))
+        return [n.scores[self.scorer.name] for n in nodes]
+
+    def path_score(self, node: Node, how: str | None = None) -> float:
+        """Aggregate the verifier's step scores along the path (scoring what is missing)."""
+        path = self.tree.path(node)
+        scores = self.score(path)
+        if not scores:
+            return 0.0
+        how = how or self.params.aggregate
+        if how == "min":
+            return min(scores)
+        if how == "mean":
+            return sum(scores) / len(scores)
+        if how == "prod":
+            out = 1.0
+            for s in scores:
+                out *= s
+            return out
+        return scores[-1]
+
+    def set_status(self, node: Node, status: str) -> None:
+        if node.status == status:
+            return
+        node.status = status
+        self.emit(ev.Event(ev.NODE_STATUS, node_id=node.id, data={"status": status, "answer": node.answer}))
+
+    def prune(self, node: Node) -> None:
+        self.set_status(node, PRUNED)
+        self.release(node)
+
+    def release(self, node: Node) -> None:
+        if node.state is not None and node.kind != "root":
+            self.gen.release(node.state)
+
+    # -- finishing ------------------------------------------------------------------------
+    def vote(self, nodes: Sequence[Node], weights: Sequence[float] | None = None) -> list[AnswerGroup]:
+        items = [(n.answer, (weights[i] if weights else 1.0), n.id) for i, n in enumerate(nodes) if n.answer]
+        groups = group_answers(items, self.answers.equivalent)
+        self.emit(ev.Event(ev.VOTES, data={"groups": [g.to_dict() for g in groups]}))
+        return groups
+
+    def finish(self, strategy: str, groups: list[AnswerGroup], chosen: Node | None, reason: str = "") -> Result:
+        if chosen is not None:
+            for n in self.tree.path(chosen):
+                self.set_status(n, CHOSEN)
+        total_w = sum(g.weight for g in groups) or 1.0
+        best = groups[0] if groups else None
+        conf = best.weight / total_w if best else 0.0
+        for n in self.tree.nodes.values():
+            if n.status == LIVE and n.kind != "root":
+                self.set_status(n, PRUNED)
+        self.release_all()
+        result = Result(
+            answer=best.answer if best else (chosen.answer if chosen else None),
+            confidence=round(conf, 4),
+            groups=groups,
+            chosen=chosen.id if chosen else None,
+            tokens=self.spent,
+            seconds=time.monotonic() - self.started,
+            strategy=strategy,
+            reason=reason or "; ".join(self.info),
+            cancelled=self.cancel.is_set(),
+            stats=self.gen.stats(),
+        )
+        self.emit(ev.Event(ev.DONE, data=result.to_dict()))
+        return result
+
+    def release_all(self) -> None:
+        for n in self.tree.nodes.values():
+            if n.state is not None and n.kind != "root":
+                self.gen.release(n.state)
+                n.state = None
+        if self.tree.root.state is not None:
+            self.gen.release(self.tree.root.state)
+            self.tree.root.state = None
+
+
+def _has_final_marker(text: str) -> bool:
+    return "\\boxed" in text or "answer is" in text.lower() or "final answer" in text.lower()
+
+
+def finished_nodes(search: Search) -> list[Node]:
+    return [n for n in search.tree.nodes.values() if n.status == FINISHED]

@@ -1,0 +1,118 @@
+"""Wiring shared by every front end: model -> engine -> generator -> verifier -> strategy.
+
+The CLI, `tts eval` and the TUI all build a `Solver` and consume the same events.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from tts_tui.catalog import load_catalog, resolve_model
+from tts_tui.catalog.fetch import Progress
+from tts_tui.engine import BranchEngine, LlamaModel
+from tts_tui.errors import InputError
+from tts_tui.search import events as ev
+from tts_tui.search.llama_generator import LlamaGenerator
+from tts_tui.search.protocol import SearchParams
+from tts_tui.search.run import Result, Search
+from tts_tui.search.strategies import run_strategy, validate
+from tts_tui.verify.answers import MathAnswers
+from tts_tui.verify.scorers import ConfidenceScorer, PRMFormat, PRMScorer, SelfJudgeScorer
+
+VERIFIERS = ("confidence", "self-judge", "prm")
+
+
+@dataclass
+class EngineOptions:
+    n_ctx: int = 8192
+    n_seq_max: int = 64
+    n_threads: int | None = None
+    n_gpu_layers: int = -1
+
+
+class Solver:
+    """One loaded policy (and optional PRM); solves problems with any strategy."""
+
+    def __init__(
+        self,
+        model: str | None = None,
+        prm: str | None = None,
+        options: EngineOptions | None = None,
+        on_progress: Progress | None = None,
+    ) -> None:
+        self.options = options or EngineOptions()
+        self.model_name = model
+        self.model_path: Path = resolve_model(model, on_progress=on_progress)
+        self.model = LlamaModel(self.model_path, n_gpu_layers=self.options.n_gpu_layers)
+        self.engine = self._engine(self.model)
+        self.generator = LlamaGenerator(self.engine)
+        self.prm_name = prm
+        self._prm: PRMScorer | None = None
+        self._prm_progress = on_progress
+        self.answers = MathAnswers()
+        self.lock = threading.Lock()
+
+    def _engine(self, model: LlamaModel) -> BranchEngine:
+        o = self.options
+        return BranchEngine(model, n_ctx=o.n_ctx, n_seq_max=o.n_seq_max, n_threads=o.n_threads)
+
+    def scorer(self, verifier: str):
+        if verifier == "confidence":
+            return ConfidenceScorer()
+        if verifier == "self-judge":
+            return SelfJudgeScorer(self.engine)
+        if verifier == "prm":
+            return self._prm_scorer()
+        raise InputError(f"unknown verifier {verifier!r} (choose from: {', '.join(VERIFIERS)})")
+
+    def _prm_scorer(self) -> PRMScorer:
+        if self._prm is None:
+            if not self.prm_name:
+                raise InputError("--verifier prm needs --prm MODEL (a catalog id or a GGUF path)")
+            path = resolve_model(self.prm_name, role="verifier", on_progress=self._prm_progress)
+            entry = load_catalog().get(self.prm_name)
+            fmt = PRMFormat(**entry.prm) if entry is not None and entry.prm else PRMFormat()
+            prm_model = LlamaModel(path, n_gpu_layers=self.options.n_gpu_layers)
+            self._prm = PRMScorer(self._engine(prm_model), fmt)
+        return self._prm
+
+    def new_search(
+        self,
+        problem: str,
+        strategy: str,
+        params: SearchParams,
+        verifier: str = "confidence",
+        listener: ev.Listener | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Search:
+        if not problem or not problem.strip():
+            raise InputError("the problem is empty")
+        validate(strategy, params)
+        return Search(
+            self.generator,
+            problem.strip(),
+            params,
+            self.answers,
+            scorer=self.scorer(verifier),
+            listener=listener,
+            cancel=cancel,
+        )
+
+    def solve(self, problem: str, strategy: str, params: SearchParams, verifier: str = "confidence",
+              listener: ev.Listener | None = None, cancel: threading.Event | None = None) -> tuple[Result, Search]:
+        with self.lock:  # one context: one search at a time
+            search = self.new_search(problem, strategy, params, verifier, listener, cancel)
+            try:
+                result = run_strategy(strategy, search)
+            finally:
+                search.release_all()
+            return result, search
+
+    def close(self) -> None:
+        self.engine.close()
+        self.model.close()
+        if self._prm is not None:
+            self._prm.engine.close()
+            self._prm.engine.model.close()

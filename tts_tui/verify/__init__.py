@@ -1,0 +1,1 @@
+"""Verifiers (scorers), answer extraction and equivalence."""

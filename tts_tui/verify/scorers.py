@@ -1,0 +1,120 @@
+"""Verifiers: each scores the last step of a node's path in [0, 1].
+
+- confidence: from the token logprobs the engine already has; no extra model.
+- self-judge: the policy model is asked "Is the last step correct?"; the score is
+  P(Yes) / (P(Yes) + P(No)) from next-token logits, batched, reusing each node's KV.
+- prm: a process reward model in its own GGUF and context (Math-Shepherd style: a
+  step tag after each step, P(good) at the tag; or RLHFlow style: one user turn per
+  step, P(good) as the assistant's reply).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from tts_tui.engine.branches import BranchEngine, Handle
+from tts_tui.errors import InputError
+
+if TYPE_CHECKING:
+    from tts_tui.search.run import Search
+    from tts_tui.search.tree import Node
+
+JUDGE_QUESTION = "Is the last step of this solution correct? Answer Yes or No."
+_MARK = "\u2063SOLUTION\u2063"
+
+
+class ConfidenceScorer:
+    """exp(mean token logprob) of the step: the model's own certainty."""
+
+    name = "confidence"
+
+    def score(self, search: Search, nodes: Sequence[Node]) -> list[float]:
+        out = []
+        for n in nodes:
+            lp = n.mean_logprob
+            out.append(math.exp(lp) if lp is not None else 0.0)
+        return out
+
+
+def _first_token(engine: BranchEngine, text: str) -> int:
+    return engine.model.tokenize(text, add_special=False, parse_special=False)[0]
+
+
+class SelfJudgeScorer:
+    name = "self-judge"
+
+    def __init__(self, engine: BranchEngine, question: str = JUDGE_QUESTION) -> None:
+        self.engine = engine
+        model = engine.model
+        # The text between the end of the assistant's partial answer and the judge's
+        # reply, as the model's own chat template writes it.
+        turns = [{"role": "user", "content": "P"}, {"role": "assistant", "content": _MARK}]
+        full = model.render_chat(turns + [{"role": "user", "content": question}], add_generation_prompt=True)
+        suffix = full.split(_MARK, 1)[1] if _MARK in full else f"\n\n{question}\n"
+        self.suffix = model.tokenize(suffix, add_special=False, parse_special=True)
+        self.yes = [_first_token(engine, w) for w in ("Yes", "yes")]
+        self.no = [_first_token(engine, w) for w in ("No", "no")]
+
+    def score(self, search: Search, nodes: Sequence[Node]) -> list[float]:
+        handles = [n.state for n in nodes]
+        if any(not isinstance(h, Handle) for h in handles):
+            raise InputError("self-judge needs nodes from the llama.cpp engine")
+        sets = [self.yes + self.no] * len(nodes)
+        out = []
+        for lps in self.engine.next_token_logprobs(handles, sets, self.suffix):
+            py = sum(math.exp(x) for x in lps[: len(self.yes)])
+            pn = sum(math.exp(x) for x in lps[len(self.yes) :])
+            out.append(py / (py + pn) if py + pn > 0 else 0.5)
+        return out
+
+
+@dataclass(frozen=True)
+class PRMFormat:
+    format: str = "math-shepherd"  # or "rlhflow"
+    step_tag: str = " ки\n"
+    good_token: str = "+"
+    bad_token: str = "-"
+
+
+class PRMScorer:
+    """A process reward model in its own context; scoring decodes are batched."""
+
+    name = "prm"
+
+    def __init__(self, engine: BranchEngine, fmt: PRMFormat) -> None:
+        self.engine = engine
+        self.fmt = fmt
+        self.good = _first_token(engine, fmt.good_token)
+        self.bad = _first_token(engine, fmt.bad_token)
+
+    def _tokens(self, problem: str, steps: list[str]) -> list[int]:
+        model = self.engine.model
+        if self.fmt.format == "rlhflow":
+            msgs = []
+            for i, step in enumerate(steps):
+                content = f"{problem} {step.strip()}" if i == 0 else step.strip()
+                msgs.append({"role": "user", "content": content})
+                if i < len(steps) - 1:
+                    msgs.append({"role": "assistant", "content": self.fmt.good_token})
+            return model.chat_tokens(msgs)
+        text = problem.strip() + "\n" + "".join(s.strip() + self.fmt.step_tag for s in steps)
+        return model.tokenize(text, add_special=True, parse_special=False)
+
+    def score(self, search: Search, nodes: Sequence[Node]) -> list[float]:
+        handles = []
+        for n in nodes:
+            steps = [p.forced + p.text for p in search.tree.path(n)]
+            handles.append(self.engine.prefill(self._tokens(search.tree.problem, steps)))
+        try:
+            lps = self.engine.next_token_logprobs(handles, [[self.good, self.bad]] * len(handles))
+        finally:
+            for h in handles:  # keep KV cached for prefix reuse, but let eviction take it
+                h.pinned = False
+        out = []
+        for g, b in lps:
+            pg, pb = math.exp(g), math.exp(b)
+            out.append(pg / (pg + pb) if pg + pb > 0 else 0.5)
+        return out
