@@ -171,7 +171,8 @@ class BranchEngine:
             raise ModelError(f"llama.cpp could not create a context of {n_ctx} tokens")
         self.n_ctx = int(L.llama_n_ctx(self.ctx))
         self.n_seq_max = int(L.llama_n_seq_max(self.ctx))
-        self.n_batch = n_batch
+        # llama.cpp may clamp n_batch (to n_ctx): a larger batch aborts the process.
+        self.n_batch = min(n_batch, int(L.llama_n_batch(self.ctx)), int(L.llama_n_ubatch(self.ctx)))
         self.mem = L.llama_get_memory(self.ctx)
         self.batch = L.llama_batch_init(n_batch, 0, 1)
         self.stats = EngineStats()
@@ -340,9 +341,13 @@ class BranchEngine:
                 if should_stop is not None and should_stop():
                     self._finish_all(live, FINISH_CANCELLED, on_step)
                     break
-                if token_budget is not None and generated >= token_budget:
-                    self._finish_all(live, FINISH_BUDGET, on_step)
-                    break
+                if token_budget is not None and generated + len(live) > token_budget:
+                    # A hard cap: only as many branches as tokens remain take a step.
+                    room = max(0, token_budget - generated)
+                    self._finish_all(live[room:], FINISH_BUDGET, on_step)
+                    live = live[:room]
+                    if not live:
+                        break
                 sampled = self._decode_step(live, logprobs)
                 if sampled is None:
                     self._finish_all(live, FINISH_CONTEXT, on_step)

@@ -25,6 +25,7 @@ STRATEGIES: dict[str, tuple[Strategy, str]] = {
 
 # Strategies where N/M sets the number of kept beams or subtrees.
 NEEDS_M_DIVIDES_N = {"beam", "dvts"}
+USES_M = NEEDS_M_DIVIDES_N | {"mcts", "auto"}
 
 
 def validate(strategy: str, p: SearchParams) -> None:
@@ -33,7 +34,7 @@ def validate(strategy: str, p: SearchParams) -> None:
         raise InputError(f"unknown strategy {strategy!r} (choose from: {', '.join(STRATEGIES)})")
     if not 1 <= p.n <= 256:
         raise InputError(f"N must be between 1 and 256, got {p.n}")
-    if not 1 <= p.m <= p.n:
+    if strategy in USES_M and not 1 <= p.m <= p.n:
         raise InputError(f"M must be between 1 and N ({p.n}), got {p.m}")
     if strategy in NEEDS_M_DIVIDES_N and p.n % p.m:
         raise InputError(f"{strategy}: M ({p.m}) must divide N ({p.n}): N/M beams are kept")

@@ -1,0 +1,87 @@
+"""A scripted generator: deterministic trees without a model, for strategy and UI tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tts_tui.search.protocol import StepResult
+
+
+@dataclass(frozen=True)
+class FakeState:
+    depth: int
+    branch: int  # which answer script this branch follows
+    text: str = ""
+
+
+class FakeGenerator:
+    """Branch k answers answers[k % len]; a solution takes `depth` steps of `step_tokens`.
+
+    Each step costs `step_tokens` tokens; the budget is honoured like the engine does.
+    """
+
+    def __init__(self, answers=("42", "42", "41", "42", "7"), depth: int = 3, step_tokens: int = 5) -> None:
+        self.answers = list(answers)
+        self.depth = depth
+        self.step_tokens = step_tokens
+        self.calls: list[int] = []  # batch size of every expand call
+        self.released = 0
+        self.counter = 0
+
+    def root(self, problem: str, system: str | None = None) -> FakeState:
+        return FakeState(0, -1)
+
+    def _step(self, i: int, parent: FakeState, prefix: str) -> StepResult:
+        branch = parent.branch if parent.branch >= 0 else self.counter
+        if parent.branch < 0:
+            self.counter += 1
+        depth = parent.depth + 1
+        ans = self.answers[branch % len(self.answers)]
+        last = depth >= self.depth
+        text = f"The answer is \\boxed{{{ans}}}." if last else f"Step {depth} of branch {branch}.\n\n"
+        toks = list(range(self.step_tokens))
+        lps = [-0.1 * (1 + branch % 3)] * self.step_tokens
+        return StepResult(i, text, toks, lps, "eos" if last else "delimiter", FakeState(depth, branch), forced=prefix)
+
+    def expand(self, requests, *, budget, should_stop, on_step):
+        self.calls.append(len(requests))
+        out = [[] for _ in requests]
+        states = [r.parent for r in requests]
+        live = list(range(len(requests)))
+        spent = 0
+        steps_done = [0] * len(requests)
+        while live:
+            nxt = []
+            for i in live:
+                if should_stop():
+                    continue
+                if spent + self.step_tokens > budget:
+                    res = StepResult(i, "", [], [], "budget", states[i])
+                    out[i].append(res)
+                    on_step(res)
+                    continue
+                res = self._step(i, states[i], requests[i].prefix if not out[i] else "")
+                spent += len(res.tokens)
+                states[i] = res.handle
+                out[i].append(res)
+                on_step(res)
+                steps_done[i] += 1
+                if res.finish == "delimiter" and steps_done[i] < requests[i].stop.max_steps:
+                    nxt.append(i)
+            live = nxt
+        return out
+
+    def release(self, state) -> None:
+        self.released += 1
+
+    def stats(self) -> dict[str, float]:
+        return {"calls": len(self.calls)}
+
+
+class FakeScorer:
+    """Scores by branch: branch b scores 1 / (1 + b % 3)."""
+
+    name = "fake"
+
+    def score(self, search, nodes):
+        return [1.0 / (1 + max(n.state.branch, 0) % 3) if n.state is not None else 0.0 for n in nodes]

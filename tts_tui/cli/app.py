@@ -1,0 +1,256 @@
+"""`tts`: the one-shot command line. Results on stdout, progress and errors on stderr."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from tts_tui.errors import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_NO_ANSWER, TTSError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=False,
+    invoke_without_command=True,
+    help="Test-time scaling on a local GGUF model: watch a small model think harder.",
+    pretty_exceptions_enable=False,
+)
+models_app = typer.Typer(help="The model catalog: list, pull, verify, path.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+def _err(msg: str) -> None:
+    print(f"error: {msg}", file=sys.stderr)
+
+
+@app.callback()
+def root(ctx: typer.Context) -> None:
+    """With no sub-command, open the TUI."""
+    if ctx.invoked_subcommand is None:
+        from tts_tui.cli.tui_cmd import open_tui
+
+        open_tui()
+
+
+# -- solve ---------------------------------------------------------------------------------
+STRATEGY_HELP = "cot, best-of-n, majority, weighted, beam, dvts, mcts, keep-thinking, auto"
+
+
+def _read_problem(problem: Optional[str], file: Optional[Path]) -> str:
+    if file is not None:
+        try:
+            return file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise TTSError(f"cannot read {file}: {exc.strerror}") from None
+    if problem is not None and problem != "-":
+        return problem
+    if not sys.stdin.isatty():
+        return sys.stdin.read()
+    return ""
+
+
+@app.command()
+def solve(
+    problem: Optional[str] = typer.Argument(None, help="The problem; '-' or omitted reads stdin."),
+    file: Optional[Path] = typer.Option(None, "--file", "-f", help="Read the problem from a file."),
+    strategy: str = typer.Option("cot", "--strategy", "-s", help=STRATEGY_HELP),
+    n: int = typer.Option(8, "--n", help="N: total generations / beams."),
+    m: int = typer.Option(4, "--m", help="M: expansions per kept beam (N/M beams are kept)."),
+    budget: int = typer.Option(4096, "--budget", help="Token budget for the whole run (hard cap)."),
+    temperature: float = typer.Option(0.7, "--temperature", "-t"),
+    top_p: float = typer.Option(0.95, "--top-p"),
+    seed: int = typer.Option(0, "--seed"),
+    max_steps: int = typer.Option(12, "--max-steps"),
+    model: Optional[str] = typer.Option(None, "--model", help="Catalog id or path to a GGUF file."),
+    verifier: str = typer.Option("confidence", "--verifier", help="confidence, self-judge, prm"),
+    prm: Optional[str] = typer.Option(None, "--prm", help="PRM model (catalog id or GGUF path)."),
+    aggregate: str = typer.Option("last", "--aggregate", help="Step-score aggregation: last, min, prod, mean."),
+    threads: Optional[int] = typer.Option(None, "--threads"),
+    n_gpu_layers: int = typer.Option(-1, "--n-gpu-layers", help="-1 = all layers on the GPU when there is one."),
+    as_json: bool = typer.Option(False, "--json", help="Print the whole tree and events as JSON."),
+) -> None:
+    """Solve one problem with a test-time scaling strategy."""
+    from tts_tui.cli.progress import SearchProgress, download_progress
+    from tts_tui.runlog import run_record, save_run
+    from tts_tui.search.protocol import SearchParams
+    from tts_tui.search.strategies import validate
+    from tts_tui.session import VERIFIERS, EngineOptions, Solver
+
+    text = _read_problem(problem, file).strip()
+    if not text:
+        raise TTSError("the problem is empty (give it as an argument, with --file, or on stdin)")
+    if verifier not in VERIFIERS:
+        raise TTSError(f"unknown verifier {verifier!r} (choose from: {', '.join(VERIFIERS)})")
+    if aggregate not in ("last", "min", "prod", "mean"):
+        raise TTSError(f"unknown aggregation {aggregate!r} (last, min, prod, mean)")
+    params = SearchParams(n=n, m=m, budget=budget, temperature=temperature, top_p=top_p, seed=seed,
+                          max_steps=max_steps, aggregate=aggregate)
+    validate(strategy, params)  # before loading a model: bad input fails fast
+    with download_progress() as on_progress:
+        solver = Solver(model, prm=prm, options=EngineOptions(n_threads=threads, n_gpu_layers=n_gpu_layers),
+                        on_progress=on_progress)
+    cancel = threading.Event()
+    try:
+        with SearchProgress(budget) as progress:
+            result, search = solver.solve(text, strategy, params, verifier, listener=progress, cancel=cancel)
+    except KeyboardInterrupt:
+        cancel.set()
+        raise
+    record = run_record(search, result, settings={"strategy": strategy, "verifier": verifier, **params.__dict__},
+                        model=str(solver.model_path.name))
+    try:
+        save_run(record)
+    except OSError as exc:
+        _err(f"could not save the run: {exc}")
+    if as_json:
+        print(json.dumps(record, ensure_ascii=False))
+    else:
+        _print_result(result)
+    if result.answer is None:
+        raise typer.Exit(EXIT_NO_ANSWER)
+
+
+def _print_result(result) -> None:
+    print(f"answer: {result.answer if result.answer is not None else '(none within the budget)'}")
+    print(f"confidence: {result.confidence:.2f}")
+    if result.groups:
+        votes = ", ".join(f"{g.answer} x{g.count} (w={g.weight:.2f})" for g in result.groups[:6])
+        print(f"votes: {votes}")
+    print(f"strategy: {result.strategy}" + (f" ({result.reason})" if result.reason else ""))
+    print(f"tokens: {result.tokens}  time: {result.seconds:.1f}s  tok/s: {result.tokens / max(result.seconds, 1e-6):.1f}")
+
+
+# -- models ---------------------------------------------------------------------------------
+@models_app.command("list")
+def models_list() -> None:
+    """Catalog models: id, role, size, present or not."""
+    from tts_tui import paths
+    from tts_tui.catalog import load_catalog
+
+    mdir = paths.models_dir()
+    print(f"{'id':40} {'role':8} {'size':>9}  present")
+    for e in load_catalog().entries:
+        mark = "yes" if e.is_present(mdir) else "no"
+        dflt = " (default)" if e.default else ""
+        print(f"{e.id:40} {e.role:8} {e.size / 2**20:7.0f}MB  {mark}{dflt}")
+    print(f"# models dir: {mdir}")
+
+
+@models_app.command("pull")
+def models_pull(model_id: str = typer.Argument(..., help="Catalog id or alias.")) -> None:
+    """Download a catalog model (verified by sha256); does nothing if present and verified."""
+    from tts_tui import paths
+    from tts_tui.catalog import load_catalog
+    from tts_tui.catalog.fetch import fetch, verify
+    from tts_tui.cli.progress import download_progress
+
+    entry = _entry(load_catalog(), model_id)
+    mdir = paths.models_dir()
+    if entry.is_present(mdir):
+        try:
+            verify(entry, mdir)
+            print(f"{entry.id}: present and verified ({entry.path(mdir)})")
+            return
+        except TTSError as exc:
+            _err(f"{exc}; downloading again")
+    with download_progress() as on_progress:
+        path = fetch(entry, mdir, on_progress)
+    print(f"{entry.id}: downloaded and verified ({path})")
+
+
+@models_app.command("verify")
+def models_verify(model_id: Optional[str] = typer.Argument(None, help="One id; all present models if omitted.")) -> None:
+    """Check size and sha256 of downloaded models against the catalog."""
+    from tts_tui import paths
+    from tts_tui.catalog import load_catalog
+    from tts_tui.catalog.fetch import verify
+
+    cat = load_catalog()
+    mdir = paths.models_dir()
+    entries = [_entry(cat, model_id)] if model_id else [e for e in cat.entries if e.path(mdir).exists()]
+    bad = 0
+    for e in entries:
+        try:
+            verify(e, mdir)
+            print(f"{e.id}: ok")
+        except TTSError as exc:
+            print(f"{e.id}: FAILED: {exc}")
+            bad += 1
+    if not entries:
+        print("no models downloaded")
+    if bad:
+        raise typer.Exit(EXIT_BAD_INPUT)
+
+
+@models_app.command("path")
+def models_path(model_id: str) -> None:
+    """Print where a catalog model lives (or would live)."""
+    from tts_tui import paths
+    from tts_tui.catalog import load_catalog
+
+    print(_entry(load_catalog(), model_id).path(paths.models_dir()))
+
+
+def _entry(cat, model_id: str):
+    entry = cat.get(model_id)
+    if entry is None:
+        raise TTSError(f"unknown model id {model_id!r} (catalog: {', '.join(cat.ids())})")
+    return entry
+
+
+# -- doctor ---------------------------------------------------------------------------------
+@app.command()
+def doctor() -> None:
+    """Which llama.cpp build is in use, GPU offload, threads, models dir."""
+    from tts_tui import paths
+    from tts_tui.engine.backend import backend_info
+
+    info = backend_info()
+    print(f"llama-cpp-python: {info['llama_cpp_python']}")
+    print(f"gpu offload: {'available' if info['gpu_offload'] else 'not available (CPU build)'}")
+    print(f"threads: {info['threads']}")
+    print(f"max parallel sequences: {info['max_parallel_sequences']}")
+    print(f"models dir: {paths.models_dir()}")
+    print(f"runs dir: {paths.runs_dir()}")
+    print(f"system: {info['system_info']}")
+
+
+def _register_optional() -> None:
+    from tts_tui.cli import eval_cmd, tui_cmd
+
+    app.command("eval")(eval_cmd.eval_command)
+    app.command("tui")(tui_cmd.tui_command)
+
+
+_register_optional()
+
+
+def main() -> None:
+    """Entry point: user errors are one line on stderr with a non-zero code, never a traceback."""
+    try:
+        rc = app(standalone_mode=False)
+        sys.exit(rc if isinstance(rc, int) else 0)
+    except TTSError as exc:
+        _err(str(exc))
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        _err("cancelled")
+        sys.exit(EXIT_CANCELLED)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except SystemExit:
+        raise
+    except Exception as exc:  # click usage errors and the like
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            _err("cancelled")
+            sys.exit(EXIT_CANCELLED)
+        raise

@@ -1,0 +1,246 @@
+"""`tts eval`: accuracy against compute on a JSONL data set, resumable.
+
+Each finished (strategy, N, problem) is appended to `log.jsonl` as one fsynced line, so
+a killed evaluation loses at most the problem in flight and the same command continues.
+For sample-based strategies (best-of-n, majority, weighted) one run at the largest N
+gives the smaller N by taking its first n samples (the samples are independent), as
+the papers do.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tts_tui.atomic import append_line, write_text
+from tts_tui.errors import InputError
+from tts_tui.search.protocol import SearchParams
+from tts_tui.search.tree import FINISHED
+from tts_tui.search.votes import group_answers
+from tts_tui.verify.answers import equivalent
+
+SUBSAMPLED = {"best-of-n", "majority", "weighted"}
+SINGLE = {"cot", "keep-thinking"}  # N does not apply
+
+
+@dataclass
+class Problem:
+    id: str
+    problem: str
+    answer: str
+    level: int | None = None
+
+
+def load_problems(path: Path, limit: int | None = None, levels: set[int] | None = None) -> list[Problem]:
+    if not path.is_file():
+        raise InputError(f"no such data file: {path}")
+    out: list[Problem] = []
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            p = Problem(str(row.get("id", i)), row["problem"], str(row["answer"]), row.get("level"))
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise InputError(f"{path}:{i + 1}: not a JSON object with 'problem' and 'answer'") from None
+        if levels and p.level not in levels:
+            continue
+        out.append(p)
+        if limit and len(out) >= limit:
+            break
+    if not out:
+        raise InputError(f"{path}: no problems selected")
+    return out
+
+
+def done_keys(log: Path) -> set[str]:
+    keys: set[str] = set()
+    if log.is_file():
+        for line in log.read_text(encoding="utf-8").splitlines():
+            try:
+                keys.add(json.loads(line)["key"])
+            except (json.JSONDecodeError, KeyError):
+                continue  # a line cut by a kill: that problem is redone
+    return keys
+
+
+def _key(strategy: str, n: int, pid: str) -> str:
+    return f"{strategy}|{n}|{pid}"
+
+
+def plan(strategies: list[str], ns: list[int]) -> list[tuple[str, int, list[int]]]:
+    """(strategy, N to run, Ns it yields) jobs."""
+    jobs = []
+    for s in strategies:
+        if s in SINGLE:
+            jobs.append((s, 1, [1]))
+        elif s in SUBSAMPLED:
+            jobs.append((s, max(ns), sorted(ns)))
+        else:
+            jobs.extend((s, n, [n]) for n in sorted(ns))
+    return jobs
+
+
+SolveFn = Callable[[str, str, SearchParams], tuple[Any, Any]]
+
+
+def run_eval(
+    problems: list[Problem],
+    strategies: list[str],
+    ns: list[int],
+    base: SearchParams,
+    solve: SolveFn,
+    out_dir: Path,
+    budget_per_sample: int,
+    on_row: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    log = out_dir / "log.jsonl"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    done = done_keys(log)
+    for strategy, n, yields in plan(strategies, ns):
+        for p in problems:
+            if all(_key(strategy, k, p.id) in done for k in yields):
+                continue
+            m = min(base.m, n) if n % min(base.m, n) == 0 else 1
+            params = SearchParams(**{**base.__dict__, "n": n, "m": m, "budget": budget_per_sample * n})
+            t0 = time.monotonic()
+            result, search = solve(p.problem, strategy, params)
+            seconds = time.monotonic() - t0
+            for row in _rows(strategy, n, yields, p, result, search, seconds):
+                if row["key"] in done:
+                    continue
+                append_line(log, json.dumps(row, ensure_ascii=False))
+                done.add(row["key"])
+                if on_row:
+                    on_row(row)
+    return read_rows(log)
+
+
+def _rows(strategy: str, n: int, yields: list[int], p: Problem, result: Any, search: Any, seconds: float):
+    base = {"id": p.id, "strategy": strategy, "gold": p.answer, "level": p.level}
+    extra = {k: result.stats.get(k) for k in ("difficulty", "chosen_strategy") if k in result.stats}
+    if strategy not in SUBSAMPLED:
+        yield {**base, "key": _key(strategy, n, p.id), "n": n, "answer": result.answer,
+               "correct": bool(result.answer is not None and equivalent(result.answer, p.answer)),
+               "tokens": result.tokens, "seconds": round(seconds, 2), **extra}
+        return
+    samples = _samples(search)
+    for k in yields:
+        sub = samples[:k]
+        answer = _sub_answer(strategy, sub)
+        frac = sum(s["tokens"] for s in sub) / max(1, sum(s["tokens"] for s in samples))
+        yield {**base, "key": _key(strategy, k, p.id), "n": k, "answer": answer,
+               "correct": bool(answer is not None and equivalent(answer, p.answer)),
+               "tokens": sum(s["tokens"] for s in sub), "seconds": round(seconds * frac, 2),
+               "subsampled_from": n if k != n else None}
+
+
+def _samples(search: Any) -> list[dict[str, Any]]:
+    """Each full sample: its answer, path score and tokens, in generation order."""
+    tree = search.tree
+    out = []
+    for child in tree.children(tree.root):
+        leaf = child
+        while leaf.children:
+            leaf = tree.nodes[leaf.children[-1]]
+        path = tree.path(leaf)
+        ok = leaf.status in (FINISHED, "chosen") and leaf.answer
+        out.append({
+            "answer": leaf.answer if ok else None,
+            "score": search.path_score(leaf) if ok and search.scorer else 0.0,
+            "tokens": sum(x.n_tokens for x in path),
+            "id": leaf.id,
+        })
+    return out
+
+
+def _sub_answer(strategy: str, samples: list[dict[str, Any]]) -> str | None:
+    items = [(s["answer"], s["score"] if strategy != "majority" else 1.0, s["id"]) for s in samples if s["answer"]]
+    if not items:
+        return None
+    if strategy == "best-of-n":
+        return max(items, key=lambda x: x[1])[0]
+    groups = group_answers(items, equivalent)
+    return groups[0].answer
+
+
+def read_rows(log: Path) -> list[dict[str, Any]]:
+    rows = []
+    if log.is_file():
+        for line in log.read_text(encoding="utf-8").splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows
+
+
+def summarize(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    acc: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        acc[(r["strategy"], r["n"])].append(r)
+    table = []
+    for (s, n), rs in sorted(acc.items()):
+        table.append({
+            "strategy": s, "n": n, "problems": len(rs),
+            "accuracy": sum(r["correct"] for r in rs) / len(rs),
+            "mean_tokens": sum(r["tokens"] for r in rs) / len(rs),
+            "mean_seconds": sum(r["seconds"] for r in rs) / len(rs),
+        })
+    return table
+
+
+def format_table(table: list[dict[str, Any]]) -> str:
+    lines = [f"{'strategy':14} {'N':>3} {'problems':>8} {'accuracy':>8} {'mean tokens':>11} {'mean s':>7}"]
+    for t in table:
+        lines.append(f"{t['strategy']:14} {t['n']:>3} {t['problems']:>8} {t['accuracy']:>8.1%} "
+                     f"{t['mean_tokens']:>11.0f} {t['mean_seconds']:>7.1f}")
+    return "\n".join(lines)
+
+
+def plot_svg(table: list[dict[str, Any]], dest: Path, title: str = "accuracy vs tokens") -> None:
+    """Accuracy against mean tokens, one line per strategy, as a small standalone SVG."""
+    w, h, pad = 640, 400, 60
+    xs = [t["mean_tokens"] for t in table] or [1]
+    xmax = max(xs) * 1.1 or 1
+    colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f"]
+
+    def px(x: float) -> float:
+        return pad + (w - 2 * pad) * x / xmax
+
+    def py(y: float) -> float:
+        return h - pad - (h - 2 * pad) * y
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">',
+             '<rect width="100%" height="100%" fill="white"/>',
+             f'<text x="{w / 2}" y="20" text-anchor="middle" font-size="14">{title}</text>',
+             f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="black"/>',
+             f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{h - pad}" stroke="black"/>',
+             f'<text x="{w / 2}" y="{h - 15}" text-anchor="middle">mean generated tokens per problem</text>',
+             f'<text x="15" y="{h / 2}" transform="rotate(-90 15 {h / 2})" text-anchor="middle">accuracy</text>']
+    for k in range(0, 11, 2):
+        y = k / 10
+        parts.append(f'<text x="{pad - 8}" y="{py(y) + 4}" text-anchor="end">{y:.1f}</text>')
+        parts.append(f'<line x1="{pad}" y1="{py(y)}" x2="{w - pad}" y2="{py(y)}" stroke="#eee"/>')
+    for k in range(5):
+        x = xmax * k / 4
+        parts.append(f'<text x="{px(x)}" y="{h - pad + 16}" text-anchor="middle">{x:.0f}</text>')
+    by: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for t in table:
+        by[t["strategy"]].append(t)
+    for i, (s, pts) in enumerate(sorted(by.items())):
+        c = colors[i % len(colors)]
+        pts.sort(key=lambda t: t["mean_tokens"])
+        coords = " ".join(f"{px(t['mean_tokens']):.1f},{py(t['accuracy']):.1f}" for t in pts)
+        parts.append(f'<polyline points="{coords}" fill="none" stroke="{c}" stroke-width="2"/>')
+        for t in pts:
+            parts.append(f'<circle cx="{px(t["mean_tokens"]):.1f}" cy="{py(t["accuracy"]):.1f}" r="3" fill="{c}">'
+                         f'<title>{s} N={t["n"]}: {t["accuracy"]:.0%}</title></circle>')
+        parts.append(f'<text x="{w - pad + 4}" y="{pad + 14 * i}" fill="{c}">{s}</text>')
+    parts.append("</svg>")
+    write_text(dest, "\n".join(parts))

@@ -1,0 +1,46 @@
+"""The run log: every run saved as one JSON file, written atomically, loadable back."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from tts_tui import paths
+from tts_tui.atomic import write_json
+from tts_tui.search.run import Result, Search
+
+RUN_VERSION = 1
+
+
+def run_record(search: Search, result: Result, settings: dict[str, Any], model: str) -> dict[str, Any]:
+    t0 = search.started
+    return {
+        "version": RUN_VERSION,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "problem": search.tree.problem,
+        "model": model,
+        "settings": {k: v for k, v in settings.items() if k != "extra"},
+        "result": result.to_dict(),
+        "tree": search.tree.to_dict(),
+        "events": [dict(e.to_dict(), t=round(e.t - t0, 4)) for e in search.events],
+    }
+
+
+def save_run(record: dict[str, Any], runs_dir: Path | None = None) -> Path:
+    runs_dir = runs_dir or paths.runs_dir()
+    stamp = record["created"].replace(":", "").replace("-", "")
+    strategy = record["settings"].get("strategy", "run")
+    dest = runs_dir / f"{stamp}-{strategy}-{abs(hash(record['problem'])) % 10**6:06d}.json"
+    write_json(dest, record)
+    return dest
+
+
+def load_run(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def list_runs(runs_dir: Path | None = None) -> list[Path]:
+    runs_dir = runs_dir or paths.runs_dir()
+    return sorted(runs_dir.glob("*.json"), reverse=True) if runs_dir.is_dir() else []
