@@ -34,7 +34,8 @@ def bench_naive(path: Path, prompt_text: str, n: int, new: int, threads: int) ->
     for i in range(n):
         llm.reset()  # each call evaluates its prompt, as N independent requests would
         t0 = time.perf_counter()
-        out = llm.create_completion(prompt_text, max_tokens=new, temperature=0.8, seed=i, stop=[])
+        out = llm.create_completion(prompt_text, max_tokens=new, temperature=0.8, seed=i, stop=[],
+                                    logit_bias={llm.token_eos(): float("-inf")})
         t += time.perf_counter() - t0
         made += out["usage"]["completion_tokens"]
     del llm
@@ -44,7 +45,9 @@ def bench_naive(path: Path, prompt_text: str, n: int, new: int, threads: int) ->
 def bench_engine(engine: BranchEngine, tokens: list[int], n: int, new: int) -> float:
     root = engine.prefill(tokens)
     stop = StopRule(delimiter=None, max_tokens=new)
-    reqs = [BranchRequest(root, SamplingParams(temperature=0.8, seed=i), stop, keep_kv=False) for i in range(n)]
+    # ban_eos: every branch makes exactly `new` tokens, as in the other two columns
+    sp = [SamplingParams(temperature=0.8, seed=i, ban_eos=True) for i in range(n)]
+    reqs = [BranchRequest(root, p, stop, keep_kv=False) for p in sp]
     t0 = time.perf_counter()
     outs = engine.generate(reqs)
     dt = time.perf_counter() - t0

@@ -44,7 +44,12 @@ def write_json(dest: Path, obj: Any) -> None:
 def append_line(dest: Path, line: str) -> None:
     """Append one line and fsync: a JSONL log that a kill can only cut after a full line."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with open(dest, "a", encoding="utf-8") as fh:
-        fh.write(line.rstrip("\n") + "\n")
+    with open(dest, "a+b") as fh:
+        fh.seek(0, os.SEEK_END)
+        if fh.tell() > 0:
+            fh.seek(-1, os.SEEK_END)
+            if fh.read(1) != b"\n":  # a line cut by a kill: close it, never glue onto it
+                fh.write(b"\n")
+        fh.write((line.rstrip("\n") + "\n").encode("utf-8"))
         fh.flush()
         os.fsync(fh.fileno())

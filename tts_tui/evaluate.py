@@ -73,16 +73,21 @@ def _key(strategy: str, n: int, pid: str) -> str:
     return f"{strategy}|{n}|{pid}"
 
 
-def plan(strategies: list[str], ns: list[int]) -> list[tuple[str, int, list[int]]]:
-    """(strategy, N to run, Ns it yields) jobs."""
+def plan(strategies: list[str], ns: list[int]) -> list[tuple[str, int, list[int], list[str]]]:
+    """(strategy to run, N to run, Ns it yields, strategies it yields) jobs.
+
+    best-of-n, majority and weighted differ only in how they read N independent
+    samples, so one weighted run at the largest N yields all three at every N.
+    """
     jobs = []
+    sampled = [s for s in strategies if s in SUBSAMPLED]
+    if sampled:
+        jobs.append(("weighted", max(ns), sorted(ns), sampled))
     for s in strategies:
         if s in SINGLE:
-            jobs.append((s, 1, [1]))
-        elif s in SUBSAMPLED:
-            jobs.append((s, max(ns), sorted(ns)))
-        else:
-            jobs.extend((s, n, [n]) for n in sorted(ns))
+            jobs.append((s, 1, [1], [s]))
+        elif s not in SUBSAMPLED:
+            jobs.extend((s, n, [n], [s]) for n in sorted(ns))
     return jobs
 
 
@@ -102,16 +107,17 @@ def run_eval(
     log = out_dir / "log.jsonl"
     out_dir.mkdir(parents=True, exist_ok=True)
     done = done_keys(log)
-    for strategy, n, yields in plan(strategies, ns):
+    for strategy, n, yields, names in plan(strategies, ns):
         for p in problems:
-            if all(_key(strategy, k, p.id) in done for k in yields):
+            if all(_key(name, k, p.id) in done for k in yields for name in names):
                 continue
             m = min(base.m, n) if n % min(base.m, n) == 0 else 1
             params = SearchParams(**{**base.__dict__, "n": n, "m": m, "budget": budget_per_sample * n})
             t0 = time.monotonic()
             result, search = solve(p.problem, strategy, params)
             seconds = time.monotonic() - t0
-            for row in _rows(strategy, n, yields, p, result, search, seconds):
+            rows = [r for name in names for r in _rows(name, n, yields, p, result, search, seconds)]
+            for row in rows:
                 if row["key"] in done:
                     continue
                 append_line(log, json.dumps(row, ensure_ascii=False))

@@ -40,9 +40,13 @@ FINISH_CANCELLED = "cancelled"
 DONE_REASONS = {FINISH_EOS, FINISH_STOP}  # the model ended the solution itself
 
 
-def make_sampler(params: SamplingParams) -> Any:
+def make_sampler(params: SamplingParams, model: LlamaModel | None = None) -> Any:
     """A llama.cpp sampler chain: the vocabulary loop runs in C, not Python."""
     chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
+    if params.ban_eos and model is not None:
+        eog = [t for t in (model.eos, int(L.llama_vocab_eot(model.vocab))) if t >= 0]
+        biases = (L.llama_logit_bias * len(eog))(*[L.llama_logit_bias(t, float("-inf")) for t in eog])
+        L.llama_sampler_chain_add(chain, L.llama_sampler_init_logit_bias(model.n_vocab, len(eog), biases))
     if params.temperature <= 0:
         L.llama_sampler_chain_add(chain, L.llama_sampler_init_greedy())
         return chain
@@ -384,7 +388,7 @@ class BranchEngine:
             pos=len(parent.tokens) - 1,
             queue=queue,
             path=list(parent.tokens) + list(req.prefix),
-            sampler=make_sampler(req.sampling),
+            sampler=make_sampler(req.sampling, self.model),
         )
         b.forced_text = self.model.detokenize(list(req.prefix)) if req.prefix else ""
         if len(b.path) + 1 > self.n_ctx:

@@ -13,6 +13,7 @@ class SamplingParams:
     top_p: float = 0.95
     top_k: int = 40
     seed: int = 0
+    ban_eos: bool = False  # never end the branch (benchmarks: equal lengths)
 
 
 @dataclass(frozen=True)

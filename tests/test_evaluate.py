@@ -1,0 +1,58 @@
+"""`tts eval` logic on the fake generator: subsampling, resumability, table and plot."""
+
+from __future__ import annotations
+
+import json
+
+from fakes import FakeGenerator, FakeScorer
+from tts_tui.evaluate import Problem, format_table, plot_svg, read_rows, run_eval, summarize
+from tts_tui.search.protocol import SearchParams
+from tts_tui.search.run import Search
+from tts_tui.search.strategies import run_strategy
+from tts_tui.verify.answers import MathAnswers
+
+PROBLEMS = [Problem(f"p{i}", f"problem {i}", "42") for i in range(3)]
+
+
+def solver(calls):
+    def solve(problem, strategy, params):
+        calls.append((strategy, params.n))
+        search = Search(FakeGenerator(), problem, params, MathAnswers(), FakeScorer())
+        return run_strategy(strategy, search), search
+    return solve
+
+
+def test_eval_subsamples_and_resumes(tmp_path):
+    calls = []
+    base = SearchParams(m=2, max_steps=6)
+    rows = run_eval(PROBLEMS, ["cot", "majority", "weighted", "beam"], [2, 4], base, solver(calls), tmp_path, 64)
+    # one sample run at N=4 serves majority and weighted at N=2 and 4; beam runs per N
+    assert calls.count(("weighted", 4)) == 3
+    assert ("majority", 2) not in calls
+    assert calls.count(("beam", 2)) == 3 and calls.count(("beam", 4)) == 3
+    assert len(rows) == 3 * (1 + 2 + 2 + 2)
+    again = []
+    run_eval(PROBLEMS, ["cot", "majority", "weighted", "beam"], [2, 4], base, solver(again), tmp_path, 64)
+    assert again == []  # nothing redone
+
+
+def test_eval_survives_a_cut_line(tmp_path):
+    calls = []
+    run_eval(PROBLEMS[:1], ["cot"], [1], SearchParams(), solver(calls), tmp_path, 64)
+    with open(tmp_path / "log.jsonl", "a") as fh:
+        fh.write('{"key": "cot|1|p1", "trunc')  # killed mid-write
+    run_eval(PROBLEMS[:2], ["cot"], [1], SearchParams(), solver(calls), tmp_path, 64)
+    assert len(calls) == 2
+    rows = read_rows(tmp_path / "log.jsonl")
+    assert {r["id"] for r in rows} == {"p0", "p1"}
+
+
+def test_table_and_plot(tmp_path):
+    rows = run_eval(PROBLEMS, ["cot", "majority"], [1, 4], SearchParams(m=1), solver([]), tmp_path, 64)
+    table = summarize(rows)
+    text = format_table(table)
+    assert "majority" in text and "accuracy" in text
+    assert all(t["accuracy"] == 1.0 for t in table)
+    plot_svg(table, tmp_path / "plot.svg")
+    assert (tmp_path / "plot.svg").read_text().startswith("<svg")
+    json.dumps(table)
