@@ -204,8 +204,13 @@ class Search:
         total_w = sum(g.weight for g in groups) or 1.0
         best = groups[0] if groups else None
         conf = best.weight / total_w if best else 0.0
+        # Live leftovers are pruned, except steps on the way to a finished solution.
+        on_solution: set[int] = set()
         for n in self.tree.nodes.values():
-            if n.status == LIVE and n.kind != "root":
+            if n.status in (FINISHED, CHOSEN):
+                on_solution.update(p.id for p in self.tree.path(n))
+        for n in self.tree.nodes.values():
+            if n.status == LIVE and n.kind != "root" and n.id not in on_solution:
                 self.set_status(n, PRUNED)
         self.release_all()
         result = Result(
