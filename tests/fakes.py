@@ -85,3 +85,53 @@ class FakeScorer:
 
     def score(self, search, nodes):
         return [1.0 / (1 + max(n.state.branch, 0) % 3) if n.state is not None else 0.0 for n in nodes]
+
+
+class SlowFakeGenerator(FakeGenerator):
+    """Like FakeGenerator, but each step takes `delay` seconds and honours cancel mid-call."""
+
+    def __init__(self, delay: float = 0.0, **kw) -> None:
+        super().__init__(**kw)
+        self.delay = delay
+
+    def _step(self, i, parent, prefix):
+        import time
+
+        if self.delay:
+            time.sleep(self.delay)
+        return super()._step(i, parent, prefix)
+
+
+class FakeRunner:
+    """The TUI's Runner protocol over the scripted generator (no model)."""
+
+    def __init__(self, delay: float = 0.0, answers=("42", "42", "41", "42", "7"), depth: int = 3) -> None:
+        self.delay = delay
+        self.answers = answers
+        self.depth = depth
+        self.requests = []
+
+    def models(self):
+        return [("fake-model", True), ("absent-model", False)]
+
+    def run(self, req, listener, cancel, status):
+        from tts_tui.search.run import Search
+        from tts_tui.search.strategies import run_strategy
+        from tts_tui.verify.answers import MathAnswers
+
+        self.requests.append(req)
+        status(f"running {req.strategy}")
+        gen = SlowFakeGenerator(self.delay, answers=self.answers, depth=self.depth)
+        search = Search(gen, req.problem, req.params, MathAnswers(), FakeScorer(), listener, cancel)
+        try:
+            return run_strategy(req.strategy, search), search
+        finally:
+            import time
+
+            self.finished_at = time.monotonic()
+
+    def model_name(self):
+        return "fake-model"
+
+    def close(self):
+        pass

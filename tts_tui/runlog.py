@@ -44,3 +44,35 @@ def load_run(path: Path) -> dict[str, Any]:
 def list_runs(runs_dir: Path | None = None) -> list[Path]:
     runs_dir = runs_dir or paths.runs_dir()
     return sorted(runs_dir.glob("*.json"), reverse=True) if runs_dir.is_dir() else []
+
+
+def markdown_report(record: dict[str, Any]) -> str:
+    """The chosen path and the answer table, for sharing."""
+    res = record["result"]
+    nodes = {n["id"]: n for n in record["tree"]["nodes"]}
+    chosen = res.get("chosen")
+    path = []
+    while chosen is not None and chosen in nodes and nodes[chosen]["parent_id"] is not None:
+        path.append(nodes[chosen])
+        chosen = nodes[chosen]["parent_id"]
+    s = record["settings"]
+    lines = [
+        f"# {s.get('strategy', 'run')} on {record.get('model', '?')}",
+        "",
+        f"**Problem.** {record['problem']}",
+        "",
+        f"**Answer:** {res['answer']} (confidence {res['confidence']:.0%}; {res['tokens']} tokens, {res['seconds']:.1f}s)",
+        "",
+        f"Settings: N={s.get('n')} M={s.get('m')} budget={s.get('budget')} temperature={s.get('temperature')} "
+        f"seed={s.get('seed')} verifier={s.get('verifier')}",
+        "",
+        "## Chosen path",
+        "",
+    ]
+    for i, n in enumerate(reversed(path), 1):
+        scores = ", ".join(f"{k} {v:.3f}" for k, v in n.get("scores", {}).items())
+        lines.append(f"{i}. {(n.get('forced', '') + n['text']).strip()}" + (f"  _({scores})_" if scores else ""))
+    lines += ["", "## Answers", "", "| answer | votes | weight |", "| --- | --- | --- |"]
+    for g in res.get("votes", []):
+        lines.append(f"| {g['answer']} | {g['count']} | {g['weight']:.3f} |")
+    return "\n".join(lines) + "\n"

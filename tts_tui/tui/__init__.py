@@ -1,0 +1,1 @@
+"""The Textual TUI: watch the reasoning tree grow live and steer the search."""

@@ -1,0 +1,78 @@
+"""Pure formatting for the TUI (labels, bars, detail text): easy to test, no widgets."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from rich.text import Text
+
+from tts_tui.search.tree import CHOSEN, FINISHED, LIVE, PRUNED, Node, Tree
+
+GLYPHS = {LIVE: ("●", "yellow"), PRUNED: ("✗", "red dim"), FINISHED: ("✓", "green"), CHOSEN: ("★", "bold magenta")}
+DONE_GLYPH = ("·", "")  # a step on the way to a finished solution, after the run
+
+
+def preview(text: str, width: int = 48) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def node_label(node: Node, running: bool = True) -> Text:
+    glyph, style = GLYPHS.get(node.status, ("?", ""))
+    if node.status == LIVE and not running:
+        glyph, style = DONE_GLYPH
+    label = Text()
+    label.append(f"{glyph} ", style=style)
+    if node.forced:
+        label.append(node.forced.strip() + " ", style="italic cyan")
+    label.append(preview(node.text) or "(empty)", style="dim" if node.status == PRUNED else "")
+    bits = []
+    for name, score in node.scores.items():
+        bits.append(f"{name[:4]} {score:.2f}")
+    bits.append(f"{node.n_tokens}t")
+    if node.answer and node.status in (FINISHED, CHOSEN):
+        bits.append(f"= {node.answer}")
+    label.append("  " + " · ".join(bits), style="dim" if node.status != CHOSEN else "magenta")
+    return label
+
+
+def confidence(node: Node) -> float | None:
+    lp = node.mean_logprob
+    return math.exp(lp) if lp is not None else None
+
+
+def detail_text(tree: Tree, node: Node) -> Text:
+    """The path from the root to `node`, each step with its scores and confidence."""
+    out = Text()
+    out.append("Problem\n", style="bold")
+    out.append(tree.problem.strip() + "\n\n")
+    for i, step in enumerate(tree.path(node), 1):
+        conf = confidence(step)
+        scores = "  ".join(f"{k} {v:.3f}" for k, v in step.scores.items())
+        head = f"Step {i}  [{step.status}]  {step.n_tokens} tokens"
+        head += f"  confidence {conf:.3f}" if conf is not None else ""
+        head += f"  {scores}" if scores else ""
+        out.append(head + "\n", style="bold cyan")
+        if step.forced:
+            out.append(step.forced, style="italic cyan")
+        out.append(step.text.rstrip() + "\n\n")
+    if node.answer:
+        out.append(f"Answer: {node.answer}\n", style="bold green")
+    return out
+
+
+def answer_bars(groups: list[dict[str, Any]], width: int = 24) -> Text:
+    out = Text()
+    if not groups:
+        out.append("no answers yet", style="dim")
+        return out
+    total_w = sum(g["weight"] for g in groups) or 1.0
+    top = max(g["weight"] for g in groups) or 1.0
+    for i, g in enumerate(groups[:8]):
+        n = max(1, round(width * g["weight"] / top))
+        style = "bold green" if i == 0 else "blue"
+        out.append(f"{preview(str(g['answer']), 14):>14} ", style="bold" if i == 0 else "")
+        out.append("█" * n, style=style)
+        out.append(f" {g['count']} votes  w {g['weight']:.2f}  ({g['weight'] / total_w:.0%})\n")
+    return out
