@@ -216,3 +216,21 @@ async def test_snapshot_of_the_main_screen_is_stable():
     assert "42" in svgs[0]
     strip = lambda s: "\n".join(l for l in s.splitlines() if "terminal-" not in l)  # noqa: E731
     assert strip(svgs[0]) == strip(svgs[1])
+
+
+@pytest.mark.model
+async def test_smoke_on_the_tiny_real_model(tiny_path):
+    """The real engine behind the app: a short run finishes with a tree and a saved record."""
+    app = TTSApp(presets={"problem": "What is 2 + 3?", "strategy": "majority", "n": 2, "m": 1, "budget": 128,
+                          "model": "smollm2-135m-instruct-q4_1"}, show_rates=False, remember=False)
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("ctrl+r")
+            t0 = time.monotonic()
+            while app.record is None and time.monotonic() - t0 < 120:
+                await pilot.pause(0.2)
+            assert app.record is not None, app.last_error
+            assert app.record["result"]["tokens"] <= 128
+            assert len(app.view.tnodes) > 1
+    finally:
+        app.runner.close()

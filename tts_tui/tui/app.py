@@ -61,8 +61,9 @@ class NumberInput(Input):
         Binding("minus", "step(-1)", "-", show=False, priority=True),
     ]
 
-    def __init__(self, value: Any, step: float, is_float: bool = False, **kw: Any) -> None:
+    def __init__(self, value: Any, step: float, title: str, is_float: bool = False, **kw: Any) -> None:
         super().__init__(str(value), restrict=r"[0-9.]*" if is_float else r"[0-9]*", **kw)
+        self.border_title = title
         self.step = step
         self.is_float = is_float
 
@@ -326,13 +327,14 @@ class TTSApp(App):
                 yield Select([(f"{k}: {v[1]}", k) for k, v in STRATEGIES.items()], value=s.strategy,
                              allow_blank=False, id="strategy")
                 with Horizontal(classes="row"):
-                    yield NumberInput(s.n, 1, id="n", tooltip="N: total generations / beams")
-                    yield NumberInput(s.m, 1, id="m", tooltip="M: expansions per kept beam")
+                    yield NumberInput(s.n, 1, "N", id="n", tooltip="N: total generations / beams")
+                    yield NumberInput(s.m, 1, "M", id="m", tooltip="M: expansions per kept beam (N/M kept)")
                 with Horizontal(classes="row"):
-                    yield NumberInput(s.budget, 256, id="budget", tooltip="token budget")
-                    yield NumberInput(s.temperature, 0.1, is_float=True, id="temperature", tooltip="temperature")
-                    yield NumberInput(s.seed, 1, id="seed", tooltip="seed")
-                yield Label("N · M · budget / temperature · seed", classes="hint")
+                    yield NumberInput(s.budget, 256, "budget", id="budget", tooltip="token budget (hard cap)")
+                    yield NumberInput(s.temperature, 0.1, "temp", is_float=True, id="temperature",
+                                      tooltip="temperature")
+                    yield NumberInput(s.seed, 1, "seed", id="seed", tooltip="seed")
+                yield Label("+/- step the focused number", classes="hint")
                 yield Label("Model")
                 yield Select(self._model_options(), value=s.model, allow_blank=True, id="model")
                 yield Label("Verifier")

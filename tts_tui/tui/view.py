@@ -62,7 +62,7 @@ def detail_text(tree: Tree, node: Node) -> Text:
     return out
 
 
-def answer_bars(groups: list[dict[str, Any]], width: int = 24) -> Text:
+def answer_bars(groups: list[dict[str, Any]], width: int = 12) -> Text:
     out = Text()
     if not groups:
         out.append("no answers yet", style="dim")
@@ -72,7 +72,7 @@ def answer_bars(groups: list[dict[str, Any]], width: int = 24) -> Text:
     for i, g in enumerate(groups[:8]):
         n = max(1, round(width * g["weight"] / top))
         style = "bold green" if i == 0 else "blue"
-        out.append(f"{preview(str(g['answer']), 14):>14} ", style="bold" if i == 0 else "")
-        out.append("█" * n, style=style)
-        out.append(f" {g['count']} votes  w {g['weight']:.2f}  ({g['weight'] / total_w:.0%})\n")
+        out.append(f"{preview(str(g['answer']), 10):>10} ", style="bold" if i == 0 else "")
+        out.append("█" * n + " " * (width - n), style=style)
+        out.append(f" {g['count']:>2}v w{g['weight']:5.2f} {g['weight'] / total_w:4.0%}\n")
     return out
