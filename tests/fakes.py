@@ -74,6 +74,16 @@ class FakeGenerator:
     def release(self, state) -> None:
         self.released += 1
 
+    def compare(self, problem, pairs):
+        """The judge prefers the solution whose answer is `self.truth` (else 50/50)."""
+        self.compared = getattr(self, "compared", []) + [len(pairs)]
+        truth = getattr(self, "truth", "42")
+
+        def good(text):
+            return f"{{{truth}}}" in text
+
+        return [0.9 if good(a) and not good(b) else 0.1 if good(b) and not good(a) else 0.5 for a, b in pairs]
+
     def stats(self) -> dict[str, float]:
         return {"calls": len(self.calls)}
 

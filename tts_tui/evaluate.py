@@ -130,6 +130,10 @@ def run_eval(
 def _rows(strategy: str, n: int, yields: list[int], p: Problem, result: Any, search: Any, seconds: float):
     base = {"id": p.id, "strategy": strategy, "gold": p.answer, "level": p.level}
     extra = {k: result.stats.get(k) for k in ("difficulty", "chosen_strategy") if k in result.stats}
+    if "chains" in result.stats:  # revise: how often a later revision turned a right answer wrong
+        extra["right_to_wrong"] = sum(
+            1 for chain in result.stats["chains"] for a, b in zip(chain, chain[1:])
+            if a and equivalent(a, p.answer) and not (b and equivalent(b, p.answer)))
     if strategy not in SUBSAMPLED:
         yield {**base, "key": _key(strategy, n, p.id), "n": n, "answer": result.answer,
                "correct": bool(result.answer is not None and equivalent(result.answer, p.answer)),

@@ -37,7 +37,7 @@ def root(ctx: typer.Context) -> None:
 
 
 # -- solve ---------------------------------------------------------------------------------
-STRATEGY_HELP = "cot, best-of-n, majority, weighted, beam, dvts, mcts, keep-thinking, auto"
+STRATEGY_HELP = "cot, best-of-n, majority, weighted, beam, dvts, mcts, keep-thinking, revise, bracket, auto"
 
 
 def _read_problem(problem: Optional[str], file: Optional[Path]) -> str:
@@ -121,6 +121,8 @@ def _print_result(result) -> None:
         votes = ", ".join(f"{g.answer} x{g.count} (w={g.weight:.2f})" for g in result.groups[:6])
         print(f"votes: {votes}")
     print(f"strategy: {result.strategy}" + (f" ({result.reason})" if result.reason else ""))
+    if "difficulty" in result.stats:
+        print(f"difficulty: {result.stats['difficulty']}")
     print(f"tokens: {result.tokens}  time: {result.seconds:.1f}s  tok/s: {result.tokens / max(result.seconds, 1e-6):.1f}")
 
 

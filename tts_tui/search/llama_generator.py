@@ -8,6 +8,9 @@ from typing import Any
 from tts_tui.engine.branches import BranchEngine, BranchRequest, Handle
 from tts_tui.search.protocol import Expand
 
+JUDGE_SYSTEM = "You are a careful math teacher who checks solutions."
+JUDGE_QUESTION = "Which solution is correct, A or B? Answer with a single letter."
+
 SYSTEM_PROMPT = (
     "Solve the problem step by step. Write each step as a short paragraph and separate "
     "steps with a blank line. Put the final answer within \\boxed{}."
@@ -46,6 +49,36 @@ class LlamaGenerator:
             for r in requests
         ]
         return self.engine.generate(reqs, token_budget=budget, should_stop=should_stop, on_step=on_step)
+
+    def compare(self, problem: str, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        """P(A is correct) per pair from next-token logits of "A" vs "B", asked in both
+        orders (averaged, which cancels the judge's position bias), one batched decode."""
+        import math
+
+        model = self.engine.model
+        letter_a = model.tokenize("A", add_special=False, parse_special=False)[0]
+        letter_b = model.tokenize("B", add_special=False, parse_special=False)[0]
+        handles = []
+        try:
+            for a, b in pairs:
+                for first, second in ((a, b), (b, a)):
+                    user = (f"Problem: {problem}\n\nSolution A:\n{first.strip()}\n\n"
+                            f"Solution B:\n{second.strip()}\n\n{JUDGE_QUESTION}")
+                    toks = self.engine.model.chat_tokens(
+                        [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": user}])
+                    handles.append(self.engine.prefill(toks))
+                    handles[-1].pinned = False
+            lps = self.engine.next_token_logprobs(handles, [[letter_a, letter_b]] * len(handles))
+        finally:
+            for h in handles:
+                self.engine.release(h)
+        out = []
+        for k in range(len(pairs)):
+            (a1, b1), (a2, b2) = lps[2 * k], lps[2 * k + 1]
+            p_first = math.exp(a1) / (math.exp(a1) + math.exp(b1))  # A shown first
+            p_second = math.exp(b2) / (math.exp(a2) + math.exp(b2))  # A shown second, as "B"
+            out.append((p_first + p_second) / 2)
+        return out
 
     def release(self, state: Any) -> None:
         if isinstance(state, Handle):

@@ -63,6 +63,10 @@ class Generator(Protocol):
 
     def stats(self) -> dict[str, float]: ...
 
+    def compare(self, problem: str, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        """P(solution A is the correct one) for each (A, B), all pairs in one batch."""
+        ...
+
 
 class Scorer(Protocol):
     """Scores the last step of each node's path, in [0, 1]."""
@@ -94,6 +98,7 @@ class SearchParams:
     aggregate: str = "last"  # step-score aggregation: last | min | prod | mean
     min_think: int = 256  # keep-thinking: tokens before an end is accepted
     max_waits: int = 2
+    revise_context_chars: int = 6000  # earlier attempts kept in a revision prompt
     extra: dict[str, Any] = field(default_factory=dict)
 
     def sampling(self, k: int = 0, temperature: float | None = None) -> SamplingParams:

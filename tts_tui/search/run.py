@@ -99,20 +99,28 @@ class Search:
         prefixes: Sequence[str] | None = None,
         keep: bool = True,
         kind: str = "step",
+        states: Sequence[Any] | None = None,
     ) -> list[list[Node]]:
         """Grow one branch from each parent (repeat a parent for several children),
-        all in one batched engine call; nodes appear (and are announced) step by step."""
+        all in one batched engine call; nodes appear (and are announced) step by step.
+
+        `states` grows from other generator states than the parents' own (a revision
+        is a new prompt, shown as a child of the attempt it revises); its answer is
+        then read from the new branch's text alone.
+        """
         if not parents or self.stopped:
             return [[] for _ in parents]
         reqs = []
         for i, p in enumerate(parents):
             sampling = samplings[i] if samplings else self.params.sampling(self._seed_counter())
-            reqs.append(Expand(p.state, sampling, self.stop_rule(max_steps), prefixes[i] if prefixes else "", keep))
+            state = states[i] if states else p.state
+            reqs.append(Expand(state, sampling, self.stop_rule(max_steps), prefixes[i] if prefixes else "", keep))
         current = list(parents)
         made: list[list[Node]] = [[] for _ in parents]
 
         def on_step(out: Any) -> None:
-            node = self._add_step(current[out.request], out, kind)
+            scope = made[out.request] if states else None
+            node = self._add_step(current[out.request], out, kind, scope)
             current[out.request] = node
             made[out.request].append(node)
 
@@ -124,7 +132,7 @@ class Search:
         self._seeds = getattr(self, "_seeds", 0) + 1
         return self._seeds
 
-    def _add_step(self, parent: Node, out: Any, kind: str) -> Node:
+    def _add_step(self, parent: Node, out: Any, kind: str, scope: list[Node] | None = None) -> Node:
         node = self.tree.add(
             parent,
             text=out.text,
@@ -137,7 +145,11 @@ class Search:
         node.state = out.handle
         node.meta["seconds"] = round(out.seconds, 3)
         self.spent += len(out.tokens)
-        answer = self.answers.extract(self.tree.path_text(node))
+        if scope is None:
+            text = self.tree.path_text(node)
+        else:
+            text = "".join(n.forced + n.text for n in scope) + node.forced + node.text
+        answer = self.answers.extract(text)
         if out.done or (answer is not None and _has_final_marker(out.text)):
             node.status = FINISHED
             node.answer = answer

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from tts_tui.errors import InputError
 from tts_tui.search.protocol import SearchParams
 from tts_tui.search.run import Result, Search
-from tts_tui.search.strategies import auto, beam, keep_thinking, mcts, sampling
+from tts_tui.search.strategies import auto, beam, bracket, keep_thinking, mcts, revise, sampling
 
 Strategy = Callable[[Search], Result]
 
@@ -20,12 +20,14 @@ STRATEGIES: dict[str, tuple[Strategy, str]] = {
     "dvts": (beam.dvts, "N/M independent subtrees, each keeps its best of M per step"),
     "mcts": (mcts.mcts, "Monte Carlo tree search: UCT selection, verifier values"),
     "keep-thinking": (keep_thinking.keep_thinking, "budget forcing: 'Wait,' when it stops too soon"),
+    "revise": (revise.revise, "N/M chains of M attempts; each revises the previous ones"),
+    "bracket": (bracket.bracket, "N candidates in a knockout tournament judged pairwise"),
     "auto": (auto.auto, "estimate difficulty, then pick the strategy and N"),
 }
 
 # Strategies where N/M sets the number of kept beams or subtrees.
-NEEDS_M_DIVIDES_N = {"beam", "dvts"}
-USES_M = NEEDS_M_DIVIDES_N | {"mcts", "auto"}
+NEEDS_M_DIVIDES_N = {"beam", "dvts", "revise"}
+USES_M = NEEDS_M_DIVIDES_N | {"mcts", "auto", "revise"}
 
 
 def validate(strategy: str, p: SearchParams) -> None:

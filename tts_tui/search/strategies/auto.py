@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tts_tui.search.run import Result, Search
-from tts_tui.search.strategies import beam, mcts, sampling
+from tts_tui.search.strategies import sampling
 
 TABLE_PATH = Path(__file__).resolve().parent.parent / "auto_table.json"
 
@@ -55,10 +55,11 @@ def auto(search: Search) -> Result:
         groups = search.vote(done, weights)
         result = search.finish("auto", groups, sampling._representative(search, groups))
     else:
+        from tts_tui.search.strategies import STRATEGIES  # the registry imports this module
+
         m = p.m if n % p.m == 0 else 1
         search.params = type(p)(**{**p.__dict__, "n": n, "m": m})
-        fn = {"beam": beam.beam_search, "dvts": beam.dvts, "mcts": mcts.mcts}[strategy]
-        result = fn(search)
+        result = STRATEGIES[strategy][0](search)
         result.strategy = "auto"
     result.reason = search.info[0]
     result.stats["difficulty"] = label

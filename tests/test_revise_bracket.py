@@ -1,0 +1,100 @@
+"""Sequential revision and bracket elimination on fakes (generator and judge)."""
+
+from __future__ import annotations
+
+import pytest
+
+from fakes import FakeGenerator, FakeScorer
+from tts_tui.search.protocol import SearchParams
+from tts_tui.search.run import Search
+from tts_tui.search.strategies import run_strategy
+from tts_tui.search.strategies.revise import revision_prompt
+from tts_tui.verify.answers import MathAnswers
+
+
+def make(answers, **kw):
+    gen = FakeGenerator(answers=answers)
+    params = SearchParams(**{"n": 8, "m": 1, "budget": 10_000, "max_steps": 6, **kw})
+    return Search(gen, "What is 6*7?", params, MathAnswers(), FakeScorer()), gen
+
+
+def matches(search):
+    return [n for n in search.tree.nodes.values() if n.kind == "match"]
+
+
+@pytest.mark.parametrize(
+    "answers,n,n_matches,rounds",
+    [
+        (("42",), 1, 0, 0),  # one candidate: champion without a match
+        (("41", "42"), 2, 1, 1),
+        (("1", "2", "42", "3", "4"), 5, 4, 3),  # five different answers: byes in rounds 1 and 2
+        (("1", "2", "3", "4", "5", "6", "7", "42"), 8, 7, 3),
+    ],
+)
+def test_bracket_sizes(answers, n, n_matches, rounds):
+    search, gen = make(answers, n=n)
+    result = run_strategy("bracket", search)
+    assert result.answer == "42"
+    assert len(matches(search)) == n_matches
+    assert result.stats.get("rounds", 0) == rounds
+    if n_matches:
+        assert max(gen.compared) >= 1 and sum(gen.compared) == n_matches  # one batch per round
+
+
+def test_bracket_merges_equivalent_answers_and_carries_votes():
+    search, gen = make(("42", "\\frac{84}{2}", "7", "42.0"), n=4)
+    result = run_strategy("bracket", search)
+    assert result.answer in ("42", "\\frac{84}{2}", "42.0")
+    assert result.groups[0].count == 3
+    assert len(matches(search)) == 1  # 42-group vs 7 only
+
+
+def test_bracket_ties_go_to_the_first_contender():
+    search, gen = make(("5", "6"), n=2)
+    gen.truth = "none"  # the judge cannot tell: P = 0.5
+    result = run_strategy("bracket", search)
+    m = matches(search)[0]
+    assert m.meta["p_a"] == 0.5 and result.chosen == m.meta["winner"] == m.meta["a"]
+
+
+def test_bracket_budget_runs_out_mid_round():
+    search, _ = make(("41", "42"), n=8, budget=30)
+    result = run_strategy("bracket", search)
+    assert result.tokens <= 30
+
+
+def test_revise_chains_are_paths_and_vote_over_all_attempts():
+    search, gen = make(("41", "42", "42", "42"), n=8, m=4)
+    result = run_strategy("revise", search)
+    attempts = [n for n in search.tree.nodes.values() if "attempt" in n.meta]
+    assert len(attempts) == 8 and {n.meta["chain"] for n in attempts} == {1, 2}
+    for n in attempts:
+        if n.meta["attempt"] > 1:  # each revision is a child of the attempt it revised
+            parent = search.tree.parent(n)
+            assert parent.answer is not None
+    assert result.answer == "42"
+    assert len(result.stats["chains"]) == 2 and all(len(c) == 4 for c in result.stats["chains"])
+    assert max(gen.calls) == 2  # the chains' attempts go to the engine together
+
+
+def test_revise_m_equals_1_is_best_of_n_shape():
+    search, gen = make(("42",), n=4, m=1)
+    run_strategy("revise", search)
+    assert gen.calls == [4]
+
+
+def test_revision_prompt_keeps_the_most_recent_attempts_that_fit():
+    prompt, dropped = revision_prompt("P?", ["a" * 50, "b" * 50, "c" * 50], max_chars=120)
+    assert dropped == 1 and "Attempt 2:" in prompt and "Attempt 3:" in prompt and "Attempt 1:" not in prompt
+
+
+def test_revise_notes_context_trimming_in_events():
+    search, _ = make(("42",), n=4, m=4, revise_context_chars=60)
+    run_strategy("revise", search)
+    assert any("keeps the last" in t for t in search.info)
+
+
+def test_revise_budget_runs_out_mid_round():
+    search, _ = make(("41", "42"), n=8, m=4, budget=40)
+    result = run_strategy("revise", search)
+    assert result.tokens <= 40

@@ -1,0 +1,77 @@
+"""Bracket elimination: N candidates meet in a knockout tournament.
+
+Candidates with equivalent answers merge first (the best-scored one represents them
+and carries their votes), so matches are spent on genuinely different answers. Each
+round's matches are judged in one batch: by the policy model ("Which solution is
+correct, A or B?", both orders) or, with a PRM, by the higher aggregated score.
+"""
+
+from __future__ import annotations
+
+from tts_tui.search.run import Result, Search
+from tts_tui.search.strategies.sampling import sample_full
+from tts_tui.search.tree import Node
+from tts_tui.search.votes import AnswerGroup
+
+
+def _judge(search: Search, pairs: list[tuple[Node, Node]]) -> list[float]:
+    """P(first wins) per pair."""
+    if search.scorer is not None and search.scorer.name == "prm":
+        out = []
+        for a, b in pairs:
+            sa, sb = search.path_score(a), search.path_score(b)
+            out.append(1.0 if sa > sb else 0.0 if sb > sa else 0.5)
+        return out
+    texts = [(search.tree.path_text(a), search.tree.path_text(b)) for a, b in pairs]
+    return search.gen.compare(search.tree.problem, texts)
+
+
+def bracket(search: Search) -> Result:
+    done = [n for n in sample_full(search, search.params.n) if n.answer]
+    groups = search.vote(done, [search.path_score(n) for n in done])
+    if not groups:
+        return search.finish("bracket", [], None)
+    # merge equivalent answers: one representative each, carrying the group
+    reps = [max((search.tree.nodes[i] for i in g.members), key=lambda n: n.scores.get(_sname(search), 0.0))
+            for g in groups]
+    by_rep = {r.id: g for r, g in zip(reps, groups)}
+    alive = reps
+    rnd = 0
+    while len(alive) > 1:
+        rnd += 1
+        pairs = [(alive[i], alive[i + 1]) for i in range(0, len(alive) - 1, 2)]
+        bye = alive[-1] if len(alive) % 2 else None
+        probs = _judge(search, pairs) if not search.cancel.is_set() else [0.5] * len(pairs)
+        winners = []
+        for (a, b), pa in zip(pairs, probs):
+            win, lose = (a, b) if pa >= 0.5 else (b, a)
+            winners.append(win)
+            _match_node(search, rnd, a, b, pa, win)
+            search.set_status(lose, "pruned")
+        if bye is not None:
+            winners.append(bye)
+            search.note(f"round {rnd}: {bye.answer} gets a bye")
+        alive = winners
+    champ = alive[0]
+    champion_group = by_rep[champ.id]
+    ordered = [champion_group] + [g for g in groups if g is not champion_group]
+    result = search.finish("bracket", ordered, champ)
+    result.stats["rounds"] = rnd
+    return result
+
+
+def _sname(search: Search) -> str:
+    return search.scorer.name if search.scorer else ""
+
+
+def _match_node(search: Search, rnd: int, a: Node, b: Node, pa: float, win: Node) -> None:
+    text = f"round {rnd}: {a.answer} vs {b.answer} -> P(first)={pa:.2f}, winner {win.answer}"
+    node = search.tree.add(search.tree.root, text=text, kind="match", status="finished",
+                           meta={"round": rnd, "a": a.id, "b": b.id, "p_a": round(pa, 4), "winner": win.id})
+    node.answer = None
+    from tts_tui.search import events as ev
+
+    search.emit(ev.node_added(node))
+
+
+__all__ = ["bracket", "AnswerGroup"]

@@ -1,0 +1,90 @@
+"""Sequential revision (Snell et al. 2024): the model sees its earlier attempts and
+writes a corrected one. N/M parallel chains of M attempts each (M = N: purely
+sequential; M = 1: best-of-N). The answer is a weighted vote over every attempt."""
+
+from __future__ import annotations
+
+from tts_tui.search.run import Result, Search
+from tts_tui.search.strategies.sampling import _representative
+from tts_tui.search.tree import Node
+
+REVISE_ASK = (
+    "Above are earlier attempts at this problem. Check them step by step, find any mistake, "
+    "and write a complete corrected solution. Put the final answer within \\boxed{}."
+)
+
+
+def revision_prompt(problem: str, attempts: list[str], max_chars: int) -> tuple[str, int]:
+    """The problem with the most recent attempts that fit in `max_chars`; returns the
+    prompt and how many attempts were left out."""
+    kept: list[str] = []
+    used = 0
+    for text in reversed(attempts):
+        if kept and used + len(text) > max_chars:
+            break
+        kept.append(text[-max_chars:])
+        used += len(text)
+    kept.reverse()
+    first = len(attempts) - len(kept) + 1
+    body = "\n\n".join(f"Attempt {first + i}:\n{t.strip()}" for i, t in enumerate(kept))
+    return f"{problem}\n\n{body}\n\n{REVISE_ASK}", len(attempts) - len(kept)
+
+
+def revise(search: Search) -> Result:
+    p = search.params
+    chains = max(1, p.n // p.m)
+    root = search.tree.root
+    texts: list[list[str]] = [[] for _ in range(chains)]
+    lasts: list[Node | None] = [None] * chains
+    answers: list[list[str | None]] = [[] for _ in range(chains)]
+    all_done: list[Node] = []
+    for k in range(p.m):
+        if search.stopped:
+            break
+        parents, states, idx = [], [], []
+        for c in range(chains):
+            if k == 0:
+                parents.append(root)
+                states.append(root.state)
+            else:
+                prompt, dropped = revision_prompt(search.tree.problem, texts[c], p.revise_context_chars)
+                if dropped:
+                    search.note(f"chain {c + 1}: revision {k + 1} keeps the last {len(texts[c]) - dropped} "
+                                f"of {len(texts[c])} attempts (context)", chain=c, dropped=dropped)
+                parents.append(lasts[c])
+                states.append(search.gen.root(prompt))
+            idx.append(c)
+        paths = search.expand(parents, states=states, max_steps=p.max_steps, keep=False, kind="step")
+        for c, path, st in zip(idx, paths, states):
+            if k > 0:
+                search.gen.release(st)
+            if not path:
+                continue
+            path[0].meta["attempt"] = k + 1
+            path[0].meta["chain"] = c + 1
+            lasts[c] = path[-1]
+            texts[c].append("".join(n.forced + n.text for n in path))
+            answers[c].append(path[-1].answer)
+            if path[-1].answer:
+                all_done.append(path[-1])
+    weights = [_attempt_score(search, n) for n in all_done]
+    groups = search.vote(all_done, weights)
+    flips = sum(1 for chain in answers for a, b in zip(chain, chain[1:])
+                if a and b and not search.answers.equivalent(a, b))
+    result = search.finish("revise", groups, _representative(search, groups))
+    result.stats["chains"] = answers
+    result.stats["answer_changes"] = flips
+    return result
+
+
+def _attempt_score(search: Search, last: Node) -> float:
+    """Aggregate the verifier over one attempt's own steps (not the earlier attempts)."""
+    steps = []
+    cur: Node | None = last
+    while cur is not None and cur.kind != "root":
+        steps.append(cur)
+        if "attempt" in cur.meta:
+            break
+        cur = search.tree.parent(cur)
+    scores = search.score(steps)
+    return scores[0] if scores else 0.0
