@@ -40,7 +40,7 @@ async def test_run_builds_the_tree_and_answers():
         await wait_done(pilot, app)
         assert len(app.view.tnodes) > 5
         assert app.view.result["answer"] == "42"
-        assert "42" in str(app.query_one("#answers", Static).render())
+        assert "42" in str(app.query_one("#answers").render())
         chosen = [n for n in app.view.model.nodes.values() if n.status == "chosen"]
         assert chosen
         assert list_runs()  # saved

@@ -20,6 +20,7 @@ from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
+from textual.widget import Widget
 from textual.widgets import (
     Button,
     Footer,
@@ -51,6 +52,25 @@ from tts_tui.tui.view import answer_bars, detail_text, node_label
 FRAME_S = 0.05  # at most ~20 screen updates a second
 DETAIL_DELAY_S = 0.08
 STATUS = "status"  # a pseudo-event kind for worker status lines
+
+
+class Panel(Widget):
+    """Fixed-size text that repaints without a layout pass (Static.update re-lays out the
+    screen, which at 20 updates a second costs the search real CPU on a small machine)."""
+
+    DEFAULT_CSS = "Panel { height: auto; }"
+
+    def __init__(self, text: Any = "", **kw: Any) -> None:
+        super().__init__(**kw)
+        self.text = text
+
+    def render(self) -> Any:
+        return self.text
+
+    def update(self, text: Any) -> None:
+        if text != self.text:
+            self.text = text
+            self.refresh()
 
 
 class NumberInput(Input):
@@ -104,12 +124,12 @@ class SearchView(Vertical):
                     yield Static("Select a node to see its path.", id="detail")
             with Vertical(id="side"):
                 yield Label("Answers", classes="title")
-                yield Static(answer_bars([]), id="answers")
-                yield Static("", id="best")
+                yield Panel(answer_bars([]), id="answers")
+                yield Panel("", id="best")
                 yield Label("Compute", classes="title")
                 yield ProgressBar(total=1, show_eta=False, id="budget")
                 yield Sparkline([0.0], id="rate")
-                yield Static("", id="compute")
+                yield Panel("", id="compute")
 
     # -- lifecycle --------------------------------------------------------------------
     def reset(self, problem: str, budget: int) -> None:
@@ -195,17 +215,20 @@ class SearchView(Vertical):
         return c
 
     def refresh_panels(self, show_rates: bool = True) -> None:
-        self.query_one("#answers", Static).update(answer_bars(self.groups))
+        self.query_one("#answers", Panel).update(answer_bars(self.groups))
         best = "best: -"
         if self.groups:
             total = sum(g["weight"] for g in self.groups) or 1.0
             best = f"best: {self.groups[0]['answer']}  confidence {self.groups[0]['weight'] / total:.0%}"
         if self.result is not None:
             best = f"answer: {self.result['answer']}  confidence {self.result['confidence']:.0%}"
-        self.query_one("#best", Static).update(best)
-        self.query_one("#budget", ProgressBar).update(total=self.budget, progress=min(self.spent, self.budget))
-        if show_rates:
-            self.query_one("#rate", Sparkline).data = self.rates or [0.0]
+        self.query_one("#best", Panel).update(best)
+        bar = self.query_one("#budget", ProgressBar)
+        if bar.progress != min(self.spent, self.budget) or bar.total != self.budget:
+            bar.update(total=self.budget, progress=min(self.spent, self.budget))
+        spark = self.query_one("#rate", Sparkline)
+        if show_rates and list(spark.data or []) != (self.rates or [0.0]):
+            spark.data = self.rates or [0.0]
         c = self.counts()
         lines = [f"tokens {self.spent}/{self.budget}",
                  f"live {c['live']}  pruned {c['pruned']}  finished {c['finished']}"]
@@ -214,7 +237,7 @@ class SearchView(Vertical):
             lines.append(f"{rate:.1f} tok/s  elapsed {time.monotonic() - self.started:.1f}s")
         if self.info:
             lines.append(self.info)
-        self.query_one("#compute", Static).update("\n".join(lines))
+        self.query_one("#compute", Panel).update("\n".join(lines))
 
     @on(Tree.NodeHighlighted, "#tree")
     def _show_detail(self, message: Tree.NodeHighlighted) -> None:
@@ -284,6 +307,9 @@ class TTSApp(App):
     #side { width: 44; padding: 0 1; border-left: solid $primary; }
     .title { text-style: bold; margin-top: 1; }
     #rate { height: 3; }
+    #answers { height: 9; }
+    #best { height: 1; }
+    #compute { height: 5; }
     #timeline { height: auto; color: $accent; }
     """
     BINDINGS = [
