@@ -64,7 +64,7 @@ def solve(
     temperature: float = typer.Option(0.7, "--temperature", "-t"),
     top_p: float = typer.Option(0.95, "--top-p"),
     seed: int = typer.Option(0, "--seed"),
-    max_steps: int = typer.Option(12, "--max-steps"),
+    max_steps: int = typer.Option(24, "--max-steps"),
     model: Optional[str] = typer.Option(None, "--model", help="Catalog id or path to a GGUF file."),
     verifier: str = typer.Option("confidence", "--verifier", help="confidence, self-judge, prm"),
     prm: Optional[str] = typer.Option(None, "--prm", help="PRM model (catalog id or GGUF path)."),

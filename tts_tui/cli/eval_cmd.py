@@ -31,7 +31,7 @@ def eval_command(
     budget_per_sample: int = typer.Option(512, "--budget-per-sample", help="Token budget = this x N."),
     temperature: float = typer.Option(0.7, "--temperature", "-t"),
     seed: int = typer.Option(0, "--seed"),
-    max_steps: int = typer.Option(12, "--max-steps"),
+    max_steps: int = typer.Option(24, "--max-steps"),
     model: Optional[str] = typer.Option(None, "--model"),
     verifier: str = typer.Option("confidence", "--verifier"),
     prm: Optional[str] = typer.Option(None, "--prm"),

@@ -93,7 +93,7 @@ class SearchParams:
     top_p: float = 0.95
     top_k: int = 40
     seed: int = 0
-    max_steps: int = 12
+    max_steps: int = 24  # paragraphs per solution; Qwen writes 10-20 on GSM8K
     step_tokens: int = 256  # tokens per step at most
     aggregate: str = "last"  # step-score aggregation: last | min | prod | mean
     min_think: int = 256  # keep-thinking: tokens before an end is accepted
