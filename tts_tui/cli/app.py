@@ -61,7 +61,7 @@ def solve(
     n: int = typer.Option(8, "--n", help="N: total generations / beams."),
     m: int = typer.Option(4, "--m", help="M: expansions per kept beam (N/M beams are kept)."),
     budget: int = typer.Option(4096, "--budget", help="Token budget for the whole run (hard cap)."),
-    temperature: float = typer.Option(0.7, "--temperature", "-t"),
+    temperature: float = typer.Option(0.3, "--temperature", "-t"),
     top_p: float = typer.Option(0.95, "--top-p"),
     seed: int = typer.Option(0, "--seed"),
     max_steps: int = typer.Option(24, "--max-steps"),

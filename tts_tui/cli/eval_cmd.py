@@ -29,7 +29,7 @@ def eval_command(
     limit: Optional[int] = typer.Option(None, "--limit", help="First K problems."),
     levels: Optional[str] = typer.Option(None, "--levels", help="Only these MATH levels, e.g. 1,2."),
     budget_per_sample: int = typer.Option(512, "--budget-per-sample", help="Token budget = this x N."),
-    temperature: float = typer.Option(0.7, "--temperature", "-t"),
+    temperature: float = typer.Option(0.3, "--temperature", "-t"),
     seed: int = typer.Option(0, "--seed"),
     max_steps: int = typer.Option(24, "--max-steps"),
     model: Optional[str] = typer.Option(None, "--model"),

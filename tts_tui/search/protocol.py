@@ -89,7 +89,7 @@ class SearchParams:
     n: int = 8
     m: int = 4
     budget: int = 8192  # generated tokens for the whole run: a hard cap
-    temperature: float = 0.7
+    temperature: float = 0.3  # measured on gsm8k_dev: T=0.7 halves the 1.5B coder's pass@1
     top_p: float = 0.95
     top_k: int = 40
     seed: int = 0

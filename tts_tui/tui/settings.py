@@ -19,7 +19,7 @@ class Settings:
     n: int = 8
     m: int = 4
     budget: int = 4096
-    temperature: float = 0.7
+    temperature: float = 0.3
     seed: int = 0
     model: str = "qwen2.5-coder-1.5b-instruct-q4_k_m"
     verifier: str = "confidence"
