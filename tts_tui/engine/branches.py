@@ -248,24 +248,10 @@ class BranchEngine:
                 f"the prompt is {len(tokens)} tokens; the context holds {self.n_ctx} "
                 f"(and needs room for at least {min_new} new tokens)"
             )
-        base = self._best_cached(tokens)
-        seq = self._alloc_from(base)
-        start = len(base.tokens) - 1 if base is not None else 0
-        handle = Handle(tokens, seq)
+        handle = Handle(tokens, None)
         handle.pinned = True
-        self._cached[seq] = handle
-        todo = list(tokens[start:-1])
-        try:
-            self._decode_plain(seq, start, todo)
-        except ModelError:
-            self.release(handle)
-            raise
-        self.stats.prompt_tokens += len(todo)
+        self.stats.prompt_tokens += self._ensure_kv(handle)
         return handle
-
-    def extend(self, parent: Handle, tokens: Sequence[int]) -> Handle:
-        """A child handle = parent + forced tokens (no sampling), e.g. a judge question."""
-        return self.prefill(tuple(parent.tokens) + tuple(tokens))
 
     def _decode_plain(self, seq: int, pos: int, tokens: list[int]) -> None:
         """Decode `tokens` into one sequence in batch-sized chunks, no logits."""
@@ -333,7 +319,7 @@ class BranchEngine:
         try:
             for r in requests:  # parents get KV first and stay protected while branches start
                 if r.parent.seq is None or r.parent.seq not in self._busy:
-                    self._ensure_kv(r.parent)
+                    self.stats.rehydrated_tokens += self._ensure_kv(r.parent)
                     self._busy.add(r.parent.seq)  # type: ignore[arg-type]
                     parents.append(r.parent)
             branches = [self._start(i, r) for i, r in enumerate(requests)]
@@ -396,18 +382,23 @@ class BranchEngine:
             self._emit(b, FINISH_CONTEXT, None)
         return b
 
-    def _ensure_kv(self, handle: Handle) -> None:
-        """Give `handle` a sequence holding its KV, re-decoding what is missing."""
+    def _ensure_kv(self, handle: Handle) -> int:
+        """Give `handle` a sequence holding its KV, decoding what no cached handle has;
+        returns how many tokens that took."""
         if handle.seq is not None:
-            return
+            return 0
         base = self._best_cached(handle.tokens)
         seq = self._alloc_from(base)
         start = len(base.tokens) - 1 if base is not None else 0
         handle.seq = seq
         self._cached[seq] = handle
         todo = list(handle.tokens[start:-1])
-        self._decode_plain(seq, start, todo)
-        self.stats.rehydrated_tokens += len(todo)
+        try:
+            self._decode_plain(seq, start, todo)
+        except ModelError:
+            self._drop_kv(handle)
+            raise
+        return len(todo)
 
     def _decode_step(self, live: list[_Branch], want_lp: bool) -> list[tuple[_Branch, int, float]] | None:
         """One llama_decode for every live branch; sample each. None = KV cache full."""
@@ -564,7 +555,7 @@ class BranchEngine:
     def _score_group(self, handles: Sequence[Handle], token_sets, suffix: tuple[int, ...]) -> list[list[float]]:
         for h in handles:
             h.last_used = time.monotonic()
-            self._ensure_kv(h)
+            self.stats.rehydrated_tokens += self._ensure_kv(h)
             self._busy.add(h.seq)  # type: ignore[arg-type]
         scratch: list[int] = []
         try:

@@ -252,7 +252,3 @@ class Search:
 
 def _has_final_marker(text: str) -> bool:
     return "\\boxed" in text or "answer is" in text.lower() or "final answer" in text.lower()
-
-
-def finished_nodes(search: Search) -> list[Node]:
-    return [n for n in search.tree.nodes.values() if n.status == FINISHED]

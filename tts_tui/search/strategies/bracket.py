@@ -8,10 +8,10 @@ correct, A or B?", both orders) or, with a PRM, by the higher aggregated score.
 
 from __future__ import annotations
 
+from tts_tui.search import events as ev
 from tts_tui.search.run import Result, Search
 from tts_tui.search.strategies.sampling import sample_full
 from tts_tui.search.tree import Node
-from tts_tui.search.votes import AnswerGroup
 
 
 def _judge(search: Search, pairs: list[tuple[Node, Node]]) -> list[float]:
@@ -68,10 +68,5 @@ def _match_node(search: Search, rnd: int, a: Node, b: Node, pa: float, win: Node
     text = f"round {rnd}: {a.answer} vs {b.answer} -> P(first)={pa:.2f}, winner {win.answer}"
     node = search.tree.add(search.tree.root, text=text, kind="match", status="finished",
                            meta={"round": rnd, "a": a.id, "b": b.id, "p_a": round(pa, 4), "winner": win.id})
-    node.answer = None
-    from tts_tui.search import events as ev
-
     search.emit(ev.node_added(node))
 
-
-__all__ = ["bracket", "AnswerGroup"]

@@ -38,7 +38,6 @@ def keep_thinking(search: Search) -> Result:
         break
     if node.answer is None and node.kind != "root" and not search.cancel.is_set():
         search.note("budget nearly spent: forcing the final answer")
-        search.params.budget += 0  # the reserve is still unspent
         path = search.expand([node], samplings=[greedy], max_steps=1, prefixes=[FORCE_ANSWER])[0]
         if path:
             node = path[-1]
