@@ -36,6 +36,22 @@ def test_eval_subsamples_and_resumes(tmp_path):
     assert again == []  # nothing redone
 
 
+def test_bracket_carries_the_sampled_strategies(tmp_path):
+    """Bracket draws the same N samples first, so its run yields majority/weighted at every N."""
+    calls = []
+    base = SearchParams(m=2, max_steps=6)
+    rows = run_eval(PROBLEMS, ["majority", "weighted", "bracket"], [2, 4], base, solver(calls), tmp_path / "b", 64)
+    assert calls.count(("bracket", 4)) == 3 and calls.count(("bracket", 2)) == 3
+    assert ("weighted", 4) not in calls
+    alone = run_eval(PROBLEMS, ["majority", "weighted"], [2, 4], base, solver([]), tmp_path / "w", 64)
+    pick = lambda rs: sorted((r["key"], r["answer"], r["tokens"]) for r in rs if r["strategy"] != "bracket")
+    assert pick(rows) == pick(alone)  # same candidates, same votes, same token counts
+    assert sum(r["strategy"] == "bracket" for r in rows) == 6
+    again = []
+    run_eval(PROBLEMS, ["majority", "weighted", "bracket"], [2, 4], base, solver(again), tmp_path / "b", 64)
+    assert again == []
+
+
 def test_eval_survives_a_cut_line(tmp_path):
     calls = []
     run_eval(PROBLEMS[:1], ["cot"], [1], SearchParams(), solver(calls), tmp_path, 64)

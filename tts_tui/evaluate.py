@@ -4,7 +4,9 @@ Each finished (strategy, N, problem) is appended to `log.jsonl` as one fsynced l
 a killed evaluation loses at most the problem in flight and the same command continues.
 For sample-based strategies (best-of-n, majority, weighted) one run at the largest N
 gives the smaller N by taking its first n samples (the samples are independent), as
-the papers do.
+the papers do. Bracket draws the same N samples (same seeds) before its tournament, so
+when both are asked for, the bracket run at the largest N carries the sample-based ones:
+they are compared on the very same candidates, and the generation is paid once.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from typing import Any
 from tts_tui.atomic import append_line, write_text
 from tts_tui.errors import InputError
 from tts_tui.search.protocol import SearchParams
-from tts_tui.search.tree import FINISHED
 from tts_tui.search.votes import group_answers
 from tts_tui.verify.answers import equivalent
 
@@ -81,14 +82,21 @@ def plan(strategies: list[str], ns: list[int]) -> list[tuple[str, int, list[int]
     """
     jobs = []
     sampled = [s for s in strategies if s in SUBSAMPLED]
+    top = max(ns)
+    carrier = "bracket" if "bracket" in strategies else "weighted"
     if sampled:
-        jobs.append(("weighted", max(ns), sorted(ns), sampled))
+        jobs.append((carrier, top, sorted(ns), sampled + (["bracket"] if carrier == "bracket" else [])))
     for s in strategies:
         if s in SINGLE:
             jobs.append((s, 1, [1], [s]))
         elif s not in SUBSAMPLED:
-            jobs.extend((s, n, [n], [s]) for n in sorted(ns))
+            jobs.extend((s, n, [n], [s]) for n in sorted(ns) if not (sampled and s == carrier and n == top))
     return jobs
+
+
+def _expected(names: list[str], n: int, yields: list[int]) -> list[tuple[str, int]]:
+    """The (strategy, N) rows one job writes: sample-based names at every N it yields."""
+    return [(name, k) for name in names for k in (yields if name in SUBSAMPLED else [n])]
 
 
 SolveFn = Callable[[str, str, SearchParams], tuple[Any, Any]]
@@ -109,7 +117,7 @@ def run_eval(
     done = done_keys(log)
     for strategy, n, yields, names in plan(strategies, ns):
         for p in problems:
-            if all(_key(name, k, p.id) in done for k in yields for name in names):
+            if all(_key(name, k, p.id) in done for name, k in _expected(names, n, yields)):
                 continue
             m = min(base.m, n) if n % min(base.m, n) == 0 else 1
             params = SearchParams(**{**base.__dict__, "n": n, "m": m, "budget": budget_per_sample * n})
@@ -140,13 +148,15 @@ def _rows(strategy: str, n: int, yields: list[int], p: Problem, result: Any, sea
                "tokens": result.tokens, "seconds": round(seconds, 2), **extra}
         return
     samples = _samples(search)
+    # a carrier (bracket) spends time after sampling: count only the sampling
+    sample_seconds = result.stats.get("sample_seconds", seconds)
     for k in yields:
         sub = samples[:k]
         answer = _sub_answer(strategy, sub)
         frac = sum(s["tokens"] for s in sub) / max(1, sum(s["tokens"] for s in samples))
         yield {**base, "key": _key(strategy, k, p.id), "n": k, "answer": answer,
                "correct": bool(answer is not None and equivalent(answer, p.answer)),
-               "tokens": sum(s["tokens"] for s in sub), "seconds": round(seconds * frac, 2),
+               "tokens": sum(s["tokens"] for s in sub), "seconds": round(sample_seconds * frac, 2),
                "subsampled_from": n if k != n else None}
 
 
@@ -155,11 +165,14 @@ def _samples(search: Any) -> list[dict[str, Any]]:
     tree = search.tree
     out = []
     for child in tree.children(tree.root):
+        if child.kind == "match":  # bracket's judged matches, not samples
+            continue
         leaf = child
         while leaf.children:
             leaf = tree.nodes[leaf.children[-1]]
         path = tree.path(leaf)
-        ok = leaf.status in (FINISHED, "chosen") and leaf.answer
+        # an answer is only set on a finished sample; bracket later prunes its losers
+        ok = bool(leaf.answer)
         out.append({
             "answer": leaf.answer if ok else None,
             "score": search.path_score(leaf) if ok and search.scorer else 0.0,

@@ -8,6 +8,8 @@ correct, A or B?", both orders) or, with a PRM, by the higher aggregated score.
 
 from __future__ import annotations
 
+import time
+
 from tts_tui.search import events as ev
 from tts_tui.search.run import Result, Search
 from tts_tui.search.strategies.sampling import sample_full
@@ -27,10 +29,14 @@ def _judge(search: Search, pairs: list[tuple[Node, Node]]) -> list[float]:
 
 
 def bracket(search: Search) -> Result:
+    t0 = time.monotonic()
     done = [n for n in sample_full(search, search.params.n) if n.answer]
+    sample_seconds = time.monotonic() - t0
     groups = search.vote(done, [search.path_score(n) for n in done])
     if not groups:
-        return search.finish("bracket", [], None)
+        result = search.finish("bracket", [], None)
+        result.stats["sample_seconds"] = round(sample_seconds, 3)
+        return result
     # merge equivalent answers: one representative each, carrying the group
     reps = [max((search.tree.nodes[i] for i in g.members), key=lambda n: n.scores.get(_sname(search), 0.0))
             for g in groups]
@@ -57,6 +63,7 @@ def bracket(search: Search) -> Result:
     ordered = [champion_group] + [g for g in groups if g is not champion_group]
     result = search.finish("bracket", ordered, champ)
     result.stats["rounds"] = rnd
+    result.stats["sample_seconds"] = round(sample_seconds, 3)
     return result
 
 
