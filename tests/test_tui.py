@@ -11,6 +11,7 @@ from textual.widgets import Input, Select, Static, TextArea, Tree
 from fakes import FakeRunner
 from tts_tui.runlog import list_runs
 from tts_tui.tui.app import TTSApp
+from tts_tui.tui.compare import CompareScreen
 
 SIZE = (160, 48)
 
@@ -95,8 +96,9 @@ async def test_selecting_a_node_shows_its_path():
         tree = app.query_one("#tree", Tree)
         tree.focus()
         deep = max(app.view.model.nodes.values(), key=lambda n: n.depth)
-        tree.select_node(app.view.tnodes[deep.id])
-        tree.move_cursor(app.view.tnodes[deep.id])
+        tn = app.view.reveal(deep.id)  # may sit in a pruned (collapsed, not yet made) subtree
+        tree.select_node(tn)
+        tree.move_cursor(tn)
         await pilot.pause(0.3)
         text = str(app.query_one("#detail", Static).render())
         assert "Step 1" in text and f"Step {deep.depth}" in text
@@ -216,6 +218,84 @@ async def test_snapshot_of_the_main_screen_is_stable():
     assert "42" in svgs[0]
     strip = lambda s: "\n".join(l for l in s.splitlines() if "terminal-" not in l)  # noqa: E731
     assert strip(svgs[0]) == strip(svgs[1])
+
+
+async def test_compare_runs_two_strategies_on_the_same_problem_and_budget():
+    app = make_app(strategy="beam", n=4, m=2, budget=600)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+k")
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, CompareScreen)
+        screen.query_one("#b-n", Input).value = "8"
+        await pilot.pause()
+        await pilot.press("ctrl+r")
+        t0 = time.monotonic()
+        while any(v.result is None for v in screen.views()) and time.monotonic() - t0 < 10:
+            await pilot.pause(0.05)
+        a, b = app.runner.requests
+        assert (a.strategy, b.strategy) == ("beam", "majority") and (a.params.n, b.params.n) == (4, 8)
+        assert a.problem == b.problem and a.params.budget == b.params.budget == 600
+        rows = screen.figures()
+        assert [r["run"] for r in rows] == ["A", "B"] and all(r["state"] == "done" for r in rows)
+        assert all(0 < r["tokens"] <= 600 and r["answer"] == "42" and r["votes"] for r in rows)
+        text = app.export_screenshot()
+        assert "majority" in text and "beam" in text
+        assert len(list_runs()) == 2  # both saved to history
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, CompareScreen)
+
+
+async def test_compare_refuses_invalid_b_and_stops_cleanly():
+    app = make_app(delay=0.05, strategy="majority", n=16, m=1)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+k")
+        await pilot.pause()
+        screen = app.screen
+        screen.query_one("#b-m", Input).value = "3"  # beam: M must divide N
+        await pilot.pause()
+        assert "must divide" in str(screen.query_one("#cmp-errors", Static).render())
+        await pilot.press("ctrl+r")
+        await pilot.pause()
+        assert app.runner.requests == []
+        screen.query_one("#b-m", Input).value = "4"
+        await pilot.pause()
+        await pilot.press("ctrl+r")
+        await pilot.pause(0.3)
+        await pilot.press("escape")  # stops A; B never starts
+        t0 = time.monotonic()
+        while screen.running and time.monotonic() - t0 < 2:
+            await pilot.pause(0.05)
+        assert not screen.running and len(app.runner.requests) == 1
+        assert [r["state"] for r in screen.figures()] == ["done", "stopped"]
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, CompareScreen)
+
+
+async def test_collapsed_subtrees_are_made_lazily():
+    """Steps added under a pruned (collapsed) node stay in the model until it is expanded."""
+    from tts_tui.search import events as ev
+    from tts_tui.search.tree import Tree as SearchTree
+
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        view = app.view
+        view.reset("p", 100)
+        view.running = True
+        t = SearchTree("p")
+        n1 = t.add(t.root, text="a")
+        n2 = t.add(n1, text="b")
+        view.apply([ev.node_added(n1), ev.node_added(n2),
+                    ev.Event(ev.NODE_STATUS, node_id=n1.id, data={"status": "pruned", "answer": None})])
+        n3, n4 = t.add(n2, text="c"), t.add(n1, text="d")
+        view.apply([ev.node_added(n3), ev.node_added(n4)])
+        assert set(view.tnodes) == {0, n1.id, n2.id} and len(view.model.nodes) == 5
+        view.tnodes[n1.id].expand()
+        await pilot.pause()
+        assert set(view.tnodes) == {0, n1.id, n2.id, n3.id, n4.id}
+        assert view.tnodes[n3.id].parent is view.tnodes[n2.id]
 
 
 @pytest.mark.model

@@ -10,284 +10,35 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
-from textual.widget import Widget
-from textual.widgets import (
-    Button,
-    Footer,
-    Header,
-    Input,
-    Label,
-    ProgressBar,
-    Select,
-    Sparkline,
-    Static,
-    TextArea,
-    Tree,
-)
-from textual.widgets.tree import TreeNode
+from textual.widgets import Button, Footer, Header, Input, Label, Select, Static, TextArea, Tree
 
 from tts_tui import paths
 from tts_tui.errors import TTSError
-from tts_tui.runlog import list_runs, load_run, markdown_report, run_record, save_run
+from tts_tui.runlog import load_run, markdown_report, run_record, save_run
 from tts_tui.search import events as ev
 from tts_tui.search.protocol import SearchParams
 from tts_tui.search.strategies import STRATEGIES, validate
-from tts_tui.search.tree import CHOSEN, FINISHED, PRUNED, Node
-from tts_tui.search.tree import Tree as SearchTree
 from tts_tui.session import VERIFIERS
+from tts_tui.tui.compare import COMPARE_CSS, CompareScreen
+from tts_tui.tui.history import HistoryScreen
 from tts_tui.tui.runner import RunRequest, Runner, SolverRunner
+from tts_tui.tui.search_view import SearchView
 from tts_tui.tui.settings import Settings, load_settings, save_settings
-from tts_tui.tui.view import answer_bars, detail_text, node_label
+from tts_tui.tui.widgets import NumberInput
 
 FRAME_S = 0.05  # at most ~20 screen updates a second
-DETAIL_DELAY_S = 0.08
 STATUS = "status"  # a pseudo-event kind for worker status lines
-
-
-class Panel(Widget):
-    """Fixed-size text that repaints without a layout pass (Static.update re-lays out the
-    screen, which at 20 updates a second costs the search real CPU on a small machine)."""
-
-    DEFAULT_CSS = "Panel { height: auto; }"
-
-    def __init__(self, text: Any = "", **kw: Any) -> None:
-        super().__init__(**kw)
-        self.text = text
-
-    def render(self) -> Any:
-        return self.text
-
-    def update(self, text: Any) -> None:
-        if text != self.text:
-            self.text = text
-            self.refresh()
-
-
-class NumberInput(Input):
-    """A numeric field; + and - step it (digits only are typed, so +/- are free keys)."""
-
-    BINDINGS = [
-        Binding("plus,equals_sign", "step(1)", "+", show=False, priority=True),
-        Binding("minus", "step(-1)", "-", show=False, priority=True),
-    ]
-
-    def __init__(self, value: Any, step: float, title: str, is_float: bool = False, **kw: Any) -> None:
-        super().__init__(str(value), restrict=r"[0-9.]*" if is_float else r"[0-9]*", **kw)
-        self.border_title = title
-        self.step = step
-        self.is_float = is_float
-
-    def action_step(self, sign: int) -> None:
-        try:
-            cur = float(self.value or 0)
-        except ValueError:
-            cur = 0.0
-        new = max(0.0, cur + sign * self.step)
-        self.value = f"{new:.2f}".rstrip("0").rstrip(".") if self.is_float else str(int(new))
-
-
-class SearchView(Vertical):
-    """The tree, its detail pane, and the answer/compute panels, fed by events."""
-
-    def __init__(self, **kw: Any) -> None:
-        super().__init__(**kw)
-        self.model = SearchTree("")
-        self.tnodes: dict[int, TreeNode] = {}
-        self.running = False
-        self.follow = True
-        self.budget = 1
-        self.spent = 0
-        self.groups: list[dict[str, Any]] = []
-        self.rates: list[float] = []
-        self.started = time.monotonic()
-        self.info = ""
-        self.result: dict[str, Any] | None = None
-        self._last_rate = (time.monotonic(), 0)
-
-    def compose(self) -> ComposeResult:
-        with Horizontal(id="main"):
-            with Vertical(id="center"):
-                tree: Tree[int] = Tree("problem", id="tree")
-                tree.show_root = True
-                yield tree
-                with VerticalScroll(id="detail-scroll"):
-                    yield Static("Select a node to see its path.", id="detail")
-            with Vertical(id="side"):
-                yield Label("Answers", classes="title")
-                yield Panel(answer_bars([]), id="answers")
-                yield Panel("", id="best")
-                yield Label("Compute", classes="title")
-                yield ProgressBar(total=1, show_eta=False, id="budget")
-                yield Sparkline([0.0], id="rate")
-                yield Panel("", id="compute")
-
-    # -- lifecycle --------------------------------------------------------------------
-    def reset(self, problem: str, budget: int) -> None:
-        tree = self.query_one("#tree", Tree)
-        tree.clear()
-        tree.root.set_label(problem.strip().splitlines()[0][:60] if problem.strip() else "problem")
-        tree.root.data = 0
-        tree.root.expand()
-        self.model = SearchTree(problem)
-        self.tnodes = {0: tree.root}
-        self.budget, self.spent = max(1, budget), 0
-        self.groups, self.rates, self.info, self.result = [], [], "", None
-        self.started = time.monotonic()
-        self._last_rate = (self.started, 0)
-        self.query_one("#budget", ProgressBar).update(total=self.budget, progress=0)
-        self.query_one("#detail", Static).update("Select a node to see its path.")
-        self.refresh_panels()
-
-    def apply(self, events: Iterable[ev.Event], show_rates: bool = True) -> None:
-        tree = self.query_one("#tree", Tree)
-        newest: TreeNode | None = None
-        for e in events:
-            ev.apply_event(self.model, e)
-            if e.kind == ev.NODE_ADDED:
-                node = self.model.nodes[e.node_id]
-                parent = self.tnodes.get(node.parent_id, tree.root)
-                tn = parent.add(node_label(node, self.running), data=node.id, expand=True)
-                self.tnodes[node.id] = tn
-                self.spent += node.n_tokens
-                newest = tn
-            elif e.kind in (ev.NODE_SCORED, ev.NODE_STATUS) and e.node_id in self.tnodes:
-                node = self.model.nodes[e.node_id]
-                tn = self.tnodes[e.node_id]
-                tn.set_label(node_label(node, self.running))
-                if node.status == PRUNED and tn.children:
-                    tn.collapse()  # pruned subtrees fold away but stay browsable
-            elif e.kind == ev.VOTES:
-                self.groups = e.data["groups"]
-            elif e.kind == ev.INFO:
-                self.info = e.data["text"]
-            elif e.kind == ev.BUDGET:
-                self.spent = e.data["spent"]
-            elif e.kind == ev.DONE:
-                self.result = e.data
-                self.groups = e.data.get("votes", self.groups)
-        if show_rates:
-            now = time.monotonic()
-            t0, s0 = self._last_rate
-            if now - t0 >= 0.5:
-                self.rates = (self.rates + [(self.spent - s0) / (now - t0)])[-60:]
-                self._last_rate = (now, self.spent)
-        if newest is not None and self.follow:
-            self.call_after_refresh(tree.scroll_to_node, newest)
-        self.refresh_panels(show_rates)
-
-    def finish(self) -> None:
-        """After a run: relabel, highlight the chosen path root to answer."""
-        self.running = False
-        tree = self.query_one("#tree", Tree)
-        for nid, tn in self.tnodes.items():
-            if nid in self.model.nodes and nid != 0:
-                tn.set_label(node_label(self.model.nodes[nid], False))
-        chosen = [n for n in self.model.nodes.values() if n.status == CHOSEN]
-        if chosen:
-            last = max(chosen, key=lambda n: n.depth)
-            for n in self.model.path(last):
-                self.tnodes[n.id].expand()
-            self.call_after_refresh(tree.scroll_to_node, self.tnodes[last.id])
-        self.refresh_panels()
-
-    # -- panels ---------------------------------------------------------------------------
-    def counts(self) -> dict[str, int]:
-        c = {"live": 0, "pruned": 0, "finished": 0}
-        for n in self.model.nodes.values():
-            if n.kind == "root":
-                continue
-            if n.status in (FINISHED, CHOSEN):
-                c["finished"] += 1
-            elif n.status == PRUNED:
-                c["pruned"] += 1
-            elif self.running:
-                c["live"] += 1
-        return c
-
-    def refresh_panels(self, show_rates: bool = True) -> None:
-        self.query_one("#answers", Panel).update(answer_bars(self.groups))
-        best = "best: -"
-        if self.groups:
-            total = sum(g["weight"] for g in self.groups) or 1.0
-            best = f"best: {self.groups[0]['answer']}  confidence {self.groups[0]['weight'] / total:.0%}"
-        if self.result is not None:
-            best = f"answer: {self.result['answer']}  confidence {self.result['confidence']:.0%}"
-        self.query_one("#best", Panel).update(best)
-        bar = self.query_one("#budget", ProgressBar)
-        if bar.progress != min(self.spent, self.budget) or bar.total != self.budget:
-            bar.update(total=self.budget, progress=min(self.spent, self.budget))
-        spark = self.query_one("#rate", Sparkline)
-        if show_rates and list(spark.data or []) != (self.rates or [0.0]):
-            spark.data = self.rates or [0.0]
-        c = self.counts()
-        lines = [f"tokens {self.spent}/{self.budget}",
-                 f"live {c['live']}  pruned {c['pruned']}  finished {c['finished']}"]
-        if show_rates:
-            rate = self.rates[-1] if self.rates else 0.0
-            lines.append(f"{rate:.1f} tok/s  elapsed {time.monotonic() - self.started:.1f}s")
-        if self.info:
-            lines.append(self.info)
-        self.query_one("#compute", Panel).update("\n".join(lines))
-
-    @on(Tree.NodeHighlighted, "#tree")
-    def _show_detail(self, message: Tree.NodeHighlighted) -> None:
-        nid = message.node.data
-        tree = self.query_one("#tree", Tree)
-        if tree.has_focus and self.running:
-            self.follow = False  # the user moved the cursor: stop following
-        if nid is None or nid not in self.model.nodes or nid == 0:
-            return
-        # Debounced: holding a cursor key moves the cursor at once; the (re-laid-out)
-        # detail pane follows when the cursor settles.
-        self._detail_for = nid
-        if getattr(self, "_detail_timer", None) is not None:
-            self._detail_timer.stop()
-        self._detail_timer = self.set_timer(DETAIL_DELAY_S, self._update_detail)
-
-    def _update_detail(self) -> None:
-        self._detail_timer = None
-        node = self.model.nodes.get(getattr(self, "_detail_for", -1))
-        if node is not None:
-            self.query_one("#detail", Static).update(detail_text(self.model, node))
-
-
-class HistoryScreen(Screen):
-    """Saved runs; Enter opens one as it ended, with a timeline to step through it."""
-
-    BINDINGS = [Binding("escape", "app.pop_screen", "Back")]
-
-    def compose(self) -> ComposeResult:
-        from textual.widgets import OptionList
-
-        yield Header()
-        runs = list_runs()
-        opts = []
-        for p in runs[:200]:
-            try:
-                rec = load_run(p)
-                title = (rec["problem"].splitlines() or [""])[0][:50]
-                opts.append(f"{rec['created']}  {rec['settings'].get('strategy', '?'):13} "
-                            f"{str(rec['result']['answer'])[:12]:12}  {title}")
-            except (OSError, ValueError, KeyError):
-                opts.append(f"{p.name} (unreadable)")
-        self.paths = runs[:200]
-        yield Label(f"{len(runs)} saved runs in {paths.runs_dir()}  (Enter: open, Escape: back)")
-        yield OptionList(*opts, id="runs")
-        yield Footer()
-
-    def on_option_list_option_selected(self, message) -> None:
-        self.app.open_run(self.paths[message.option_index])
-        self.app.pop_screen()
 
 
 class TTSApp(App):
@@ -311,13 +62,14 @@ class TTSApp(App):
     #best { height: 1; }
     #compute { height: 5; }
     #timeline { height: auto; color: $accent; }
-    """
+    """ + COMPARE_CSS
     BINDINGS = [
         Binding("ctrl+r", "run", "Run", priority=True),
         Binding("escape", "stop", "Stop", priority=True),
         Binding("ctrl+f", "follow", "Follow"),
         Binding("ctrl+o", "history", "History"),
         Binding("ctrl+e", "export", "Export"),
+        Binding("ctrl+k", "compare", "Compare"),
         Binding("ctrl+left", "timeline(-1)", "Step back", show=False),
         Binding("ctrl+right", "timeline(1)", "Step fwd", show=False),
         Binding("ctrl+q", "quit", "Quit", priority=True),
@@ -335,7 +87,7 @@ class TTSApp(App):
         self.show_rates = show_rates
         self.remember = remember
         self.cancel = threading.Event()
-        self.pending: deque[ev.Event] = deque()
+        self.pending: deque[tuple[SearchView, ev.Event]] = deque()
         self.record: dict[str, Any] | None = None
         self.replay: list[ev.Event] | None = None
         self.replay_pos = 0
@@ -399,6 +151,8 @@ class TTSApp(App):
         yield SystemCommand("Follow", "Follow the newest activity in the tree (ctrl+f)", self.action_follow)
         yield SystemCommand("History", "Browse and replay saved runs (ctrl+o)", self.action_history)
         yield SystemCommand("Export", "Export this run as JSON and Markdown (ctrl+e)", self.action_export)
+        yield SystemCommand("Compare", "Run two strategies on this problem and budget side by side (ctrl+k)",
+                            self.action_compare)
 
     # -- settings from the controls ----------------------------------------------------
     def read_controls(self) -> tuple[RunRequest | None, str]:
@@ -440,35 +194,56 @@ class TTSApp(App):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # Escape stops a run; when nothing runs it goes on to the widgets (closing a picker...).
         if action == "stop" and self.is_mounted:
-            return self.view.running
+            return self.view.running and not isinstance(self.screen, CompareScreen)
         return True
 
     # -- actions ---------------------------------------------------------------------------
     @on(Button.Pressed, "#run")
     def action_run(self) -> None:
+        if isinstance(self.screen, CompareScreen):
+            self.screen.action_run()
+            return
         req, why = self.read_controls()
         if req is None:
             self.query_one("#errors", Static).update(why)
             self.last_error = why
             return
         self.query_one("#errors", Static).update("")
-        self.cancel.set()  # a run still going ends before the new one starts
-        self.cancel = threading.Event()
-        self.pending.clear()
         self.replay = None
         self.query_one("#timeline", Static).update("")
-        self.view.reset(req.problem, req.params.budget)
-        self.view.running = True
-        self.view.follow = True
         if self.remember:
             save_settings(self.settings)
-        self.run_search(req, self.cancel)
+        self.start([(self.view, req)])
+
+    def action_compare(self) -> None:
+        if isinstance(self.screen, CompareScreen):
+            return
+        req, why = self.read_controls()
+        if req is None:
+            self.query_one("#errors", Static).update(why)
+            self.last_error = why
+            self.notify(f"compare needs valid settings: {why}", severity="warning")
+            return
+        self.push_screen(CompareScreen(req))
 
     @on(Button.Pressed, "#stop")
     def action_stop(self) -> None:
-        if self.view.running:
+        if self.running:
             self.cancel.set()
             self.set_status("stopping…")
+            if isinstance(self.screen, CompareScreen):
+                self.screen.set_status("stopping…")
+
+    @property
+    def running(self) -> bool:
+        return any(v.running for v in self._views())
+
+    def _views(self) -> list[SearchView]:
+        views = [self.view]
+        for screen in self.screen_stack:
+            if isinstance(screen, CompareScreen):
+                views.extend(screen.views())
+        return views
 
     def action_follow(self) -> None:
         self.view.follow = True
@@ -499,10 +274,26 @@ class TTSApp(App):
         self.exit()
 
     # -- the worker ------------------------------------------------------------------------
-    @work(thread=True, exclusive=True, exit_on_error=False, group="search")
-    def run_search(self, req: RunRequest, cancel: threading.Event) -> None:
-        push = self.pending.append  # deque.append is thread-safe and never blocks
+    def start(self, jobs: list[tuple[SearchView, RunRequest]]) -> None:
+        """Run the jobs one after another in the search worker, each into its own view."""
+        self.cancel.set()  # a run still going ends before the new one starts
+        self.cancel = threading.Event()
+        self.pending.clear()
+        for view, req in jobs:
+            view.reset(req.problem, req.params.budget)
+            view.running = True
+            view.follow = True
+        self.run_search(jobs, self.cancel)
 
+    @work(thread=True, exclusive=True, exit_on_error=False, group="search")
+    def run_search(self, jobs: list[tuple[SearchView, RunRequest]], cancel: threading.Event) -> None:
+        for view, req in jobs:
+            push = partial(_push, self.pending, view)
+            if not cancel.is_set():
+                self._run_one(req, cancel, push)
+            push(ev.Event("finished"))
+
+    def _run_one(self, req: RunRequest, cancel: threading.Event, push: Callable[[ev.Event], None]) -> None:
         def status(text: str) -> None:
             push(ev.Event(STATUS, data={"text": text}))
 
@@ -521,34 +312,49 @@ class TTSApp(App):
             push(ev.Event("error", data={"text": str(exc)}))
         except Exception as exc:  # never let a worker crash the UI
             push(ev.Event("error", data={"text": f"{type(exc).__name__}: {exc}"}))
-        finally:
-            push(ev.Event("finished"))
 
     def _drain(self) -> None:
         if not self.pending:
             return
-        batch: list[ev.Event] = []
+        batches: dict[SearchView, list[ev.Event]] = {}
         while self.pending:
-            e = self.pending.popleft()
+            view, e = self.pending.popleft()
+            if not view.is_mounted:
+                continue  # its screen was closed
+            batch = batches.setdefault(view, [])
             if e.kind == STATUS:
-                self.set_status(e.data["text"])
+                self._status(view, e.data["text"])
             elif e.kind == "error":
-                self.set_status("error: " + e.data["text"])
-                self.query_one("#errors", Static).update(e.data["text"])
+                self._status(view, "error: " + e.data["text"])
+                if view is self.view:
+                    self.query_one("#errors", Static).update(e.data["text"])
                 self.last_error = e.data["text"]
             elif e.kind == "record":
-                self.record = e.data["record"]
+                view.record = e.data["record"]
+                if view is self.view:
+                    self.record = view.record
             elif e.kind == "finished":
-                if batch:
-                    with self.batch_update():
-                        self.view.apply(batch, self.show_rates)
-                    batch = []
-                self.view.finish()
+                self._apply(view, batch)
+                batch.clear()
+                view.finish()
             else:
                 batch.append(e)
+        for view, batch in batches.items():
+            self._apply(view, batch)
+            if isinstance(view.screen, CompareScreen):
+                view.screen.update_figures()
+
+    def _apply(self, view: SearchView, batch: list[ev.Event]) -> None:
         if batch:
             with self.batch_update():
-                self.view.apply(batch, self.show_rates)
+                view.apply(batch, self.show_rates)
+
+    def _status(self, view: SearchView, text: str) -> None:
+        screen = view.screen
+        if isinstance(screen, CompareScreen):
+            screen.set_status(text)
+        else:
+            self.set_status(text)
 
     def set_status(self, text: str) -> None:
         self.query_one("#status", Static).update(text)
@@ -584,6 +390,10 @@ class TTSApp(App):
 
     def on_unmount(self) -> None:
         self.cancel.set()
+
+
+def _push(queue: deque[tuple[SearchView, ev.Event]], view: SearchView, event: ev.Event) -> None:
+    queue.append((view, event))  # deque.append is thread-safe and never blocks the search
 
 
 def run_app(**presets: Any) -> None:

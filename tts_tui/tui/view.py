@@ -76,3 +76,29 @@ def answer_bars(groups: list[dict[str, Any]], width: int = 12) -> Text:
         out.append("█" * n + " " * (width - n), style=style)
         out.append(f" {g['count']:>2}v w{g['weight']:5.2f} {g['weight'] / total_w:4.0%}\n")
     return out
+
+
+FIGURE_COLUMNS = ("run", "strategy", "N", "M", "T", "verifier", "answer", "confidence", "votes", "tokens", "time",
+                  "tok/s")
+
+
+def figures_table(rows: list[dict[str, Any]]) -> Any:
+    """One row of accuracy-relevant figures per run, for the compare screen."""
+    from rich.table import Table
+
+    table = Table(expand=True, box=None, header_style="bold", pad_edge=False)
+    for col in FIGURE_COLUMNS:
+        table.add_column(col, justify="left" if col in ("run", "strategy", "verifier", "answer") else "right",
+                         no_wrap=True, overflow="ellipsis", max_width=14 if col == "answer" else None)
+    for r in rows:
+        secs = r.get("seconds")
+        rate = r["tokens"] / secs if secs else None
+        table.add_row(
+            r["run"], r["strategy"], str(r["n"]), str(r["m"]), f"{r['temperature']:g}", r["verifier"],
+            preview(str(r["answer"]), 14) if r.get("answer") is not None else "-",
+            f"{r['confidence']:.0%}" if r.get("confidence") is not None else "-",
+            r.get("votes") or "-", f"{r['tokens']}/{r['budget']}",
+            f"{secs:.1f}s" if secs is not None else "-", f"{rate:.1f}" if rate else "-",
+            style="bold" if r.get("state") == "done" else ("dim" if r.get("state") == "waiting" else ""),
+        )
+    return table
