@@ -36,7 +36,7 @@ async def with_app(solver: Solver, args: argparse.Namespace) -> float:
     runner = SolverRunner()
     runner._solver, runner._key = solver, args.model  # share the loaded model
     presets = dict(problem=PROBLEM, strategy=args.strategy, n=args.n, m=args.m, budget=args.budget, seed=1,
-                   temperature=0.7, model=args.model, verifier="confidence")
+                   temperature=SearchParams().temperature, model=args.model, verifier="confidence")
     app = TTSApp(runner=runner, presets=presets, remember=False)
     async with app.run_test(size=(160, 48)) as pilot:
         await pilot.press("ctrl+r")

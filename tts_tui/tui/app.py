@@ -92,6 +92,7 @@ class TTSApp(App):
         self.replay: list[ev.Event] | None = None
         self.replay_pos = 0
         self.last_error = ""
+        self._view: SearchView | None = None
 
     # -- layout --------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -142,7 +143,9 @@ class TTSApp(App):
 
     @property
     def view(self) -> SearchView:
-        return self.query_one("#view", SearchView)
+        if self._view is None:
+            self._view = self.query_one("#view", SearchView)
+        return self._view
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
@@ -314,7 +317,11 @@ class TTSApp(App):
             push(ev.Event("error", data={"text": f"{type(exc).__name__}: {exc}"}))
 
     def _drain(self) -> None:
+        if not self.view.is_mounted:
+            return  # shutting down
         if not self.pending:
+            for view in self._views():
+                view.flush_tree()  # a tree update held back by its lower frame rate
             return
         batches: dict[SearchView, list[ev.Event]] = {}
         while self.pending:
@@ -377,6 +384,7 @@ class TTSApp(App):
         self.view.reset(rec["problem"], int(rec["settings"].get("budget", 1)))
         self.view.running = True
         self.view.apply(self.replay[: self.replay_pos], show_rates=False)
+        self.view.flush_tree(force=True)
         self.view.finish() if self.replay_pos >= len(self.replay) else None
         t = self.replay[self.replay_pos - 1].t if self.replay_pos else 0.0
         self.query_one("#timeline", Static).update(

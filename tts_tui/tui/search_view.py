@@ -21,9 +21,10 @@ from tts_tui.search import events as ev
 from tts_tui.search.tree import CHOSEN, FINISHED, PRUNED, Node
 from tts_tui.search.tree import Tree as SearchTree
 from tts_tui.tui.view import answer_bars, detail_text, node_label
-from tts_tui.tui.widgets import Panel
+from tts_tui.tui.widgets import LiveTree, Panel
 
 DETAIL_DELAY_S = 0.08
+TREE_FRAME_S = 0.2  # the tree widget repaints at most 5 times a second while a run grows it
 
 
 class SearchView(Vertical):
@@ -44,12 +45,15 @@ class SearchView(Vertical):
         self.result: dict[str, Any] | None = None
         self.record: dict[str, Any] | None = None
         self.active_since: float | None = None  # the first event of this run
+        self._new: list[int] = []  # in the model, not yet in the tree widget
+        self._dirty: set[int] = set()  # relabel in the tree widget
+        self._tree_flushed = 0.0
         self._last_rate = (time.monotonic(), 0)
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="main"):
             with Vertical(id="center"):
-                tree: Tree[int] = Tree("problem", id="tree")
+                tree = LiveTree("problem", id="tree")
                 tree.show_root = True
                 yield tree
                 with VerticalScroll(id="detail-scroll"):
@@ -77,30 +81,22 @@ class SearchView(Vertical):
         self.started = time.monotonic()
         self.active_since = None
         self._last_rate = (self.started, 0)
+        self._new, self._dirty, self._tree_flushed = [], set(), 0.0
         self.query_one("#budget", ProgressBar).update(total=self.budget, progress=0)
         self.query_one("#detail", Static).update("Select a node to see its path.")
         self.refresh_panels()
 
     def apply(self, events: Iterable[ev.Event], show_rates: bool = True) -> None:
-        tree = self.query_one("#tree", Tree)
-        newest: TreeNode | None = None
+        """Fold events into the model and panels now; the tree widget follows in flush_tree."""
         if self.active_since is None:
             self.active_since = time.monotonic()
         for e in events:
             ev.apply_event(self.model, e)
             if e.kind == ev.NODE_ADDED:
-                node = self.model.nodes[e.node_id]
-                self.spent += node.n_tokens
-                parent = self.tnodes.get(node.parent_id)
-                if parent is not None and _shown(parent):
-                    newest = self._materialize(node, parent)
-                # else: under a collapsed node; made when that node is expanded
-            elif e.kind in (ev.NODE_SCORED, ev.NODE_STATUS) and e.node_id in self.tnodes:
-                node = self.model.nodes[e.node_id]
-                tn = self.tnodes[e.node_id]
-                tn.set_label(node_label(node, self.running))
-                if node.status == PRUNED and tn.children:
-                    tn.collapse()  # pruned subtrees fold away but stay browsable
+                self.spent += self.model.nodes[e.node_id].n_tokens
+                self._new.append(e.node_id)
+            elif e.kind in (ev.NODE_SCORED, ev.NODE_STATUS):
+                self._dirty.add(e.node_id)
             elif e.kind == ev.VOTES:
                 self.groups = e.data["groups"]
             elif e.kind == ev.INFO:
@@ -116,12 +112,44 @@ class SearchView(Vertical):
             if now - t0 >= 0.5:
                 self.rates = (self.rates + [(self.spent - s0) / (now - t0)])[-60:]
                 self._last_rate = (now, self.spent)
-        if newest is not None and self.follow:
-            self.call_after_refresh(tree.scroll_to_node, newest, animate=False)
         self.refresh_panels(show_rates)
+        self.flush_tree()
+
+    def flush_tree(self, force: bool = False) -> None:
+        """Bring the tree widget up to the model, at most every TREE_FRAME_S.
+
+        Repainting a growing tree is the UI's costliest work (every visible line is
+        re-rendered), so it runs at a lower rate than the panels.
+        """
+        if not (self._new or self._dirty):
+            return
+        now = time.monotonic()
+        if not force and now - self._tree_flushed < TREE_FRAME_S:
+            return
+        self._tree_flushed = now
+        newest: TreeNode | None = None
+        for nid in self._new:
+            node = self.model.nodes[nid]
+            parent = self.tnodes.get(node.parent_id)
+            if nid not in self.tnodes and parent is not None and _shown(parent):
+                newest = self._materialize(node, parent)
+            # else: under a collapsed node; made when that node is expanded
+        for nid in self._dirty:
+            tn = self.tnodes.get(nid)
+            if tn is None:
+                continue
+            node = self.model.nodes[nid]
+            tn.set_label(node_label(node, self.running))
+            if node.status == PRUNED and tn.children:
+                tn.collapse()  # pruned subtrees fold away but stay browsable
+        self._new, self._dirty = [], set()
+        if newest is not None and self.follow:
+            tree = self.query_one("#tree", Tree)
+            self.call_after_refresh(tree.scroll_to_node, newest, animate=False)
 
     def finish(self) -> None:
         """After a run: relabel, highlight the chosen path root to answer."""
+        self.flush_tree(force=True)
         self.running = False
         tree = self.query_one("#tree", Tree)
         for nid, tn in self.tnodes.items():

@@ -6,7 +6,7 @@ from typing import Any
 
 from textual.binding import Binding
 from textual.widget import Widget
-from textual.widgets import Input
+from textual.widgets import Input, Tree
 
 
 class Panel(Widget):
@@ -49,3 +49,38 @@ class NumberInput(Input):
             cur = 0.0
         new = max(0.0, cur + sign * self.step)
         self.value = f"{new:.2f}".rstrip("0").rstrip(".") if self.is_float else str(int(new))
+
+
+class LiveTree(Tree[int]):
+    """A Tree that grows without re-laying-out the screen.
+
+    Textual's Tree asks for a layout pass on every change (a new node, a new virtual
+    size), and a layout pass re-renders every widget on screen: on a 2-core laptop that
+    was ~30 ms per frame taken from the search. This tree's box is fixed by CSS, so a new
+    node only changes its virtual size and scrollbars: it repaints itself and updates
+    those directly. (A scrollbar appearing still takes the normal layout path.)
+    """
+
+    _quiet = False
+
+    def _invalidate(self) -> None:
+        self._clear_line_cache()
+        self._updates += 1
+        self.root._reset()
+        self.refresh()
+
+    def _build(self) -> None:
+        before = self.virtual_size
+        self._quiet = True
+        try:
+            super()._build()
+        finally:
+            self._quiet = False
+        if self.virtual_size != before:
+            self._scroll_update(self.virtual_size)
+            self.refresh()
+
+    def refresh(self, *regions: Any, repaint: bool = True, layout: bool = False, recompose: bool = False) -> Any:
+        if self._quiet:
+            layout = False  # only the virtual size moved: handled in _build
+        return super().refresh(*regions, repaint=repaint, layout=layout, recompose=recompose)
