@@ -37,7 +37,7 @@ from tts_tui.tui.search_view import SearchView
 from tts_tui.tui.settings import Settings, load_settings, save_settings
 from tts_tui.tui.widgets import NumberInput
 
-FRAME_S = 0.05  # at most ~20 screen updates a second
+FRAME_S = 0.1  # panels repaint at most 10 times a second (the tree at 5)
 STATUS = "status"  # a pseudo-event kind for worker status lines
 
 
@@ -57,10 +57,9 @@ class TTSApp(App):
     #detail-scroll { height: 1fr; border-top: solid $primary; }
     #side { width: 44; padding: 0 1; border-left: solid $primary; }
     .title { text-style: bold; margin-top: 1; }
-    #rate { height: 3; }
     #answers { height: 9; }
     #best { height: 1; }
-    #compute { height: 5; }
+    #compute { height: 7; }
     #timeline { height: auto; color: $accent; }
     """ + COMPARE_CSS
     BINDINGS = [

@@ -51,8 +51,7 @@ CompareScreen SearchView #detail-scroll { display: none; }
 CompareScreen SearchView #side { width: 1fr; height: auto; border-left: none; border-top: solid $primary; }
 CompareScreen SearchView #best { height: 1; }
 CompareScreen SearchView #answers { height: 5; }
-CompareScreen SearchView #rate { display: none; }
-CompareScreen SearchView #compute { height: 3; }
+CompareScreen SearchView #compute { height: 4; }
 CompareScreen #figures { height: 4; padding: 0 1; border-top: solid $primary; }
 """  # appended to the app's CSS: a screen's DEFAULT_CSS loses to the app's own rules
 

@@ -14,13 +14,14 @@ from typing import Any
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import Label, ProgressBar, Sparkline, Static, Tree
+from rich.text import Text
+from textual.widgets import Label, Static, Tree
 from textual.widgets.tree import TreeNode
 
 from tts_tui.search import events as ev
 from tts_tui.search.tree import CHOSEN, FINISHED, PRUNED, Node
 from tts_tui.search.tree import Tree as SearchTree
-from tts_tui.tui.view import answer_bars, detail_text, node_label
+from tts_tui.tui.view import answer_bars, budget_bar, detail_text, node_label, sparkline
 from tts_tui.tui.widgets import LiveTree, Panel
 
 DETAIL_DELAY_S = 0.08
@@ -63,8 +64,6 @@ class SearchView(Vertical):
                 yield Panel(answer_bars([]), id="answers")
                 yield Panel("", id="best")
                 yield Label("Compute", classes="title")
-                yield ProgressBar(total=1, show_eta=False, id="budget")
-                yield Sparkline([0.0], id="rate")
                 yield Panel("", id="compute")
 
     # -- lifecycle --------------------------------------------------------------------
@@ -82,7 +81,6 @@ class SearchView(Vertical):
         self.active_since = None
         self._last_rate = (self.started, 0)
         self._new, self._dirty, self._tree_flushed = [], set(), 0.0
-        self.query_one("#budget", ProgressBar).update(total=self.budget, progress=0)
         self.query_one("#detail", Static).update("Select a node to see its path.")
         self.refresh_panels()
 
@@ -219,21 +217,18 @@ class SearchView(Vertical):
         if self.result is not None:
             best = f"answer: {self.result['answer']}  confidence {self.result['confidence']:.0%}"
         self.query_one("#best", Panel).update(best)
-        bar = self.query_one("#budget", ProgressBar)
-        if bar.progress != min(self.spent, self.budget) or bar.total != self.budget:
-            bar.update(total=self.budget, progress=min(self.spent, self.budget))
-        spark = self.query_one("#rate", Sparkline)
-        if show_rates and list(spark.data or []) != (self.rates or [0.0]):
-            spark.data = self.rates or [0.0]
         c = self.counts()
-        lines = [f"tokens {self.spent}/{self.budget}",
-                 f"live {c['live']}  pruned {c['pruned']}  finished {c['finished']}"]
+        out = Text()
+        out.append_text(budget_bar(self.spent, self.budget))
+        out.append(f"\ntokens {self.spent}/{self.budget}\n")
+        out.append(f"live {c['live']}  pruned {c['pruned']}  finished {c['finished']}\n")
         if show_rates:
             rate = self.rates[-1] if self.rates else 0.0
-            lines.append(f"{rate:.1f} tok/s  elapsed {self.elapsed():.1f}s")
+            out.append_text(sparkline(self.rates))
+            out.append(f"\n{rate:.1f} tok/s  elapsed {self.elapsed():.1f}s\n")
         if self.info:
-            lines.append(self.info)
-        self.query_one("#compute", Panel).update("\n".join(lines))
+            out.append(self.info)
+        self.query_one("#compute", Panel).update(out)
 
     def elapsed(self) -> float:
         if self.result is not None:

@@ -102,3 +102,26 @@ def figures_table(rows: list[dict[str, Any]]) -> Any:
             style="bold" if r.get("state") == "done" else ("dim" if r.get("state") == "waiting" else ""),
         )
     return table
+
+
+def budget_bar(spent: int, budget: int, width: int = 28) -> Text:
+    """Tokens used against the budget as a text bar (cheaper to repaint than a widget)."""
+    frac = min(1.0, spent / max(1, budget))
+    full = round(frac * width)
+    out = Text()
+    out.append("━" * full, style="bold green" if frac < 0.9 else "bold yellow")
+    out.append("━" * (width - full), style="grey23")
+    out.append(f" {frac:4.0%}")
+    return out
+
+
+SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[float], width: int = 36) -> Text:
+    """Recent tokens/s, one cell per sample, scaled to the largest shown."""
+    vals = values[-width:]
+    top = max(vals, default=0.0)
+    if top <= 0:
+        return Text("▁" * max(1, len(vals)), style="grey37")
+    return Text("".join(SPARKS[min(7, int(v / top * 7.999))] for v in vals), style="cyan")

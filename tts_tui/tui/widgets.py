@@ -63,6 +63,18 @@ class LiveTree(Tree[int]):
 
     _quiet = False
 
+    def get_label_width(self, node: Any) -> int:
+        # Textual measures every label on every rebuild; labels only change through
+        # set_label (which bumps node._updates), so widths are cached per node.
+        cache = self.__dict__.setdefault("_widths", {})
+        key = (node._updates, node._expanded, node.allow_expand)
+        hit = cache.get(node._id)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        width = super().get_label_width(node)
+        cache[node._id] = (key, width)
+        return width
+
     def _invalidate(self) -> None:
         self._clear_line_cache()
         self._updates += 1
