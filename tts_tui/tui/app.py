@@ -1,8 +1,9 @@
 """The TUI: controls on the left, the live tree in the middle, answers and compute on the right.
 
 The search runs in a thread worker. Its listener only appends events to a deque; a
-20 Hz timer drains the deque and applies everything in one batch update, so a fast
-search never floods the screen and the UI costs the search almost nothing.
+timer drains the deque and applies everything in one batch update, at most 10 times a
+second and less when frames are costly (see governor.py), so a fast search never floods
+the screen and the UI takes little from the search.
 """
 
 from __future__ import annotations
@@ -31,13 +32,14 @@ from tts_tui.search.protocol import SearchParams
 from tts_tui.search.strategies import STRATEGIES, validate
 from tts_tui.session import VERIFIERS
 from tts_tui.tui.compare import COMPARE_CSS, CompareScreen
+from tts_tui.tui.governor import FrameGovernor
 from tts_tui.tui.history import HistoryScreen
 from tts_tui.tui.runner import RunRequest, Runner, SolverRunner
 from tts_tui.tui.search_view import SearchView
 from tts_tui.tui.settings import Settings, load_settings, save_settings
 from tts_tui.tui.widgets import NumberInput
 
-FRAME_S = 0.1  # panels repaint at most 10 times a second (the tree at 5)
+TICK_S = 0.05  # how often the drain timer looks; the governor decides when to draw
 STATUS = "status"  # a pseudo-event kind for worker status lines
 
 
@@ -92,6 +94,8 @@ class TTSApp(App):
         self.replay_pos = 0
         self.last_error = ""
         self._view: SearchView | None = None
+        self.governor = FrameGovernor()
+        self._urgent = False  # a run ended: show it without waiting for the governor
 
     # -- layout --------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -138,7 +142,7 @@ class TTSApp(App):
         return opts
 
     def on_mount(self) -> None:
-        self.set_interval(FRAME_S, self._drain)
+        self.set_interval(TICK_S, self._drain)
 
     @property
     def view(self) -> SearchView:
@@ -294,6 +298,7 @@ class TTSApp(App):
             if not cancel.is_set():
                 self._run_one(req, cancel, push)
             push(ev.Event("finished"))
+            self._urgent = True
 
     def _run_one(self, req: RunRequest, cancel: threading.Event, push: Callable[[ev.Event], None]) -> None:
         def status(text: str) -> None:
@@ -318,10 +323,16 @@ class TTSApp(App):
     def _drain(self) -> None:
         if not self.view.is_mounted:
             return  # shutting down
-        if not self.pending:
-            for view in self._views():
-                view.flush_tree()  # a tree update held back by its lower frame rate
+        if not (self.governor.due() or self._urgent):
             return
+        self._urgent = False
+        if self.pending:
+            self._drain_now()
+        for view in self._views():
+            view.flush_tree()  # a tree update held back by its lower frame rate
+        self.governor.frame_done()
+
+    def _drain_now(self) -> None:
         batches: dict[SearchView, list[ev.Event]] = {}
         while self.pending:
             view, e = self.pending.popleft()
