@@ -57,6 +57,24 @@ def test_bracket_ties_go_to_the_first_contender():
     assert m.meta["p_a"] == 0.5 and result.chosen == m.meta["winner"] == m.meta["a"]
 
 
+def test_a_confident_judge_overturns_a_small_majority_but_not_a_large_one():
+    search, _ = make(("7", "7", "7", "42"), n=4)  # judge: 0.9 for 42, votes 3:1 for 7
+    result = run_strategy("bracket", search)
+    m = matches(search)[0]
+    assert result.answer == "42" and m.meta["votes"] in ([3, 1], [1, 3]) and m.meta["p_judge"] in (0.9, 0.1)
+    search, _ = make(("7",) * 11 + ("42",), n=12)  # 11:1 outweighs the judge's 9:1 odds
+    assert run_strategy("bracket", search).answer == "7"
+
+
+def test_match_probability_combines_judge_odds_and_votes():
+    from tts_tui.search.strategies.bracket import match_probability
+
+    assert match_probability(0.5, 1, 1) == pytest.approx(0.5)
+    assert match_probability(0.5, 3, 1) == pytest.approx(0.75)
+    assert match_probability(0.75, 1, 3) == pytest.approx(0.5)
+    assert 0.0 < match_probability(0.0, 1, 1) < 1e-5 and match_probability(1.0, 1, 100) > 0.99
+
+
 def test_bracket_budget_runs_out_mid_round():
     search, _ = make(("41", "42"), n=8, budget=30)
     result = run_strategy("bracket", search)

@@ -4,10 +4,16 @@ Candidates with equivalent answers merge first (the best-scored one represents t
 and carries their votes), so matches are spent on genuinely different answers. Each
 round's matches are judged in one batch: by the policy model ("Which solution is
 correct, A or B?", both orders) or, with a PRM, by the higher aggregated score.
+
+A match weighs the judge against the votes each side carries: the judge's odds times
+the vote ratio. On gsm8k_dev a 1.5B judge alone let a one-vote stray answer knock out
+the six-vote right one; with the votes as prior evidence, the judge decides close calls
+and can still overturn a small majority when it is confident.
 """
 
 from __future__ import annotations
 
+import math
 import time
 
 from tts_tui.search import events as ev
@@ -43,37 +49,52 @@ def bracket(search: Search) -> Result:
     by_rep = {r.id: g for r, g in zip(reps, groups)}
     alive = reps
     rnd = 0
+    judge0 = search.gen.stats().get("prompt_tokens", 0)  # the judge's prompts are prefilled, not generated
     while len(alive) > 1:
         rnd += 1
         pairs = [(alive[i], alive[i + 1]) for i in range(0, len(alive) - 1, 2)]
         bye = alive[-1] if len(alive) % 2 else None
         probs = _judge(search, pairs) if not search.cancel.is_set() else [0.5] * len(pairs)
         winners = []
-        for (a, b), pa in zip(pairs, probs):
+        for (a, b), p_judge in zip(pairs, probs):
+            va, vb = by_rep[a.id].count, by_rep[b.id].count
+            pa = match_probability(p_judge, va, vb)
             win, lose = (a, b) if pa >= 0.5 else (b, a)
             winners.append(win)
-            _match_node(search, rnd, a, b, pa, win)
+            _match_node(search, rnd, a, b, pa, win, p_judge, (va, vb))
             search.set_status(lose, "pruned")
         if bye is not None:
             winners.append(bye)
             search.note(f"round {rnd}: {bye.answer} gets a bye")
         alive = winners
+    judge_tokens = int(search.gen.stats().get("prompt_tokens", 0) - judge0)
     champ = alive[0]
     champion_group = by_rep[champ.id]
     ordered = [champion_group] + [g for g in groups if g is not champion_group]
     result = search.finish("bracket", ordered, champ)
     result.stats["rounds"] = rnd
     result.stats["sample_seconds"] = round(sample_seconds, 3)
+    result.stats["judge_prompt_tokens"] = judge_tokens
     return result
+
+
+def match_probability(p_judge: float, votes_a: int, votes_b: int) -> float:
+    """P(first wins): the judge's odds times the ratio of the votes each side carries."""
+    p = min(max(p_judge, 1e-6), 1 - 1e-6)
+    logit = math.log(p / (1 - p)) + math.log(max(votes_a, 1) / max(votes_b, 1))
+    return 1.0 / (1.0 + math.exp(-logit))
 
 
 def _sname(search: Search) -> str:
     return search.scorer.name if search.scorer else ""
 
 
-def _match_node(search: Search, rnd: int, a: Node, b: Node, pa: float, win: Node) -> None:
-    text = f"round {rnd}: {a.answer} vs {b.answer} -> P(first)={pa:.2f}, winner {win.answer}"
+def _match_node(search: Search, rnd: int, a: Node, b: Node, pa: float, win: Node, p_judge: float,
+                votes: tuple[int, int]) -> None:
+    text = (f"round {rnd}: {a.answer} ({votes[0]}v) vs {b.answer} ({votes[1]}v) -> judge P(first)={p_judge:.2f}, "
+            f"with votes {pa:.2f}, winner {win.answer}")
     node = search.tree.add(search.tree.root, text=text, kind="match", status="finished",
-                           meta={"round": rnd, "a": a.id, "b": b.id, "p_a": round(pa, 4), "winner": win.id})
+                           meta={"round": rnd, "a": a.id, "b": b.id, "p_judge": round(p_judge, 4),
+                                 "votes": list(votes), "p_a": round(pa, 4), "winner": win.id})
     search.emit(ev.node_added(node))
 
