@@ -150,6 +150,7 @@ def _rows(strategy: str, n: int, yields: list[int], p: Problem, result: Any, sea
     samples = _samples(search)
     # a carrier (bracket) spends time after sampling: count only the sampling
     sample_seconds = result.stats.get("sample_seconds", seconds)
+    base["probe_agree"] = probe_agreement(samples)
     for k in yields:
         sub = samples[:k]
         answer = _sub_answer(strategy, sub)
@@ -158,6 +159,19 @@ def _rows(strategy: str, n: int, yields: list[int], p: Problem, result: Any, sea
                "correct": bool(answer is not None and equivalent(answer, p.answer)),
                "tokens": sum(s["tokens"] for s in sub), "seconds": round(sample_seconds * frac, 2),
                "subsampled_from": n if k != n else None}
+
+
+def probe_agreement(samples: list[dict[str, Any]], probe: int | None = None) -> float:
+    """Share of the first `probe` samples that agree with their most common answer:
+    the difficulty estimate `auto` makes from the same (same-seed) probes."""
+    if probe is None:
+        from tts_tui.search.strategies.auto import load_table
+
+        probe = int(load_table().get("probe", 4))
+    first = samples[:probe]
+    items = [(s["answer"], 1.0, i) for i, s in enumerate(first) if s["answer"]]
+    groups = group_answers(items, equivalent)
+    return round(groups[0].count / max(1, len(first)), 4) if groups else 0.0
 
 
 def _samples(search: Any) -> list[dict[str, Any]]:

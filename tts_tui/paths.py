@@ -49,3 +49,8 @@ def data_dir() -> Path:
 
 def runs_dir() -> Path:
     return data_dir() / "runs"
+
+
+def auto_table_path() -> Path:
+    """The user's refitted compute-optimal table (`tts eval --refit-auto` writes it)."""
+    return config_dir() / "auto_table.json"

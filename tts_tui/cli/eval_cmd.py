@@ -37,9 +37,12 @@ def eval_command(
     prm: Optional[str] = typer.Option(None, "--prm"),
     out: Optional[Path] = typer.Option(None, "--out", help="Output dir (default eval-out/<data>-<model>)."),
     threads: Optional[int] = typer.Option(None, "--threads"),
+    refit_auto: bool = typer.Option(False, "--refit-auto",
+                                    help="Refit auto's table per difficulty bin from this log (user config)."),
 ) -> None:
     """Accuracy, mean tokens and time per strategy x N; resumable; writes log.jsonl and plot.svg."""
     from tts_tui.evaluate import format_table, load_problems, plot_svg, run_eval, summarize
+    from tts_tui.refit import format_bins
     from tts_tui.search.protocol import SearchParams
     from tts_tui.search.strategies import validate
     from tts_tui.session import EngineOptions, Solver
@@ -74,3 +77,21 @@ def eval_command(
     print(format_table(table))
     plot_svg(table, out / "plot.svg", title=f"{data.name}: accuracy vs tokens ({solver.model_path.stem})")
     print(f"# log: {out / 'log.jsonl'}  plot: {out / 'plot.svg'}")
+    mine = [r for r in rows if r["id"] in keep]
+    if any(r.get("probe_agree") is not None or r.get("difficulty") for r in mine):
+        print("\n" + format_bins(mine))
+    if refit_auto:
+        _refit(mine, max(ns))
+
+
+def _refit(rows: list[dict], max_n: int) -> None:
+    from tts_tui import paths
+    from tts_tui.atomic import write_json
+    from tts_tui.refit import refit
+    from tts_tui.search.strategies.auto import load_table
+
+    table, lines = refit(rows, load_table(), max_n)
+    if not lines:
+        raise TTSError("--refit-auto: no difficulty estimates in this log (run a sample strategy or auto first)")
+    write_json(paths.auto_table_path(), table)
+    print("# auto table refitted: " + "; ".join(lines) + f" -> {paths.auto_table_path()}")

@@ -18,8 +18,17 @@ from tts_tui.search.strategies import sampling
 TABLE_PATH = Path(__file__).resolve().parent.parent / "auto_table.json"
 
 
-def load_table(path: Path = TABLE_PATH) -> dict[str, Any]:
-    return json.loads(path.read_text(encoding="utf-8"))
+def load_table(path: Path | None = None) -> dict[str, Any]:
+    """The table: `path`, else the user's refitted one if present, else the shipped default."""
+    if path is None:
+        from tts_tui.paths import auto_table_path
+
+        user = auto_table_path()
+        path = user if user.is_file() else TABLE_PATH
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return json.loads(TABLE_PATH.read_text(encoding="utf-8"))  # a broken user table: the default
 
 
 def difficulty_bin(pass_rate: float) -> str:
