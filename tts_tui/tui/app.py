@@ -128,7 +128,7 @@ class TTSApp(App):
                     yield Button("Stop", id="stop", variant="error")
                 yield Static("", id="status")
                 yield Static("", id="timeline")
-            yield SearchView(id="view")
+            yield SearchView(id="view", show_rates=self.show_rates)
         yield Footer()
 
     def _model_options(self) -> list[tuple[str, str]]:
@@ -364,7 +364,7 @@ class TTSApp(App):
     def _apply(self, view: SearchView, batch: list[ev.Event]) -> None:
         if batch:
             with self.batch_update():
-                view.apply(batch, self.show_rates)
+                view.apply(batch)
 
     def _status(self, view: SearchView, text: str) -> None:
         screen = view.screen

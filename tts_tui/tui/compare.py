@@ -90,8 +90,9 @@ class CompareScreen(Screen):
         yield Static(f"same problem and budget ({self.a.params.budget} tokens); ctrl+r runs A then B, "
                      "escape stops or goes back", id="cmp-status")
         with Horizontal(id="views"):
-            yield SearchView(id="cmp-a")
-            yield SearchView(id="cmp-b")
+            rates = getattr(self.app, "show_rates", True)
+            yield SearchView(id="cmp-a", show_rates=rates)
+            yield SearchView(id="cmp-b", show_rates=rates)
         yield Panel(figures_table([]), id="figures")
         yield Footer()
 
@@ -161,4 +162,7 @@ class CompareScreen(Screen):
         return rows
 
     def update_figures(self) -> None:
-        self.query_one("#figures", Panel).update(figures_table(self.figures()))
+        rows = self.figures()
+        if not getattr(self.app, "show_rates", True):  # timings off (snapshot tests)
+            rows = [{**r, "seconds": None} for r in rows]
+        self.query_one("#figures", Panel).update(figures_table(rows))

@@ -31,8 +31,9 @@ TREE_FRAME_S = 0.2  # the tree widget repaints at most 5 times a second while a 
 class SearchView(Vertical):
     """The tree, its detail pane, and the answer/compute panels, fed by events."""
 
-    def __init__(self, **kw: Any) -> None:
+    def __init__(self, show_rates: bool = True, **kw: Any) -> None:
         super().__init__(**kw)
+        self.show_rates = show_rates  # tokens/s and times; off for reproducible screenshots
         self.model = SearchTree("")
         self.tnodes: dict[int, TreeNode] = {}
         self.running = False
@@ -84,7 +85,7 @@ class SearchView(Vertical):
         self.query_one("#detail", Static).update("Select a node to see its path.")
         self.refresh_panels()
 
-    def apply(self, events: Iterable[ev.Event], show_rates: bool = True) -> None:
+    def apply(self, events: Iterable[ev.Event], show_rates: bool | None = None) -> None:
         """Fold events into the model and panels now; the tree widget follows in flush_tree."""
         if self.active_since is None:
             self.active_since = time.monotonic()
@@ -104,6 +105,7 @@ class SearchView(Vertical):
             elif e.kind == ev.DONE:
                 self.result = e.data
                 self.groups = e.data.get("votes", self.groups)
+        show_rates = self.show_rates if show_rates is None else show_rates and self.show_rates
         if show_rates:
             now = time.monotonic()
             t0, s0 = self._last_rate
@@ -209,6 +211,7 @@ class SearchView(Vertical):
         return c
 
     def refresh_panels(self, show_rates: bool = True) -> None:
+        show_rates = show_rates and self.show_rates
         self.query_one("#answers", Panel).update(answer_bars(self.groups))
         best = "best: -"
         if self.groups:
