@@ -6,9 +6,6 @@ Usage: python scripts/screenshot.py [--model ID] [--strategy beam] [--n 4] [--m 
 from __future__ import annotations
 
 import argparse
-import faulthandler
-import signal
-faulthandler.register(signal.SIGUSR1, all_threads=True)
 import asyncio
 import sys
 from pathlib import Path
@@ -24,11 +21,11 @@ PROBLEM = ("Janet's ducks lay 16 eggs per day. She eats three for breakfast ever
 
 async def shoot(args: argparse.Namespace) -> None:
     presets = dict(problem=PROBLEM, strategy=args.strategy, n=args.n, m=args.m, budget=args.budget,
-                   model=args.model, verifier=args.verifier, temperature=0.7, seed=0)
+                   model=args.model, verifier=args.verifier, seed=0)
     app = TTSApp(presets=presets, remember=False)
     async with app.run_test(size=(180, 50)) as pilot:
         await pilot.press("ctrl+r")
-        while app.view.result is None:
+        while app.view.running or app.record is None:
             await pilot.pause(0.5)
         await pilot.pause(1.0)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

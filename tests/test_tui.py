@@ -122,6 +122,17 @@ async def test_invalid_input_is_explained_inline(field, value, msg):
         assert app.runner.requests == []  # nothing ran
 
 
+@pytest.mark.parametrize("field,after", [("n", "3"), ("m", "1"), ("budget", "3840"), ("seed", "0"),
+                                         ("temperature", "0.2")])
+async def test_numeric_controls_refuse_letters(field, after):
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        box = app.query_one(f"#{field}", Input)
+        box.focus()
+        await pilot.press("x", "minus", "e")  # letters are refused; '-' steps down (never below 0)
+        assert box.value == after
+
+
 async def test_empty_problem_is_refused():
     app = make_app(problem="")
     async with app.run_test(size=SIZE) as pilot:
