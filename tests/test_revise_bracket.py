@@ -72,7 +72,19 @@ def test_match_probability_combines_judge_odds_and_votes():
     assert match_probability(0.5, 1, 1) == pytest.approx(0.5)
     assert match_probability(0.5, 3, 1) == pytest.approx(0.75)
     assert match_probability(0.75, 1, 3) == pytest.approx(0.5)
-    assert 0.0 < match_probability(0.0, 1, 1) < 1e-5 and match_probability(1.0, 1, 100) > 0.99
+    assert match_probability(0.0, 1, 1) == pytest.approx(0.2)  # the judge is trusted up to 4:1
+    assert match_probability(1.0, 1, 4) == pytest.approx(0.5)
+
+
+def test_lopsided_matches_are_decided_by_votes_without_the_judge():
+    from tts_tui.search.strategies.bracket import decided_by_votes
+
+    assert decided_by_votes(4, 1) and decided_by_votes(1, 7) and not decided_by_votes(3, 1)
+    assert not decided_by_votes(2, 2)
+    search, gen = make(("7",) * 5 + ("42",), n=6)
+    assert run_strategy("bracket", search).answer == "7"
+    assert getattr(gen, "compared", []) == []  # the judge was never asked
+    assert matches(search)[0].meta["p_judge"] is None
 
 
 def test_bracket_budget_runs_out_mid_round():

@@ -8,7 +8,10 @@ correct, A or B?", both orders) or, with a PRM, by the higher aggregated score.
 A match weighs the judge against the votes each side carries: the judge's odds times
 the vote ratio. On gsm8k_dev a 1.5B judge alone let a one-vote stray answer knock out
 the six-vote right one; with the votes as prior evidence, the judge decides close calls
-and can still overturn a small majority when it is confident.
+and can still overturn a small majority when it is confident. A small model's A/B
+probability is overconfident, so it is capped at JUDGE_CAP; a match whose vote ratio the
+judge could not overturn even then is decided by the votes without asking it (on a CPU
+the judge's two long prompts cost more than generating a candidate).
 """
 
 from __future__ import annotations
@@ -54,14 +57,19 @@ def bracket(search: Search) -> Result:
         rnd += 1
         pairs = [(alive[i], alive[i + 1]) for i in range(0, len(alive) - 1, 2)]
         bye = alive[-1] if len(alive) % 2 else None
-        probs = _judge(search, pairs) if not search.cancel.is_set() else [0.5] * len(pairs)
+        asked = [i for i, (a, b) in enumerate(pairs)
+                 if not decided_by_votes(by_rep[a.id].count, by_rep[b.id].count)]
+        probs = [0.5] * len(pairs)
+        if asked and not search.cancel.is_set():
+            for i, p_judge in zip(asked, _judge(search, [pairs[i] for i in asked])):
+                probs[i] = p_judge
         winners = []
-        for (a, b), p_judge in zip(pairs, probs):
+        for i, ((a, b), p_judge) in enumerate(zip(pairs, probs)):
             va, vb = by_rep[a.id].count, by_rep[b.id].count
             pa = match_probability(p_judge, va, vb)
             win, lose = (a, b) if pa >= 0.5 else (b, a)
             winners.append(win)
-            _match_node(search, rnd, a, b, pa, win, p_judge, (va, vb))
+            _match_node(search, rnd, a, b, pa, win, p_judge if i in asked else None, (va, vb))
             search.set_status(lose, "pruned")
         if bye is not None:
             winners.append(bye)
@@ -78,9 +86,18 @@ def bracket(search: Search) -> Result:
     return result
 
 
+JUDGE_CAP = 0.8  # the judge's P(A) is trusted up to 4:1 odds
+
+
+def decided_by_votes(votes_a: int, votes_b: int) -> bool:
+    """True when no judge verdict within the cap could change the match."""
+    odds = JUDGE_CAP / (1 - JUDGE_CAP)
+    return votes_a != votes_b and max(votes_a, votes_b) >= odds * max(1, min(votes_a, votes_b)) - 1e-9
+
+
 def match_probability(p_judge: float, votes_a: int, votes_b: int) -> float:
-    """P(first wins): the judge's odds times the ratio of the votes each side carries."""
-    p = min(max(p_judge, 1e-6), 1 - 1e-6)
+    """P(first wins): the judge's odds (capped) times the ratio of the votes each side carries."""
+    p = min(max(p_judge, 1 - JUDGE_CAP), JUDGE_CAP)
     logit = math.log(p / (1 - p)) + math.log(max(votes_a, 1) / max(votes_b, 1))
     return 1.0 / (1.0 + math.exp(-logit))
 
@@ -89,12 +106,12 @@ def _sname(search: Search) -> str:
     return search.scorer.name if search.scorer else ""
 
 
-def _match_node(search: Search, rnd: int, a: Node, b: Node, pa: float, win: Node, p_judge: float,
+def _match_node(search: Search, rnd: int, a: Node, b: Node, pa: float, win: Node, p_judge: float | None,
                 votes: tuple[int, int]) -> None:
-    text = (f"round {rnd}: {a.answer} ({votes[0]}v) vs {b.answer} ({votes[1]}v) -> judge P(first)={p_judge:.2f}, "
-            f"with votes {pa:.2f}, winner {win.answer}")
+    verdict = f"judge P(first)={p_judge:.2f}, with votes {pa:.2f}" if p_judge is not None else "decided by votes"
+    text = f"round {rnd}: {a.answer} ({votes[0]}v) vs {b.answer} ({votes[1]}v) -> {verdict}, winner {win.answer}"
     node = search.tree.add(search.tree.root, text=text, kind="match", status="finished",
-                           meta={"round": rnd, "a": a.id, "b": b.id, "p_judge": round(p_judge, 4),
-                                 "votes": list(votes), "p_a": round(pa, 4), "winner": win.id})
+                           meta={"round": rnd, "a": a.id, "b": b.id, "votes": list(votes), "p_a": round(pa, 4),
+                                 "p_judge": round(p_judge, 4) if p_judge is not None else None, "winner": win.id})
     search.emit(ev.node_added(node))
 
