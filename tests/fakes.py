@@ -31,10 +31,16 @@ class FakeGenerator:
     def root(self, problem: str, system: str | None = None) -> FakeState:
         return FakeState(0, -1)
 
+    def follow_up(self, text: str) -> str:
+        return f"[turn] {text}\n\n"
+
     def _step(self, i: int, parent: FakeState, prefix: str) -> StepResult:
-        branch = parent.branch if parent.branch >= 0 else self.counter
-        if parent.branch < 0:
+        new_turn = prefix.startswith("[turn]")  # a revision samples afresh, like a new branch
+        branch = parent.branch if parent.branch >= 0 and not new_turn else self.counter
+        if parent.branch < 0 or new_turn:
             self.counter += 1
+        if new_turn:
+            parent = FakeState(0, branch)
         depth = parent.depth + 1
         ans = self.answers[branch % len(self.answers)]
         last = depth >= self.depth

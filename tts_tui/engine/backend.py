@@ -30,7 +30,15 @@ def ensure_backend() -> None:
 
 
 def default_threads() -> int:
-    return max(1, os.cpu_count() or 1)
+    """Decode threads: TTS_THREADS, else the CPUs this process may run on (a container's
+    limit, not the host's count)."""
+    env = os.environ.get("TTS_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # macOS has no sched_getaffinity
+        return max(1, os.cpu_count() or 1)
 
 
 def backend_info() -> dict[str, object]:

@@ -43,7 +43,7 @@ class LlamaGenerator:
                 parent=r.parent,
                 sampling=r.sampling,
                 stop=r.stop,
-                prefix=tuple(model.tokenize(r.prefix, add_special=False, parse_special=False)) if r.prefix else (),
+                prefix=tuple(model.tokenize(r.prefix, add_special=False, parse_special=r.template)) if r.prefix else (),
                 keep_kv=r.keep,
             )
             for r in requests
@@ -79,6 +79,17 @@ class LlamaGenerator:
             p_second = math.exp(b2) / (math.exp(a2) + math.exp(b2))  # A shown second, as "B"
             out.append((p_first + p_second) / 2)
         return out
+
+    def follow_up(self, text: str) -> str:
+        # Render a conversation around a marker and keep what the template puts after
+        # the assistant's text: the end of its turn, the user turn, the next assistant turn.
+        mark = "\u2063ATTEMPT\u2063"
+        msgs = [{"role": "system", "content": self.system}, {"role": "user", "content": "Q"},
+                {"role": "assistant", "content": mark}, {"role": "user", "content": text}]
+        full = self.engine.model.render_chat(msgs, add_generation_prompt=True)
+        if mark not in full:
+            return f"\n\n{text}\n\n"  # a template that drops assistant text: plain continuation
+        return full[full.index(mark) + len(mark):]
 
     def release(self, state: Any) -> None:
         if isinstance(state, Handle):

@@ -27,6 +27,7 @@ class Expand:
     stop: StopRule
     prefix: str = ""  # text forced before sampling ("Wait,")
     keep: bool = True  # keep the end state to grow from later
+    template: bool = False  # the prefix is chat-template text (a new turn): its special tokens count
 
 
 @dataclass
@@ -65,6 +66,11 @@ class Generator(Protocol):
 
     def compare(self, problem: str, pairs: Sequence[tuple[str, str]]) -> list[float]:
         """P(solution A is the correct one) for each (A, B), all pairs in one batch."""
+        ...
+
+    def follow_up(self, text: str) -> str:
+        """Template text that ends the model's turn and asks `text` as a new user turn
+        (forced with Expand.template, it continues a conversation on its own KV)."""
         ...
 
 

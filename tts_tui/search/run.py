@@ -100,26 +100,31 @@ class Search:
         keep: bool = True,
         kind: str = "step",
         states: Sequence[Any] | None = None,
+        template: bool = False,
+        scoped: bool = False,
     ) -> list[list[Node]]:
         """Grow one branch from each parent (repeat a parent for several children),
         all in one batched engine call; nodes appear (and are announced) step by step.
 
         `states` grows from other generator states than the parents' own (a revision
-        is a new prompt, shown as a child of the attempt it revises); its answer is
-        then read from the new branch's text alone.
+        is a new prompt, shown as a child of the attempt it revises; None entries keep
+        the parent's). With `states` or `scoped`, an answer is read from the new
+        branch's own text alone, not its forced prefix (a revision asked as a new turn).
+        `template` marks the prefixes as chat-template text.
         """
         if not parents or self.stopped:
             return [[] for _ in parents]
         reqs = []
         for i, p in enumerate(parents):
             sampling = samplings[i] if samplings else self.params.sampling(self._seed_counter())
-            state = states[i] if states else p.state
-            reqs.append(Expand(state, sampling, self.stop_rule(max_steps), prefixes[i] if prefixes else "", keep))
+            state = states[i] if states and states[i] is not None else p.state
+            reqs.append(Expand(state, sampling, self.stop_rule(max_steps), prefixes[i] if prefixes else "", keep,
+                               template))
         current = list(parents)
         made: list[list[Node]] = [[] for _ in parents]
 
         def on_step(out: Any) -> None:
-            scope = made[out.request] if states else None
+            scope = made[out.request] if states or scoped else None
             node = self._add_step(current[out.request], out, kind, scope)
             current[out.request] = node
             made[out.request].append(node)
@@ -148,7 +153,7 @@ class Search:
         if scope is None:
             text = self.tree.path_text(node)
         else:
-            text = "".join(n.forced + n.text for n in scope) + node.forced + node.text
+            text = "".join(n.text for n in scope) + node.text
         answer = self.answers.extract(text)
         if out.done or (answer is not None and _has_final_marker(out.text)):
             node.status = FINISHED

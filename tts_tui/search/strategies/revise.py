@@ -1,8 +1,18 @@
 """Sequential revision (Snell et al. 2024): the model sees its earlier attempts and
 writes a corrected one. N/M parallel chains of M attempts each (M = N: purely
-sequential; M = 1: best-of-N). The answer is a weighted vote over every attempt."""
+sequential; M = 1: best-of-N). The answer is a weighted vote over every attempt.
+
+A chain is one conversation: attempt k+1 is the model's next turn after a user turn
+asking it to check and correct its attempts, decoded on attempt k's own KV. Nothing is
+decoded twice (on a CPU a prompt costs about as much per token as generating it), and
+each revision is a child of the attempt it revised. When the attempts outgrow
+`revise_context_chars`, the chain restarts from a fresh prompt holding the most recent
+attempts that fit, and says so in the events.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 from tts_tui.search.run import Result, Search
 from tts_tui.search.strategies.sampling import _representative
@@ -38,32 +48,48 @@ def revise(search: Search) -> Result:
     lasts: list[Node | None] = [None] * chains
     answers: list[list[str | None]] = [[] for _ in range(chains)]
     all_done: list[Node] = []
+    ask = search.gen.follow_up(REVISE_ASK)
     for k in range(p.m):
         if search.stopped:
             break
-        parents, states, idx = [], [], []
+        parents: list[Node] = []
+        states: list[Any] = []
+        prefixes: list[str] = []
         for c in range(chains):
-            if k == 0:
+            last = lasts[c]
+            if k == 0 or last is None:
                 parents.append(root)
-                states.append(root.state)
+                states.append(None)
+                prefixes.append("")
+            elif sum(len(t) for t in texts[c]) <= p.revise_context_chars:
+                # The chain is one conversation: the attempt's own KV plus a new user turn.
+                parents.append(last)
+                states.append(None)
+                prefixes.append(ask)
             else:
+                # Too long to go on: a fresh prompt with the most recent attempts that fit.
                 prompt, dropped = revision_prompt(search.tree.problem, texts[c], p.revise_context_chars)
-                if dropped:
-                    search.note(f"chain {c + 1}: revision {k + 1} keeps the last {len(texts[c]) - dropped} "
-                                f"of {len(texts[c])} attempts (context)", chain=c, dropped=dropped)
-                parents.append(lasts[c])
+                search.note(f"chain {c + 1}: revision {k + 1} keeps the last {len(texts[c]) - dropped} "
+                            f"of {len(texts[c])} attempts (context)", chain=c, dropped=dropped)
+                parents.append(last)
                 states.append(search.gen.root(prompt))
-            idx.append(c)
-        paths = search.expand(parents, states=states, max_steps=p.max_steps, keep=False, kind="step")
-        for c, path, st in zip(idx, paths, states):
-            if k > 0:
+                prefixes.append("")
+        paths = search.expand(parents, states=states if any(states) else None, prefixes=prefixes,
+                              template=True, scoped=k > 0, max_steps=p.max_steps, keep=True, kind="step")
+        for c, (path, st, parent) in enumerate(zip(paths, states, parents)):
+            if st is not None:
                 search.gen.release(st)
+            if parent is not root and parent.state is not None:
+                search.gen.release(parent.state)  # the revision has forked from it
+                parent.state = None
             if not path:
                 continue
             path[0].meta["attempt"] = k + 1
             path[0].meta["chain"] = c + 1
+            if path[0].forced:
+                path[0].forced = f"[asked to check and correct attempt {k}] "  # not the raw template text
             lasts[c] = path[-1]
-            texts[c].append("".join(n.forced + n.text for n in path))
+            texts[c].append("".join(n.text for n in path))
             answers[c].append(path[-1].answer)
             if path[-1].answer:
                 all_done.append(path[-1])
