@@ -118,6 +118,19 @@ def test_revision_prompt_keeps_the_most_recent_attempts_that_fit():
     assert dropped == 1 and "Attempt 2:" in prompt and "Attempt 3:" in prompt and "Attempt 1:" not in prompt
 
 
+def test_revise_continues_each_chain_as_one_conversation():
+    search, gen = make(("41", "42"), n=4, m=2)  # 2 chains x 2 attempts
+    fresh = []
+    root = gen.root
+    gen.root = lambda *a, **k: fresh.append(a) or root(*a, **k)
+    result = run_strategy("revise", search)
+    assert fresh == []  # no new prompts: each revision is a new turn on its attempt's own state
+    second = [n for n in search.tree.nodes.values() if n.meta.get("attempt") == 2]
+    assert len(second) == 2 and all(n.forced.startswith("[asked to check") for n in second)
+    assert all(search.tree.parent(n).answer is not None for n in second)  # grown from attempt 1's end
+    assert result.tokens == sum(len(n.tokens) for n in search.tree.nodes.values())
+
+
 def test_revise_notes_context_trimming_in_events():
     search, _ = make(("42",), n=4, m=4, revise_context_chars=60)
     run_strategy("revise", search)

@@ -48,6 +48,7 @@ def revise(search: Search) -> Result:
     lasts: list[Node | None] = [None] * chains
     answers: list[list[str | None]] = [[] for _ in range(chains)]
     all_done: list[Node] = []
+    in_context = [0] * chains  # characters of attempts in each chain's current conversation
     ask = search.gen.follow_up(REVISE_ASK)
     for k in range(p.m):
         if search.stopped:
@@ -61,7 +62,7 @@ def revise(search: Search) -> Result:
                 parents.append(root)
                 states.append(None)
                 prefixes.append("")
-            elif sum(len(t) for t in texts[c]) <= p.revise_context_chars:
+            elif in_context[c] <= p.revise_context_chars:
                 # The chain is one conversation: the attempt's own KV plus a new user turn.
                 parents.append(last)
                 states.append(None)
@@ -69,6 +70,7 @@ def revise(search: Search) -> Result:
             else:
                 # Too long to go on: a fresh prompt with the most recent attempts that fit.
                 prompt, dropped = revision_prompt(search.tree.problem, texts[c], p.revise_context_chars)
+                in_context[c] = sum(len(t) for t in texts[c][dropped:])
                 search.note(f"chain {c + 1}: revision {k + 1} keeps the last {len(texts[c]) - dropped} "
                             f"of {len(texts[c])} attempts (context)", chain=c, dropped=dropped)
                 parents.append(last)
@@ -90,6 +92,7 @@ def revise(search: Search) -> Result:
                 path[0].forced = f"[asked to check and correct attempt {k}] "  # not the raw template text
             lasts[c] = path[-1]
             texts[c].append("".join(n.text for n in path))
+            in_context[c] += len(texts[c][-1])
             answers[c].append(path[-1].answer)
             if path[-1].answer:
                 all_done.append(path[-1])
