@@ -190,8 +190,8 @@ class TTSApp(App):
     @on(Input.Changed)
     @on(Select.Changed)
     def _validate_inline(self) -> None:
-        if not self.is_mounted:
-            return
+        if not self.is_mounted or isinstance(self.screen, CompareScreen):
+            return  # the compare screen's controls bubble up here too; it checks them itself
         req, why = self.read_controls()
         if why == "type a problem first":
             why = ""
