@@ -73,11 +73,11 @@ def eval_command(
 
     rows = run_eval(problems, strategies, ns, base, solve, out, budget_per_sample, on_row)
     keep = {p.id for p in problems}
-    table = summarize([r for r in rows if r["id"] in keep and r["strategy"] in strategies])
+    mine = [r for r in rows if r["id"] in keep]
+    table = summarize([r for r in mine if r["strategy"] in strategies])
     print(format_table(table))
     plot_svg(table, out / "plot.svg", title=f"{data.name}: accuracy vs tokens ({solver.model_path.stem})")
     print(f"# log: {out / 'log.jsonl'}  plot: {out / 'plot.svg'}")
-    mine = [r for r in rows if r["id"] in keep]
     if any(r.get("probe_agree") is not None or r.get("difficulty") for r in mine):
         print("\n" + format_bins(mine))
     if refit_auto:

@@ -211,8 +211,7 @@ class TTSApp(App):
             return
         req, why = self.read_controls()
         if req is None:
-            self.query_one("#errors", Static).update(why)
-            self.last_error = why
+            self._refuse(why)
             return
         self.query_one("#errors", Static).update("")
         self.replay = None
@@ -226,11 +225,15 @@ class TTSApp(App):
             return
         req, why = self.read_controls()
         if req is None:
-            self.query_one("#errors", Static).update(why)
-            self.last_error = why
+            self._refuse(why)
             self.notify(f"compare needs valid settings: {why}", severity="warning")
             return
         self.push_screen(CompareScreen(req))
+
+    def _refuse(self, why: str) -> None:
+        """Invalid controls: the reason goes under them, and nothing runs."""
+        self.query_one("#errors", Static).update(why)
+        self.last_error = why
 
     @on(Button.Pressed, "#stop")
     def action_stop(self) -> None:

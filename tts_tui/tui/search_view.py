@@ -42,7 +42,6 @@ class SearchView(Vertical):
         self.spent = 0
         self.groups: list[dict[str, Any]] = []
         self.rates: list[float] = []
-        self.started = time.monotonic()
         self.info = ""
         self.result: dict[str, Any] | None = None
         self.record: dict[str, Any] | None = None
@@ -78,9 +77,8 @@ class SearchView(Vertical):
         self.tnodes = {0: tree.root}
         self.budget, self.spent = max(1, budget), 0
         self.groups, self.rates, self.info, self.result, self.record = [], [], "", None, None
-        self.started = time.monotonic()
         self.active_since = None
-        self._last_rate = (self.started, 0)
+        self._last_rate = (time.monotonic(), 0)
         self._new, self._dirty, self._tree_flushed = [], set(), 0.0
         self.query_one("#detail", Static).update("Select a node to see its path.")
         self.refresh_panels()
@@ -215,8 +213,7 @@ class SearchView(Vertical):
         self.query_one("#answers", Panel).update(answer_bars(self.groups))
         best = "best: -"
         if self.groups:
-            total = sum(g["weight"] for g in self.groups) or 1.0
-            best = f"best: {self.groups[0]['answer']}  confidence {self.groups[0]['weight'] / total:.0%}"
+            best = f"best: {self.groups[0]['answer']}  confidence {self._leader_confidence():.0%}"
         if self.result is not None:
             best = f"answer: {self.result['answer']}  confidence {self.result['confidence']:.0%}"
         self.query_one("#best", Panel).update(best)
@@ -233,6 +230,10 @@ class SearchView(Vertical):
             out.append(self.info)
         self.query_one("#compute", Panel).update(out)
 
+    def _leader_confidence(self) -> float:
+        """The leading answer's share of the summed vote weight."""
+        return self.groups[0]["weight"] / (sum(g["weight"] for g in self.groups) or 1.0)
+
     def elapsed(self) -> float:
         if self.result is not None:
             return float(self.result["seconds"])
@@ -245,11 +246,9 @@ class SearchView(Vertical):
         if self.result is not None:
             return {"answer": self.result["answer"], "confidence": self.result["confidence"], "votes": votes,
                     "tokens": self.result["tokens"], "seconds": self.result["seconds"], "state": "done"}
-        conf = None
-        if self.groups:
-            conf = self.groups[0]["weight"] / (sum(g["weight"] for g in self.groups) or 1.0)
         waiting = self.active_since is None
-        return {"answer": self.groups[0]["answer"] if self.groups else None, "confidence": conf, "votes": votes,
+        return {"answer": self.groups[0]["answer"] if self.groups else None,
+                "confidence": self._leader_confidence() if self.groups else None, "votes": votes,
                 "tokens": self.spent, "seconds": None if waiting else self.elapsed(),
                 "state": ("waiting" if waiting else "running") if self.running else "stopped"}
 

@@ -61,18 +61,24 @@ class LiveTree(Tree[int]):
     those directly. (A scrollbar appearing still takes the normal layout path.)
     """
 
-    _quiet = False
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        self._quiet = False  # set while _build changes the virtual size
+        self._widths: dict[Any, tuple[tuple[int, bool, bool], int]] = {}
+        super().__init__(*args, **kw)
+
+    def clear(self) -> Any:
+        self._widths.clear()  # clear() restarts node ids: cached widths would go stale
+        return super().clear()
 
     def get_label_width(self, node: Any) -> int:
         # Textual measures every label on every rebuild; labels only change through
         # set_label (which bumps node._updates), so widths are cached per node.
-        cache = self.__dict__.setdefault("_widths", {})
         key = (node._updates, node._expanded, node.allow_expand)
-        hit = cache.get(node._id)
+        hit = self._widths.get(node._id)
         if hit is not None and hit[0] == key:
             return hit[1]
         width = super().get_label_width(node)
-        cache[node._id] = (key, width)
+        self._widths[node._id] = (key, width)
         return width
 
     def _invalidate(self) -> None:

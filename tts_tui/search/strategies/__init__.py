@@ -27,7 +27,7 @@ STRATEGIES: dict[str, tuple[Strategy, str]] = {
 
 # Strategies where N/M sets the number of kept beams or subtrees.
 NEEDS_M_DIVIDES_N = {"beam", "dvts", "revise"}
-USES_M = NEEDS_M_DIVIDES_N | {"mcts", "auto", "revise"}
+USES_M = NEEDS_M_DIVIDES_N | {"mcts", "auto"}
 
 
 def validate(strategy: str, p: SearchParams) -> None:

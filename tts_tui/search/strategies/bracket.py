@@ -57,19 +57,18 @@ def bracket(search: Search) -> Result:
         rnd += 1
         pairs = [(alive[i], alive[i + 1]) for i in range(0, len(alive) - 1, 2)]
         bye = alive[-1] if len(alive) % 2 else None
-        asked = [i for i, (a, b) in enumerate(pairs)
-                 if not decided_by_votes(by_rep[a.id].count, by_rep[b.id].count)]
-        probs = [0.5] * len(pairs)
+        votes = [(by_rep[a.id].count, by_rep[b.id].count) for a, b in pairs]
+        asked = [i for i, v in enumerate(votes) if not decided_by_votes(*v)]
+        verdicts: dict[int, float] = {}  # pair index -> the judge's P(first); unasked pairs have none
         if asked and not search.cancel.is_set():
-            for i, p_judge in zip(asked, _judge(search, [pairs[i] for i in asked])):
-                probs[i] = p_judge
+            verdicts = dict(zip(asked, _judge(search, [pairs[i] for i in asked])))
         winners = []
-        for i, ((a, b), p_judge) in enumerate(zip(pairs, probs)):
-            va, vb = by_rep[a.id].count, by_rep[b.id].count
-            pa = match_probability(p_judge, va, vb)
+        for i, (a, b) in enumerate(pairs):
+            p_judge = verdicts.get(i)
+            pa = match_probability(0.5 if p_judge is None else p_judge, *votes[i])
             win, lose = (a, b) if pa >= 0.5 else (b, a)
             winners.append(win)
-            _match_node(search, rnd, a, b, pa, win, p_judge if i in asked else None, (va, vb))
+            _match_node(search, rnd, a, b, pa, win, p_judge, votes[i])
             search.set_status(lose, "pruned")
         if bye is not None:
             winners.append(bye)
