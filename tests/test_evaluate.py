@@ -31,6 +31,10 @@ def test_eval_subsamples_and_resumes(tmp_path):
     assert ("majority", 2) not in calls
     assert calls.count(("beam", 2)) == 3 and calls.count(("beam", 4)) == 3
     assert len(rows) == 3 * (1 + 2 + 2 + 2)
+    # the full-N row keeps every sample, so another vote can be computed from the log alone
+    full = [r for r in rows if r["strategy"] == "majority" and r["n"] == 4]
+    assert all(len(r["samples"]) == 4 and r["answer"] in [a for a, _ in r["samples"]] for r in full)
+    assert not any("samples" in r for r in rows if r["n"] == 2)
     again = []
     run_eval(PROBLEMS, ["cot", "majority", "weighted", "beam"], [2, 4], base, solver(again), tmp_path, 64)
     assert again == []  # nothing redone
@@ -72,3 +76,16 @@ def test_table_and_plot(tmp_path):
     plot_svg(table, tmp_path / "plot.svg")
     assert (tmp_path / "plot.svg").read_text().startswith("<svg")
     json.dumps(table)
+
+
+def test_revise_rows_log_chains_and_right_to_wrong(tmp_path):
+    def solve(problem, strategy, params):
+        search = Search(FakeGenerator(answers=("42", "41")), problem, params, MathAnswers(), FakeScorer())
+        return run_strategy(strategy, search), search
+
+    rows = run_eval(PROBLEMS[:1], ["revise"], [4], SearchParams(m=4, max_steps=6), solve, tmp_path, 64)
+    (row,) = rows
+    (chain,) = row["chains"]  # N=4, M=4: one chain of four attempts
+    assert len(chain) == 4
+    flips = sum(1 for a, b in zip(chain, chain[1:]) if a == "42" and b != "42")
+    assert flips >= 1 and row["right_to_wrong"] == flips

@@ -139,6 +139,7 @@ def _rows(strategy: str, n: int, yields: list[int], p: Problem, result: Any, sea
     base = {"id": p.id, "strategy": strategy, "gold": p.answer, "level": p.level}
     extra = {k: result.stats.get(k) for k in ("difficulty", "chosen_strategy") if k in result.stats}
     if "chains" in result.stats:  # revise: how often a later revision turned a right answer wrong
+        extra["chains"] = result.stats["chains"]
         extra["right_to_wrong"] = sum(
             1 for chain in result.stats["chains"] for a, b in zip(chain, chain[1:])
             if a and equivalent(a, p.answer) and not (b and equivalent(b, p.answer)))
@@ -158,7 +159,9 @@ def _rows(strategy: str, n: int, yields: list[int], p: Problem, result: Any, sea
         yield {**base, "key": _key(strategy, k, p.id), "n": k, "answer": answer,
                "correct": bool(answer is not None and equivalent(answer, p.answer)),
                "tokens": sum(s["tokens"] for s in sub), "seconds": round(sample_seconds * frac, 2),
-               "subsampled_from": n if k != n else None}
+               "subsampled_from": n if k != n else None,
+               # every sample's answer and score, so other votes can be tried from the log
+               **({"samples": [[s["answer"], round(s["score"], 4)] for s in samples]} if k == n else {})}
 
 
 def probe_agreement(samples: list[dict[str, Any]], probe: int | None = None) -> float:
