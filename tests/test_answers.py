@@ -53,6 +53,13 @@ def test_not_equivalent(a, b):
         ("first \\boxed{3} then corrected: \\boxed{5}", "5"),
         ("nested \\boxed{\\{1, \\{2\\}\\}}", "\\{1, \\{2\\}\\}"),
         ("The answer is 42.", "42"),
+        # prose after the number is not part of the answer (seen in a revise run on test/10)
+        ("The final answer is 366 downloads over the three months.", "366"),
+        ("So the answer is 1,200 dollars in total.", "1200"),
+        ("The answer is 25% of the class.", "25%"),
+        ("The answer is $18 per day.", "18"),
+        ("Final Answer: 2 \\sin b \\cos a", "2 \\sin b \\cos a"),
+        ("The answer is odd.", "odd"),
         ("Final Answer: $-\\frac{2}{3}$", "-\\frac{2}{3}"),
         ("She pays 3 + 4 = 7 dollars, then 1,200 more", "1,200"),
         ("no numbers here", None),

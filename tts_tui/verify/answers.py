@@ -12,7 +12,9 @@ from functools import lru_cache
 _NUM = r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+"
 _NUM_RE = re.compile(_NUM)
 _ANSWER_IS = re.compile(r"answer is[:\s]*\$?([^\n$]+?)\$?\s*(?:\.\s*$|\.\s+|\n|$)", re.I)
-_FINAL = re.compile(r"final answer[:\s]*\$?([^\n$]+?)\$?\s*(?:\.\s*$|\n|$)", re.I)
+_FINAL = re.compile(r"final answer(?:\s+is)?[:\s]*\$?([^\n$]+?)\$?\s*(?:\.\s*$|\n|$)", re.I)
+# "366 downloads over the three months": a number, then words that are not LaTeX.
+_NUM_THEN_PROSE = re.compile(rf"^\\?\$?\s*({_NUM})\s*(%|\\%)?\s+(?:[A-Za-z]{{2,}}\b.*)$", re.S)
 _TIMEOUT_S = 3
 
 
@@ -43,13 +45,23 @@ def extract_answer(text: str) -> str | None:
         for rx in (_FINAL, _ANSWER_IS):
             hits = rx.findall(text)
             if hits:
-                ans = hits[-1].strip().rstrip(".").strip()
+                ans = _from_phrase(hits[-1])
                 if ans:
                     return ans
         nums = _NUM_RE.findall(text)
         return nums[-1].rstrip(".") if nums else None
     except Exception:
         return None
+
+
+def _from_phrase(phrase: str) -> str:
+    """The answer in what follows "answer is": the leading number when prose follows
+    it ("366 downloads over the three months"), else the phrase itself."""
+    ans = phrase.strip().rstrip(".").strip()
+    m = _NUM_THEN_PROSE.match(ans)
+    if m and not re.search(r"\\[A-Za-z]", ans):  # keep LaTeX such as "2 \sin b"
+        return m.group(1).rstrip(".").replace(",", "") + ("%" if m.group(2) else "")
+    return ans
 
 
 _TEXT_WRAP = re.compile(r"\\(?:text|mathrm|textbf|mbox)\{([^{}]*)\}")
