@@ -135,9 +135,21 @@ def test_revise_notes_context_trimming_in_events():
     search, _ = make(("42",), n=4, m=4, revise_context_chars=60)
     run_strategy("revise", search)
     assert any("keeps the last" in t for t in search.info)
+    asked = [n.meta["asked"] for n in search.tree.nodes.values() if "asked" in n.meta]
+    assert "Above are earlier attempts" in asked[-1]  # a fresh prompt quotes the attempts
 
 
 def test_revise_budget_runs_out_mid_round():
     search, _ = make(("41", "42"), n=8, m=4, budget=40)
     result = run_strategy("revise", search)
     assert result.tokens <= 40
+
+
+def test_a_revision_turn_asks_about_the_models_own_solution():
+    """In a conversation the attempt is the model's own turn: asked about "earlier
+    attempts above", the 1.5B model replied that it had none, on every revision."""
+    search, _ = make(("41", "42"), n=2, m=2)
+    run_strategy("revise", search)
+    (second,) = [n for n in search.tree.nodes.values() if n.meta.get("attempt") == 2]
+    asked = second.meta["asked"]
+    assert "your solution above" in asked and "earlier attempts" not in asked

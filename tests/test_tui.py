@@ -343,3 +343,19 @@ async def test_smoke_on_the_tiny_real_model(tiny_path):
             assert len(app.view.tnodes) > 1
     finally:
         app.runner.close()
+
+
+def test_detail_pane_shows_what_a_revision_was_asked():
+    from fakes import FakeGenerator, FakeScorer
+    from tts_tui.search.protocol import SearchParams
+    from tts_tui.search.run import Search
+    from tts_tui.search.strategies import run_strategy
+    from tts_tui.tui.view import detail_text
+    from tts_tui.verify.answers import MathAnswers
+
+    search = Search(FakeGenerator(answers=("41", "42")), "What is 6*7?", SearchParams(n=2, m=2, max_steps=6),
+                    MathAnswers(), FakeScorer())
+    run_strategy("revise", search)
+    last = max((n for n in search.tree.nodes.values() if n.answer), key=lambda n: n.id)
+    text = detail_text(search.tree, last).plain
+    assert "Check your solution above" in text and "[asked to check and correct attempt 1]" in text

@@ -56,6 +56,8 @@ def detail_text(tree: Tree, node: Node) -> Text:
         out.append(head + "\n", style="bold cyan")
         if step.forced:
             out.append(step.forced, style="italic cyan")
+        if step.meta.get("asked"):  # a revision: what the model was asked before it
+            out.append(step.meta["asked"] + "\n", style="italic cyan")
         out.append(step.text.rstrip() + "\n\n")
     if node.answer:
         out.append(f"Answer: {node.answer}\n", style="bold green")

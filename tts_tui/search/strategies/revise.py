@@ -18,9 +18,17 @@ from tts_tui.search.run import Result, Search
 from tts_tui.search.strategies.sampling import _representative
 from tts_tui.search.tree import Node
 
+# Two wordings: a fresh prompt quotes the attempts in the user turn; a conversation's
+# attempt is the model's own previous turn. Told "above are earlier attempts" in a
+# conversation, the 1.5B model answered "I cannot provide a corrected solution without
+# the earlier attempts" on every revision (gsm8k test/2), so that turn says "your".
 REVISE_ASK = (
     "Above are earlier attempts at this problem. Check them step by step, find any mistake, "
     "and write a complete corrected solution. Put the final answer within \\boxed{}."
+)
+FOLLOW_UP_ASK = (
+    "Check your solution above step by step and find any mistake. Then write a complete "
+    "corrected solution. Put the final answer within \\boxed{}."
 )
 
 
@@ -49,7 +57,7 @@ def revise(search: Search) -> Result:
     answers: list[list[str | None]] = [[] for _ in range(chains)]
     all_done: list[Node] = []
     in_context = [0] * chains  # characters of attempts in each chain's current conversation
-    ask = search.gen.follow_up(REVISE_ASK)
+    ask = search.gen.follow_up(FOLLOW_UP_ASK)
     for k in range(p.m):
         if search.stopped:
             break
@@ -88,6 +96,8 @@ def revise(search: Search) -> Result:
                 continue
             path[0].meta["attempt"] = k + 1
             path[0].meta["chain"] = c + 1
+            if parent is not root:  # what the model was asked, for the detail pane
+                path[0].meta["asked"] = FOLLOW_UP_ASK if st is None else REVISE_ASK
             if path[0].forced:
                 path[0].forced = f"[asked to check and correct attempt {k}] "  # not the raw template text
             lasts[c] = path[-1]
