@@ -16,7 +16,7 @@ step() {  # step NUMBER OUT ARGS...
 FIRST=${1:-1}; LAST=${2:-99}
 step 1 gsm8k20 --data $G --strategy cot --n 8
 step 2 gsm8k20 --data $G --strategy majority,weighted,bracket --n 8
-step 3 gsm8k20 --data $G --strategy revise --n 8 --m 4
+step 3 gsm8k20-revise-m4 --data $G --strategy revise --n 8 --m 4
 step 4 gsm8k20-revise-m8 --data $G --strategy revise --n 8 --m 8
 step 5 gsm8k20-selfjudge --data $G --strategy beam --n 8 --m 4 --verifier self-judge
 step 6 gsm8k20 --data $G --strategy dvts --n 8 --m 4
