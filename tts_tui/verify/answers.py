@@ -15,6 +15,7 @@ _ANSWER_IS = re.compile(r"answer is[:\s]*\$?([^\n$]+?)\$?\s*(?:\.\s*$|\.\s+|\n|$
 _FINAL = re.compile(r"final answer(?:\s+is)?[:\s]*\$?([^\n$]+?)\$?\s*(?:\.\s*$|\n|$)", re.I)
 # "366 downloads over the three months": a number, then words that are not LaTeX.
 _NUM_THEN_PROSE = re.compile(rf"^\\?\$?\s*({_NUM})\s*(%|\\%)?\s+(?:[A-Za-z]{{2,}}\b.*)$", re.S)
+_LATEX_COMMAND = re.compile(r"\\[A-Za-z]")
 _TIMEOUT_S = 3
 
 
@@ -59,8 +60,8 @@ def _from_phrase(phrase: str) -> str:
     it ("366 downloads over the three months"), else the phrase itself."""
     ans = phrase.strip().rstrip(".").strip()
     m = _NUM_THEN_PROSE.match(ans)
-    if m and not re.search(r"\\[A-Za-z]", ans):  # keep LaTeX such as "2 \sin b"
-        return m.group(1).rstrip(".").replace(",", "") + ("%" if m.group(2) else "")
+    if m and not _LATEX_COMMAND.search(ans):  # keep LaTeX such as "2 \sin b"
+        return m.group(1).replace(",", "") + ("%" if m.group(2) else "")
     return ans
 
 
