@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
 # The evaluations behind the README's figures (issues #3 and #5), in priority order.
 # Each `tts eval` is resumable: rerun this script after a kill and finished problems are kept.
-# Default model, first 20 problems, matched budget 512 tokens per sample (4096 at N=8).
+# Default model, first 20 problems, matched budget of 512 tokens per sample (4096 at N=8);
+# MATH gets 1024 per sample, since at 512 most CoT misses were cut off unanswered.
 # Usage: bash scripts/eval_figures.sh [first-step [last-step]]   (steps numbered below)
 set -u
 G=../shared/data/gsm8k_dev.jsonl
 M=../shared/data/math_dev.jsonl
-COMMON="--limit 20 --budget-per-sample 512"
-step() {  # step NUMBER OUT ARGS...
-  local k=$1 out=$2; shift 2
+step() {  # [B=tokens-per-sample] step NUMBER OUT ARGS...
+  local k=$1 out=$2 budget=${B:-512}; shift 2
   if (( k < ${FIRST:-1} || k > ${LAST:-99} )); then return; fi
-  echo "== step $k: tts eval $* --out eval-out/$out" >&2
-  tts eval "$@" $COMMON --out "eval-out/$out" || echo "step $k failed" >&2
+  echo "== step $k: tts eval $* --budget-per-sample $budget --out eval-out/$out" >&2
+  tts eval "$@" --limit 20 --budget-per-sample "$budget" --out "eval-out/$out" || echo "step $k failed" >&2
 }
 FIRST=${1:-1}; LAST=${2:-99}
 step 1 gsm8k20 --data $G --strategy cot --n 8
@@ -22,4 +22,4 @@ step 5 gsm8k20-selfjudge --data $G --strategy beam --n 8 --m 4 --verifier self-j
 step 6 gsm8k20 --data $G --strategy dvts --n 8 --m 4
 step 7 gsm8k20 --data $G --strategy mcts --n 8 --m 4
 step 8 gsm8k20 --data $G --strategy auto --n 8 --m 4
-step 9 math20-l12 --data $M --levels 1,2 --strategy cot,majority,weighted --n 8
+B=1024 step 9 math20-l12-b1024 --data $M --levels 1,2 --strategy cot,majority,weighted --n 8
