@@ -60,6 +60,11 @@ def test_not_equivalent(a, b):
         ("The answer is $18 per day.", "18"),
         ("Final Answer: 2 \\sin b \\cos a", "2 \\sin b \\cos a"),
         ("The answer is odd.", "odd"),
+        # a revision's verdict is not its answer (seen in a revise run on test/18)
+        ("The final answer is correct: Claire will eat 7 dozens of eggs in 4 weeks.", "7"),
+        ("Total: 12 eggs. The final answer is correct.", "12"),
+        ("The answer is approximately 14.67 liters.", "14.67"),
+        ("The answer is the pair (2, 3).", "the pair (2, 3)"),
         ("Final Answer: $-\\frac{2}{3}$", "-\\frac{2}{3}"),
         ("She pays 3 + 4 = 7 dollars, then 1,200 more", "1,200"),
         ("no numbers here", None),

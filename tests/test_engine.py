@@ -93,6 +93,15 @@ def test_stops_at_delimiter_and_token_limit(engine, tiny_model):
     assert len(short.logprobs) == 5 and all(lp <= 0 for lp in short.logprobs)
 
 
+def test_a_step_cut_at_its_token_limit_does_not_end_the_branch(engine, tiny_model):
+    # A paragraph longer than the step limit used to end the whole sample unanswered.
+    root = engine.prefill(prompt(tiny_model, "Write a long story about a dragon."))
+    steps = engine.generate([BranchRequest(root, GREEDY, StopRule(delimiter=None, max_tokens=4, max_steps=3))])[0]
+    assert [s.finish for s in steps] == ["length"] * 3
+    assert [len(s.tokens) for s in steps] == [4, 4, 4]
+    assert steps[-1].handle.tokens[-12:] == tuple(t for s in steps for t in s.tokens)
+
+
 def test_multi_step_branch_reports_each_step(engine, tiny_model):
     root = engine.prefill(prompt(tiny_model, "List three fruits, one per paragraph, separated by blank lines."))
     seen = []

@@ -471,15 +471,17 @@ class BranchEngine:
         elif rule.delimiter and rule.delimiter in tail and br.step_bytes.strip():
             self._step_boundary(br, on_step)
         elif len(br.step_tokens) >= rule.max_tokens:
-            self._finish(br, FINISH_LENGTH, on_step)
+            # A long paragraph (a code block, a table) ends the step, not the solution:
+            # cutting the branch here lost whole samples without an answer.
+            self._step_boundary(br, on_step, FINISH_LENGTH)
         elif br.pos + len(br.queue) >= self.n_ctx:
             self._finish(br, FINISH_CONTEXT, on_step)
 
-    def _step_boundary(self, br: _Branch, on_step) -> None:
+    def _step_boundary(self, br: _Branch, on_step, reason: str = FINISH_DELIMITER) -> None:
         if len(br.steps) + 1 >= br.req.stop.max_steps:
-            self._finish(br, FINISH_DELIMITER, on_step)
+            self._finish(br, reason, on_step)
             return
-        self._emit(br, FINISH_DELIMITER, on_step)  # a step ends; the branch goes on
+        self._emit(br, reason, on_step)  # a step ends; the branch goes on
 
     def _emit(self, br: _Branch, finish: str, on_step, handle: Handle | None = None) -> StepOutput:
         handle = handle or Handle(tuple(br.path), None, finished=finish in DONE_REASONS)

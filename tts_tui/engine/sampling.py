@@ -22,7 +22,8 @@ class StopRule:
 
     delimiter: the step boundary (a blank line by default); None = no step boundary.
     stop: strings that end the branch (the answer is complete).
-    max_tokens: tokens per step at most.
+    max_tokens: tokens per step at most; a step cut here ends like one at the
+      delimiter (finish "length"), and the branch goes on if it has steps left.
     max_steps: steps a branch may take in one generate() call; > 1 continues past
       a delimiter in the same sequence (no barrier between steps).
     """

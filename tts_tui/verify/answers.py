@@ -16,6 +16,10 @@ _FINAL = re.compile(r"final answer(?:\s+is)?[:\s]*\$?([^\n$]+?)\$?\s*(?:\.\s*$|\
 # "366 downloads over the three months": a number, then words that are not LaTeX.
 _NUM_THEN_PROSE = re.compile(rf"^\\?\$?\s*({_NUM})\s*(%|\\%)?\s+(?:[A-Za-z]{{2,}}\b.*)$", re.S)
 _LATEX_COMMAND = re.compile(r"\\[A-Za-z]")
+# "The final answer is correct: Claire will eat 7 dozens...": a verdict, not an answer.
+_VERDICT = re.compile(r"^(?:correct|incorrect|right|wrong|as follows)\b[\s:,.]*", re.I)
+# A sentence rather than a math expression: starts with a word, no LaTeX or structure.
+_SENTENCE = re.compile(r"^[A-Za-z]{2,}\b[^\\()\[\]{}=]*$")
 _TIMEOUT_S = 3
 
 
@@ -57,11 +61,16 @@ def extract_answer(text: str) -> str | None:
 
 def _from_phrase(phrase: str) -> str:
     """The answer in what follows "answer is": the leading number when prose follows
-    it ("366 downloads over the three months"), else the phrase itself."""
-    ans = phrase.strip().rstrip(".").strip()
+    it ("366 downloads over the three months"), the first number of a sentence, else
+    the phrase itself; "" when it is only a verdict ("correct.")."""
+    ans = _VERDICT.sub("", phrase.strip()).rstrip(".").strip()
     m = _NUM_THEN_PROSE.match(ans)
     if m and not _LATEX_COMMAND.search(ans):  # keep LaTeX such as "2 \sin b"
         return m.group(1).replace(",", "") + ("%" if m.group(2) else "")
+    if _SENTENCE.match(ans):  # "she will eat 7 dozens in 4 weeks": its first number
+        first = _NUM_RE.search(ans)
+        if first:
+            return first.group(0).replace(",", "")
     return ans
 
 
