@@ -65,6 +65,7 @@ def test_not_equivalent(a, b):
         ("Total: 12 eggs. The final answer is correct.", "12"),
         ("The answer is approximately 14.67 liters.", "14.67"),
         ("The answer is the pair (2, 3).", "the pair (2, 3)"),
+        ("The answer is pi/2.", "pi/2"),
         ("Final Answer: $-\\frac{2}{3}$", "-\\frac{2}{3}"),
         ("She pays 3 + 4 = 7 dollars, then 1,200 more", "1,200"),
         ("no numbers here", None),

@@ -17,9 +17,9 @@ _FINAL = re.compile(r"final answer(?:\s+is)?[:\s]*\$?([^\n$]+?)\$?\s*(?:\.\s*$|\
 _NUM_THEN_PROSE = re.compile(rf"^\\?\$?\s*({_NUM})\s*(%|\\%)?\s+(?:[A-Za-z]{{2,}}\b.*)$", re.S)
 _LATEX_COMMAND = re.compile(r"\\[A-Za-z]")
 # "The final answer is correct: Claire will eat 7 dozens...": a verdict, not an answer.
-_VERDICT = re.compile(r"^(?:correct|incorrect|right|wrong|as follows)\b[\s:,.]*", re.I)
+_VERDICT = re.compile(r"^(?:correct|incorrect|wrong|as follows)\b[\s:,.]*", re.I)
 # A sentence rather than a math expression: starts with a word, no LaTeX or structure.
-_SENTENCE = re.compile(r"^[A-Za-z]{2,}\b[^\\()\[\]{}=]*$")
+_SENTENCE = re.compile(r"^[A-Za-z]{2,}\s[^\\()\[\]{}=]*$")
 _TIMEOUT_S = 3
 
 
