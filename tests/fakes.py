@@ -17,11 +17,14 @@ class FakeState:
 class FakeGenerator:
     """Branch k answers answers[k % len]; a solution takes `depth` steps of `step_tokens`.
 
-    Each step costs `step_tokens` tokens; the budget is honoured like the engine does.
+    Each step costs `step_tokens` tokens; the budget and a branch's `max_total` are
+    honoured like the engine does. Branches in `loops` never finish ("0.000...").
     """
 
-    def __init__(self, answers=("42", "42", "41", "42", "7"), depth: int = 3, step_tokens: int = 5) -> None:
+    def __init__(self, answers=("42", "42", "41", "42", "7"), depth: int = 3, step_tokens: int = 5,
+                 loops: frozenset[int] = frozenset()) -> None:
         self.answers = list(answers)
+        self.loops = loops
         self.depth = depth
         self.step_tokens = step_tokens
         self.calls: list[int] = []  # batch size of every expand call
@@ -43,7 +46,7 @@ class FakeGenerator:
             parent = FakeState(0, branch)
         depth = parent.depth + 1
         ans = self.answers[branch % len(self.answers)]
-        last = depth >= self.depth
+        last = depth >= self.depth and branch not in self.loops
         text = f"The answer is \\boxed{{{ans}}}." if last else f"Step {depth} of branch {branch}.\n\n"
         toks = list(range(self.step_tokens))
         lps = [-0.1 * (1 + branch % 3)] * self.step_tokens
@@ -56,6 +59,7 @@ class FakeGenerator:
         live = list(range(len(requests)))
         spent = 0
         steps_done = [0] * len(requests)
+        used = [0] * len(requests)
         while live:
             nxt = []
             for i in live:
@@ -68,6 +72,10 @@ class FakeGenerator:
                     continue
                 res = self._step(i, states[i], requests[i].prefix if not out[i] else "")
                 spent += len(res.tokens)
+                used[i] += len(res.tokens)
+                cap = requests[i].stop.max_total
+                if cap is not None and used[i] >= cap and res.finish == "delimiter":
+                    res.finish = "length"  # the branch's share is spent
                 states[i] = res.handle
                 out[i].append(res)
                 on_step(res)

@@ -100,6 +100,10 @@ def test_a_step_cut_at_its_token_limit_does_not_end_the_branch(engine, tiny_mode
     assert [s.finish for s in steps] == ["length"] * 3
     assert [len(s.tokens) for s in steps] == [4, 4, 4]
     assert steps[-1].handle.tokens[-12:] == tuple(t for s in steps for t in s.tokens)
+    # max_total caps the branch as a whole, mid-step
+    capped = engine.generate([BranchRequest(root, GREEDY, StopRule(delimiter=None, max_tokens=4, max_steps=10,
+                                                                   max_total=6))])[0]
+    assert [len(s.tokens) for s in capped] == [4, 2] and capped[-1].finish == "length"
 
 
 def test_multi_step_branch_reports_each_step(engine, tiny_model):

@@ -61,6 +61,24 @@ def test_weighted_vote_sums_verifier_scores():
     assert run_strategy("majority", search2).answer == "8"
 
 
+def test_a_looping_sample_stops_at_its_share_of_the_budget():
+    # Sample 1 never finishes (as "0.000000..." did on gsm8k test/5): it may take budget/N
+    # tokens, not the budget the other samples left unspent, and it does not vote.
+    gen = FakeGenerator(answers=("42", "7", "42", "7"), loops=frozenset({1}))
+    search, _, _ = make(gen=gen, n=4, m=1, budget=200, max_steps=100)
+    result = run_strategy("majority", search)
+    assert result.answer == "42" and result.groups[0].count == 2
+    assert search.spent == 3 * 15 + 200 // 4
+    looped = [n for n in search.tree.nodes.values() if n.finish == "length"]
+    assert len(looped) == 1 and looped[0].answer is None
+
+
+def test_cot_may_use_the_whole_budget():
+    search, _, _ = make(gen=FakeGenerator(loops=frozenset({0})), n=8, budget=200, max_steps=100)
+    run_strategy("cot", search)
+    assert search.spent == 200
+
+
 def test_beam_keeps_n_over_m_and_prunes_the_rest():
     search, gen, _ = make(n=8, m=4)
     run_strategy("beam", search)

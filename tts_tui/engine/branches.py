@@ -144,6 +144,7 @@ class _Branch:
     forced_text: str = ""
     live: bool = True
     fed: int = 0  # tokens of `queue` put into the current batch
+    generated: int = 0  # tokens sampled in this generate() call
 
 
 class BranchEngine:
@@ -459,6 +460,7 @@ class BranchEngine:
             # pending, so drop its cell (keeps "Wait," style continuations exact).
             self._finish(br, FINISH_EOS, on_step, uncache_last=True)
             return
+        br.generated += 1
         br.step_tokens.append(tok)
         br.step_logprobs.append(lp)
         br.path.append(tok)
@@ -468,6 +470,8 @@ class BranchEngine:
         tail = bytes(br.step_bytes[-(len(piece) + 16):]).decode("utf-8", "ignore")
         if rule.stop and any(s in tail for s in rule.stop):
             self._finish(br, FINISH_STOP, on_step)
+        elif rule.max_total is not None and br.generated >= rule.max_total:
+            self._finish(br, FINISH_LENGTH, on_step)
         elif rule.delimiter and rule.delimiter in tail and br.step_bytes.strip():
             self._step_boundary(br, on_step)
         elif len(br.step_tokens) >= rule.max_tokens:

@@ -26,9 +26,12 @@ class StopRule:
       delimiter (finish "length"), and the branch goes on if it has steps left.
     max_steps: steps a branch may take in one generate() call; > 1 continues past
       a delimiter in the same sequence (no barrier between steps).
+    max_total: tokens a branch may generate in one generate() call, all steps
+      together (None = no limit but the budget). It ends the branch, finish "length".
     """
 
     delimiter: str | None = "\n\n"
     stop: tuple[str, ...] = ()
     max_tokens: int = 256
     max_steps: int = 1
+    max_total: int | None = None

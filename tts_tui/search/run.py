@@ -87,8 +87,9 @@ class Search:
         return self.cancel.is_set() or self.budget_left <= 0
 
     # -- growing the tree --------------------------------------------------------------
-    def stop_rule(self, max_steps: int = 1, delimiter: str | None = "\n\n") -> StopRule:
-        return StopRule(delimiter=delimiter, max_tokens=self.params.step_tokens, max_steps=max_steps)
+    def stop_rule(self, max_steps: int = 1, delimiter: str | None = "\n\n", max_total: int | None = None) -> StopRule:
+        return StopRule(delimiter=delimiter, max_tokens=self.params.step_tokens, max_steps=max_steps,
+                        max_total=max_total)
 
     def expand(
         self,
@@ -102,6 +103,7 @@ class Search:
         states: Sequence[Any] | None = None,
         template: bool = False,
         scoped: bool = False,
+        max_total: int | None = None,
     ) -> list[list[Node]]:
         """Grow one branch from each parent (repeat a parent for several children),
         all in one batched engine call; nodes appear (and are announced) step by step.
@@ -110,7 +112,8 @@ class Search:
         is a new prompt, shown as a child of the attempt it revises; None entries keep
         the parent's). With `states` or `scoped`, an answer is read from the new
         branch's own text alone, not its forced prefix (a revision asked as a new turn).
-        `template` marks the prefixes as chat-template text.
+        `template` marks the prefixes as chat-template text. `max_total` caps the tokens
+        of each branch (a sample's share of the budget).
         """
         if not parents or self.stopped:
             return [[] for _ in parents]
@@ -118,7 +121,7 @@ class Search:
         for i, p in enumerate(parents):
             sampling = samplings[i] if samplings else self.params.sampling(self._seed_counter())
             state = states[i] if states and states[i] is not None else p.state
-            reqs.append(Expand(state, sampling, self.stop_rule(max_steps), prefixes[i] if prefixes else "", keep,
+            reqs.append(Expand(state, sampling, self.stop_rule(max_steps, max_total=max_total), prefixes[i] if prefixes else "", keep,
                                template))
         current = list(parents)
         made: list[list[Node]] = [[] for _ in parents]

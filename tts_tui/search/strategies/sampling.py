@@ -7,11 +7,17 @@ from tts_tui.search.tree import Node
 from tts_tui.search.votes import AnswerGroup
 
 
-def sample_full(search: Search, n: int, temperature: float | None = None) -> list[Node]:
-    """N complete solutions in one batched call; returns each one's last node."""
+def sample_full(search: Search, n: int, temperature: float | None = None, share: int | None = None) -> list[Node]:
+    """N complete solutions in one batched call; returns each one's last node.
+
+    Each sample may take `share` tokens, by default budget / N: a sample that loops
+    ("0.000000...") ends unanswered at its share instead of eating the others' budget.
+    """
     p = search.params
     samplings = [p.sampling(k, temperature) for k in range(n)] if temperature is not None else None
-    paths = search.expand([search.tree.root] * n, samplings=samplings, max_steps=p.max_steps, keep=False)
+    share = share or max(1, p.budget // max(1, p.n))
+    paths = search.expand([search.tree.root] * n, samplings=samplings, max_steps=p.max_steps, keep=False,
+                          max_total=share)
     return [path[-1] for path in paths if path]
 
 
@@ -20,7 +26,7 @@ def _answered(nodes: list[Node]) -> list[Node]:
 
 
 def cot(search: Search) -> Result:
-    leaves = sample_full(search, 1, temperature=0.0)
+    leaves = sample_full(search, 1, temperature=0.0, share=search.params.budget)
     done = _answered(leaves)
     groups = search.vote(done)
     return search.finish("cot", groups, done[0] if done else None)
