@@ -118,11 +118,11 @@ class Search:
         if not parents or self.stopped:
             return [[] for _ in parents]
         reqs = []
+        rule = self.stop_rule(max_steps, max_total=max_total)  # one frozen rule serves every branch
         for i, p in enumerate(parents):
             sampling = samplings[i] if samplings else self.params.sampling(self._seed_counter())
             state = states[i] if states and states[i] is not None else p.state
-            reqs.append(Expand(state, sampling, self.stop_rule(max_steps, max_total=max_total), prefixes[i] if prefixes else "", keep,
-                               template))
+            reqs.append(Expand(state, sampling, rule, prefixes[i] if prefixes else "", keep, template))
         current = list(parents)
         made: list[list[Node]] = [[] for _ in parents]
 
