@@ -12,6 +12,7 @@ they are compared on the very same candidates, and the generation is paid once.
 from __future__ import annotations
 
 import json
+import statistics
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -140,9 +141,7 @@ def _rows(strategy: str, n: int, yields: list[int], p: Problem, result: Any, sea
     extra = {k: result.stats.get(k) for k in ("difficulty", "chosen_strategy") if k in result.stats}
     if "chains" in result.stats:  # revise: how often a later revision turned a right answer wrong
         extra["chains"] = result.stats["chains"]
-        extra["right_to_wrong"] = sum(
-            1 for chain in result.stats["chains"] for a, b in zip(chain, chain[1:])
-            if a and equivalent(a, p.answer) and not (b and equivalent(b, p.answer)))
+        extra["right_to_wrong"] = chain_flips(result.stats["chains"], p.answer)[0]
     if strategy not in SUBSAMPLED:
         yield {**base, "key": _key(strategy, n, p.id), "n": n, "answer": result.answer,
                "correct": bool(result.answer is not None and equivalent(result.answer, p.answer)),
@@ -162,6 +161,13 @@ def _rows(strategy: str, n: int, yields: list[int], p: Problem, result: Any, sea
                "subsampled_from": n if k != n else None,
                # every sample's answer and score, so other votes can be tried from the log
                **({"samples": [[s["answer"], round(s["score"], 4)] for s in samples]} if k == n else {})}
+
+
+def chain_flips(chains: list[list[str | None]], gold: str) -> tuple[int, int]:
+    """(right->wrong, wrong->right): how often a revision changed a chain's correctness."""
+    right = [[bool(a and equivalent(a, gold)) for a in chain] for chain in chains]
+    pairs = [(x, y) for chain in right for x, y in zip(chain, chain[1:])]
+    return sum(x and not y for x, y in pairs), sum(y and not x for x, y in pairs)
 
 
 def probe_agreement(samples: list[dict[str, Any]], probe: int | None = None) -> float:
@@ -231,6 +237,7 @@ def summarize(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             "accuracy": sum(r["correct"] for r in rs) / len(rs),
             "mean_tokens": sum(r["tokens"] for r in rs) / len(rs),
             "mean_seconds": sum(r["seconds"] for r in rs) / len(rs),
+            "median_seconds": statistics.median(r["seconds"] for r in rs),
         })
     return table
 
