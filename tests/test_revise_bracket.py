@@ -145,6 +145,21 @@ def test_revise_budget_runs_out_mid_round():
     assert result.tokens <= 40
 
 
+def test_a_looping_attempt_stops_at_its_share_so_the_chain_goes_on():
+    """At M=4 a looping attempt once ran a whole run's 4096 tokens (gsm8k test/5): each
+    attempt is one of the N samples and gets budget / N."""
+    gen = FakeGenerator(answers=("42",), loops=frozenset({0}))
+    params = SearchParams(n=4, m=4, budget=400, max_steps=100)
+    search = Search(gen, "What is 6*7?", params, MathAnswers(), FakeScorer())
+    result = run_strategy("revise", search)
+    attempts = [n for n in search.tree.nodes.values() if "attempt" in n.meta]
+    assert sorted(n.meta["attempt"] for n in attempts) == [1, 2, 3, 4]
+    cut = [n for n in search.tree.nodes.values() if n.finish == "length"]
+    assert len(cut) == 1 and cut[0].answer is None  # attempt 1 looped: 400 / 4 tokens
+    assert search.spent == 100 + 3 * 15  # the revisions (fresh samples in the fake) answer
+    assert result.answer == "42" and result.groups[0].count == 3
+
+
 def test_a_revision_turn_asks_about_the_models_own_solution():
     """In a conversation the attempt is the model's own turn: asked about "earlier
     attempts above", the 1.5B model replied that it had none, on every revision."""

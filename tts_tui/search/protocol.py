@@ -107,6 +107,12 @@ class SearchParams:
     revise_context_chars: int = 6000  # earlier attempts kept in a revision prompt
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def share(self) -> int:
+        """One full sample's tokens at most: budget / N. A sample that loops ("0.000...")
+        ends unanswered at its share instead of eating the others' budget."""
+        return max(1, self.budget // max(1, self.n))
+
     def sampling(self, k: int = 0, temperature: float | None = None) -> SamplingParams:
         t = self.temperature if temperature is None else temperature
         return SamplingParams(temperature=t, top_p=self.top_p, top_k=self.top_k, seed=self.seed * 100003 + k)

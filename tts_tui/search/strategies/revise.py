@@ -7,7 +7,9 @@ asking it to check and correct its attempts, decoded on attempt k's own KV. Noth
 decoded twice (on a CPU a prompt costs about as much per token as generating it), and
 each revision is a child of the attempt it revised. When the attempts outgrow
 `revise_context_chars`, the chain restarts from a fresh prompt holding the most recent
-attempts that fit, and says so in the events.
+attempts that fit, and says so in the events. Each attempt is one of the N samples
+and may take budget / N tokens, like a vote's sample: a looping attempt ends unanswered
+there and the chain goes on.
 """
 
 from __future__ import annotations
@@ -85,7 +87,8 @@ def revise(search: Search) -> Result:
                 states.append(search.gen.root(prompt))
                 prefixes.append("")
         paths = search.expand(parents, states=states if any(states) else None, prefixes=prefixes,
-                              template=True, scoped=k > 0, max_steps=p.max_steps, keep=True, kind="step")
+                              template=True, scoped=k > 0, max_steps=p.max_steps, keep=True, kind="step",
+                              max_total=p.share)  # an attempt is one of the N samples
         for c, (path, st, parent) in enumerate(zip(paths, states, parents)):
             if st is not None:
                 search.gen.release(st)

@@ -10,12 +10,11 @@ from tts_tui.search.votes import AnswerGroup
 def sample_full(search: Search, n: int, temperature: float | None = None, share: int | None = None) -> list[Node]:
     """N complete solutions in one batched call; returns each one's last node.
 
-    Each sample may take `share` tokens, by default budget / N: a sample that loops
-    ("0.000000...") ends unanswered at its share instead of eating the others' budget.
+    Each sample may take `share` tokens, by default `params.share` (budget / N).
     """
     p = search.params
     samplings = [p.sampling(k, temperature) for k in range(n)] if temperature is not None else None
-    share = share or max(1, p.budget // max(1, p.n))
+    share = share or p.share
     paths = search.expand([search.tree.root] * n, samplings=samplings, max_steps=p.max_steps, keep=False,
                           max_total=share)
     return [path[-1] for path in paths if path]
