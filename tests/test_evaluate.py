@@ -87,5 +87,6 @@ def test_revise_rows_log_chains_and_right_to_wrong(tmp_path):
     (row,) = rows
     (chain,) = row["chains"]  # N=4, M=4: one chain of four attempts
     assert len(chain) == 4
+    assert row["attempt_tokens"] == [[15, 15, 15, 15]]  # the fake: three steps of five tokens
     flips = sum(1 for a, b in zip(chain, chain[1:]) if a == "42" and b != "42")
     assert flips >= 1 and row["right_to_wrong"] == flips

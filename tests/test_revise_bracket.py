@@ -158,6 +158,7 @@ def test_a_looping_attempt_stops_at_its_share_so_the_chain_goes_on():
     assert len(cut) == 1 and cut[0].answer is None  # attempt 1 looped: 400 / 4 tokens
     assert search.spent == 100 + 3 * 15  # the revisions (fresh samples in the fake) answer
     assert result.answer == "42" and result.groups[0].count == 3
+    assert result.stats["attempt_tokens"] == [[100, 15, 15, 15]]
 
 
 def test_a_revision_turn_asks_about_the_models_own_solution():

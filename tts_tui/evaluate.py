@@ -141,6 +141,7 @@ def _rows(strategy: str, n: int, yields: list[int], p: Problem, result: Any, sea
     extra = {k: result.stats.get(k) for k in ("difficulty", "chosen_strategy") if k in result.stats}
     if "chains" in result.stats:  # revise: how often a later revision turned a right answer wrong
         extra["chains"] = result.stats["chains"]
+        extra["attempt_tokens"] = result.stats.get("attempt_tokens")
         extra["right_to_wrong"] = chain_flips(result.stats["chains"], p.answer)[0]
     if strategy not in SUBSAMPLED:
         yield {**base, "key": _key(strategy, n, p.id), "n": n, "answer": result.answer,

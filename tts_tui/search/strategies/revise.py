@@ -57,6 +57,7 @@ def revise(search: Search) -> Result:
     texts: list[list[str]] = [[] for _ in range(chains)]
     lasts: list[Node | None] = [None] * chains
     answers: list[list[str | None]] = [[] for _ in range(chains)]
+    spent: list[list[int]] = [[] for _ in range(chains)]  # tokens of each attempt
     all_done: list[Node] = []
     in_context = [0] * chains  # characters of attempts in each chain's current conversation
     ask = search.gen.follow_up(FOLLOW_UP_ASK)
@@ -107,6 +108,7 @@ def revise(search: Search) -> Result:
             texts[c].append("".join(n.text for n in path))
             in_context[c] += len(texts[c][-1])
             answers[c].append(path[-1].answer)
+            spent[c].append(sum(len(n.tokens) for n in path))
             if path[-1].answer:
                 all_done.append(path[-1])
     weights = [_attempt_score(search, n) for n in all_done]
@@ -115,6 +117,7 @@ def revise(search: Search) -> Result:
                 if a and b and not search.answers.equivalent(a, b))
     result = search.finish("revise", groups, _representative(search, groups))
     result.stats["chains"] = answers
+    result.stats["attempt_tokens"] = spent
     result.stats["answer_changes"] = flips
     return result
 
