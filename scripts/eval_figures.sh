@@ -23,3 +23,10 @@ step 6 gsm8k20 --data $G --strategy dvts --n 8 --m 4
 step 7 gsm8k20 --data $G --strategy mcts --n 8 --m 4
 step 8 gsm8k20 --data $G --strategy auto --n 8 --m 4
 B=1024 step 9 math20-l12-b1024 --data $M --levels 1,2 --strategy cot,majority,weighted --n 8
+# Step 2 again at 1024 tokens per sample. A problem whose samples all finished under 512
+# tokens is the same run at either share (checked on test/1: same answers, tokens and
+# scores), so its rows are copied from step 2's log and only the others run.
+if (( FIRST <= 10 && 10 <= LAST )); then
+  python3 scripts/reuse_uncapped.py eval-out/gsm8k20/log.jsonl eval-out/gsm8k20-b1024/log.jsonl --share 512
+fi
+B=1024 step 10 gsm8k20-b1024 --data $G --strategy cot,majority,weighted,bracket --n 8
