@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from fakes import FakeGenerator, FakeScorer
-from tts_tui.evaluate import Problem, format_table, plot_svg, read_rows, run_eval, summarize
+from tts_tui.evaluate import Problem, format_table, plan, plot_svg, read_rows, run_eval, summarize
 from tts_tui.search.protocol import SearchParams
 from tts_tui.search.run import Search
 from tts_tui.search.strategies import run_strategy
@@ -90,3 +90,10 @@ def test_revise_rows_log_chains_and_right_to_wrong(tmp_path):
     assert row["attempt_tokens"] == [[15, 15, 15, 15]]  # the fake: three steps of five tokens
     flips = sum(1 for a, b in zip(chain, chain[1:]) if a == "42" and b != "42")
     assert flips >= 1 and row["right_to_wrong"] == flips
+
+
+def test_plan_runs_the_cheap_single_chains_first_and_samples_once():
+    jobs = plan(["majority", "cot", "weighted", "beam"], [4, 8])
+    assert jobs[0] == ("cot", 1, [1], ["cot"])  # a run cut short still has its baseline
+    assert jobs[1] == ("weighted", 8, [4, 8], ["majority", "weighted"])
+    assert [j[:2] for j in jobs[2:]] == [("beam", 4), ("beam", 8)]

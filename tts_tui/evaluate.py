@@ -80,17 +80,17 @@ def plan(strategies: list[str], ns: list[int]) -> list[tuple[str, int, list[int]
 
     best-of-n, majority and weighted differ only in how they read N independent
     samples, so one weighted run at the largest N yields all three at every N.
+    Single chains (CoT) come first: they are the cheap baseline, and an evaluation cut
+    short should still have it.
     """
-    jobs = []
+    jobs = [(s, 1, [1], [s]) for s in strategies if s in SINGLE]
     sampled = [s for s in strategies if s in SUBSAMPLED]
     top = max(ns)
     carrier = "bracket" if "bracket" in strategies else "weighted"
     if sampled:
         jobs.append((carrier, top, sorted(ns), sampled + (["bracket"] if carrier == "bracket" else [])))
     for s in strategies:
-        if s in SINGLE:
-            jobs.append((s, 1, [1], [s]))
-        elif s not in SUBSAMPLED:
+        if s not in SUBSAMPLED and s not in SINGLE:
             jobs.extend((s, n, [n], [s]) for n in sorted(ns) if not (sampled and s == carrier and n == top))
     return jobs
 
