@@ -3,7 +3,8 @@
     python scripts/eval_table.py eval-out/gsm8k20/log.jsonl eval-out/gsm8k20-revise-m4/log.jsonl
 
 Median seconds rather than mean: on a shared machine a few slow problems (another
-process running) pull the mean up. For revise rows it adds what the chains did.
+process running) pull the mean up. For revise rows it adds what the chains did; for the weighted row, how well the sample
+scores tell right answers from wrong ones (AUROC).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from tts_tui.evaluate import chain_flips, read_rows, summarize
+from tts_tui.evaluate import chain_flips, read_rows, summarize, verifier_auroc
 
 
 def chain_stats(rows: list[dict]) -> str:
@@ -24,6 +25,13 @@ def chain_stats(rows: list[dict]) -> str:
             f"wrong->right {sum(f[1] for f in flips)}")
 
 
+def auroc_note(rows: list[dict]) -> str:
+    if rows and rows[0]["strategy"] != "weighted":
+        return ""  # the votes share one set of samples: say it once, on the weighted row
+    found = verifier_auroc(rows)
+    return f"sample scores: AUROC {found[0]:.2f} ({found[1]} right, {found[2]} wrong)" if found else ""
+
+
 def main(paths: list[str]) -> None:
     print("| strategy | N | problems | accuracy | mean tokens | median s | log | notes |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -32,7 +40,7 @@ def main(paths: list[str]) -> None:
         for t in summarize(rows):
             mine = [r for r in rows if (r["strategy"], r["n"]) == (t["strategy"], t["n"])]
             print(f"| {t['strategy']} | {t['n']} | {t['problems']} | {t['accuracy']:.1%} | {t['mean_tokens']:.0f} "
-                  f"| {t['median_seconds']:.0f} | {Path(p).parent.name} | {chain_stats(mine)} |")
+                  f"| {t['median_seconds']:.0f} | {Path(p).parent.name} | {chain_stats(mine) or auroc_note(mine)} |")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from fakes import FakeGenerator, FakeScorer
-from tts_tui.evaluate import Problem, format_table, plan, plot_svg, read_rows, run_eval, summarize
+from tts_tui.evaluate import Problem, format_table, plan, plot_svg, read_rows, run_eval, summarize, verifier_auroc
 from tts_tui.search.protocol import SearchParams
 from tts_tui.search.run import Search
 from tts_tui.search.strategies import run_strategy
@@ -97,3 +97,12 @@ def test_plan_runs_the_cheap_single_chains_first_and_samples_once():
     assert jobs[0] == ("cot", 1, [1], ["cot"])  # a run cut short still has its baseline
     assert jobs[1] == ("weighted", 8, [4, 8], ["majority", "weighted"])
     assert [j[:2] for j in jobs[2:]] == [("beam", 4), ("beam", 8)]
+
+
+def test_verifier_auroc_ranks_right_samples_against_wrong_ones():
+    rows = [{"gold": "42", "samples": [["42", 0.9], ["41", 0.8], [None, 0.0], ["42.0", 0.7]]},
+            {"gold": "7", "samples": [["7", 0.6], ["8", 0.6]]}]
+    auc, right, wrong = verifier_auroc(rows)
+    # right 0.9, 0.7, 0.6 against wrong 0.8, 0.6: 0.9 beats both, 0.7 beats 0.6, 0.6 ties 0.6
+    assert (right, wrong) == (3, 2) and auc == (3 + 0.5) / 6
+    assert verifier_auroc([{"gold": "1", "samples": [["1", 0.5]]}]) is None  # nothing wrong to rank against

@@ -171,6 +171,22 @@ def chain_flips(chains: list[list[str | None]], gold: str) -> tuple[int, int]:
     return sum(x and not y for x, y in pairs), sum(y and not x for x, y in pairs)
 
 
+def verifier_auroc(rows: Iterable[dict[str, Any]]) -> tuple[float, int, int] | None:
+    """How well the logged sample scores separate right answers from wrong ones: the
+    chance that a random right sample outscores a random wrong one (0.5 is a coin), with
+    the counts of each. Unanswered samples are left out: no vote counts them."""
+    right: list[float] = []
+    wrong: list[float] = []
+    for r in rows:
+        for answer, score in r.get("samples") or []:
+            if answer is not None:
+                (right if equivalent(answer, r["gold"]) else wrong).append(score)
+    if not right or not wrong:
+        return None
+    wins = sum((a > b) + 0.5 * (a == b) for a in right for b in wrong)
+    return wins / (len(right) * len(wrong)), len(right), len(wrong)
+
+
 def probe_agreement(samples: list[dict[str, Any]], probe: int | None = None) -> float:
     """Share of the first `probe` samples that agree with their most common answer:
     the difficulty estimate `auto` makes from the same (same-seed) probes."""
