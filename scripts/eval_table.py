@@ -3,8 +3,8 @@
     python scripts/eval_table.py eval-out/gsm8k20/log.jsonl eval-out/gsm8k20-revise-m4/log.jsonl
 
 Median seconds rather than mean: on a shared machine a few slow problems (another
-process running) pull the mean up. For revise rows it adds what the chains did; for the weighted row, how well the sample
-scores tell right answers from wrong ones (AUROC).
+process running) pull the mean up. For revise rows it adds what the chains did; for the
+weighted row, how well the sample scores tell right answers from wrong ones (AUROC).
 """
 
 from __future__ import annotations

@@ -18,9 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tts_tui.atomic import write_text
-from tts_tui.evaluate import read_rows
-
-SINGLE = {"cot", "keep-thinking"}  # one chain; its budget is one share
+from tts_tui.evaluate import SINGLE, read_rows  # SINGLE: one chain, whose budget is one share
 
 
 def uncapped(rows: list[dict[str, Any]], share: int) -> bool:
