@@ -6,7 +6,7 @@ A problem whose samples all finished with an answer below their share, and whose
 chain finished below its budget, never met a cap: at a larger share it decodes the same
 batches and gives the same rows (checked on gsm8k test/1 at 512 and 1024). Its rows are
 copied into the new log, so `tts eval --budget-per-sample 1024` resumes and runs only the
-problems a cap touched. Rows already in the new log are kept.
+problems a cap touched. Rows already in the new log are kept as they are.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from tts_tui.atomic import write_text
-from tts_tui.evaluate import SINGLE, read_rows  # SINGLE: one chain, whose budget is one share
+from tts_tui.atomic import append_line
+from tts_tui.evaluate import SINGLE, done_keys, read_rows  # SINGLE: one chain, whose budget is one share
 
 
 def uncapped(rows: list[dict[str, Any]], share: int) -> bool:
@@ -43,12 +43,13 @@ def main() -> None:
     by_problem: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in read_rows(args.src):
         by_problem[r["id"]].append(r)
-    have = [json.dumps(r, ensure_ascii=False) for r in read_rows(args.dst)] if args.dst.exists() else []
-    keys = {json.loads(line)["key"] for line in have}
-    copied = [r for rows in by_problem.values() if uncapped(rows, args.share) for r in rows if r["key"] not in keys]
+    keys = done_keys(args.dst)
+    fits = {pid: uncapped(rows, args.share) for pid, rows in by_problem.items()}
+    copied = [r for pid, rows in by_problem.items() if fits[pid] for r in rows if r["key"] not in keys]
     args.dst.parent.mkdir(parents=True, exist_ok=True)
-    write_text(args.dst, "".join(line + "\n" for line in have + [json.dumps(r, ensure_ascii=False) for r in copied]))
-    skipped = sorted(i for i, rows in by_problem.items() if not uncapped(rows, args.share))
+    for r in copied:  # one atomic line each, as `tts eval` writes them
+        append_line(args.dst, json.dumps(r, ensure_ascii=False))
+    skipped = sorted(pid for pid, ok in fits.items() if not ok)
     print(f"copied {len(copied)} rows; to run: {', '.join(skipped) or 'none'}")
 
 
