@@ -4,7 +4,9 @@
 
 Median seconds rather than mean: on a shared machine a few slow problems (another
 process running) pull the mean up. For revise rows it adds what the chains did; for the
-weighted row, how well the sample scores tell right answers from wrong ones (AUROC).
+weighted row, how well the sample scores tell right answers from wrong ones (AUROC); for
+every row but CoT's, how it does against CoT on the same problems (CoT rows from its own
+log, else from the others), and which problems it gains or loses.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from tts_tui.evaluate import chain_flips, read_rows, summarize, verifier_auroc
+from tts_tui.evaluate import chain_flips, read_rows, summarize, verifier_auroc, versus
 
 
 def chain_stats(rows: list[dict]) -> str:
@@ -32,15 +34,30 @@ def auroc_note(rows: list[dict]) -> str:
     return f"sample scores: AUROC {found[0]:.2f} ({found[1]} right, {found[2]} wrong)" if found else ""
 
 
+def notes(rows: list[dict], cot: list[dict]) -> str:
+    return "; ".join(x for x in (chain_stats(rows) or auroc_note(rows), cot_note(rows, cot)) if x)
+
+
+def cot_note(rows: list[dict], cot: list[dict]) -> str:
+    if not cot or not rows or rows[0]["strategy"] == "cot":
+        return ""
+    v = versus(rows, cot)
+    short = lambda ids: ", ".join(i.split("/", 1)[-1].removesuffix(".json") for i in ids) or "none"
+    return (f"vs CoT on the same {v['shared']}: {v['right']} against {v['baseline_right']}; "
+            f"gains {short(v['gained'])}; loses {short(v['lost'])}")
+
+
 def main(paths: list[str]) -> None:
+    logs = {p: read_rows(Path(p)) for p in paths}
+    any_cot = [r for rows in logs.values() for r in rows if r["strategy"] == "cot"]
     print("| strategy | N | problems | accuracy | mean tokens | median s | log | notes |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    for p in paths:
-        rows = read_rows(Path(p))
+    for p, rows in logs.items():
+        cot = [r for r in rows if r["strategy"] == "cot"] or any_cot
         for t in summarize(rows):
             mine = [r for r in rows if (r["strategy"], r["n"]) == (t["strategy"], t["n"])]
             print(f"| {t['strategy']} | {t['n']} | {t['problems']} | {t['accuracy']:.1%} | {t['mean_tokens']:.0f} "
-                  f"| {t['median_seconds']:.0f} | {Path(p).parent.name} | {chain_stats(mine) or auroc_note(mine)} |")
+                  f"| {t['median_seconds']:.0f} | {Path(p).parent.name} | {notes(mine, cot)} |")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from fakes import FakeGenerator, FakeScorer
-from tts_tui.evaluate import Problem, format_table, plan, plot_svg, read_rows, run_eval, summarize, verifier_auroc
+from tts_tui.evaluate import Problem, format_table, plan, plot_svg, read_rows, run_eval, summarize, verifier_auroc, versus
 from tts_tui.search.protocol import SearchParams
 from tts_tui.search.run import Search
 from tts_tui.search.strategies import run_strategy
@@ -106,3 +106,13 @@ def test_verifier_auroc_ranks_right_samples_against_wrong_ones():
     # right 0.9, 0.7, 0.6 against wrong 0.8, 0.6: 0.9 beats both, 0.7 beats 0.6, 0.6 ties 0.6
     assert (right, wrong) == (3, 2) and auc == (3 + 0.5) / 6
     assert verifier_auroc([{"gold": "1", "samples": [["1", 0.5]]}]) is None  # nothing wrong to rank against
+
+
+def test_versus_compares_on_shared_problems_only_and_names_gains_and_losses():
+    cot = [{"id": "a", "correct": True}, {"id": "b", "correct": False}, {"id": "c", "correct": True},
+           {"id": "d", "correct": False}]
+    votes = [{"id": "a", "correct": False}, {"id": "b", "correct": True}, {"id": "c", "correct": True},
+             {"id": "e", "correct": True}]  # e: CoT never ran it, so it does not count
+    v = versus(votes, cot)
+    assert (v["shared"], v["right"], v["baseline_right"]) == (3, 2, 2)
+    assert (v["gained"], v["lost"]) == (["b"], ["a"])

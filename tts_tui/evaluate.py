@@ -187,6 +187,20 @@ def verifier_auroc(rows: Iterable[dict[str, Any]]) -> tuple[float, int, int] | N
     return wins / (len(right) * len(wrong)), len(right), len(wrong)
 
 
+def versus(rows: Iterable[dict[str, Any]], baseline: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """`rows` against `baseline` (say CoT) on the problems both ran: each one's score
+    there, and the ids one gets right and the other wrong (gained, lost)."""
+    base = {r["id"]: bool(r["correct"]) for r in baseline}
+    mine = {r["id"]: bool(r["correct"]) for r in rows if r["id"] in base}
+    return {
+        "shared": len(mine),
+        "right": sum(mine.values()),
+        "baseline_right": sum(base[i] for i in mine),
+        "gained": [i for i, ok in mine.items() if ok and not base[i]],
+        "lost": [i for i, ok in mine.items() if base[i] and not ok],
+    }
+
+
 def probe_agreement(samples: list[dict[str, Any]], probe: int | None = None) -> float:
     """Share of the first `probe` samples that agree with their most common answer:
     the difficulty estimate `auto` makes from the same (same-seed) probes."""
