@@ -56,6 +56,25 @@ def test_bracket_carries_the_sampled_strategies(tmp_path):
     assert again == []
 
 
+def test_dvts_at_the_largest_n_gives_the_smaller_ns_from_its_first_subtrees(tmp_path):
+    calls = []
+    base = SearchParams(m=2, max_steps=6)
+    rows = run_eval(PROBLEMS, ["dvts"], [2, 4, 8], base, solver(calls), tmp_path / "all", 64)
+    assert calls == [("dvts", 8)] * 3  # one run per problem serves N=2, 4 and 8
+    assert sorted((r["n"], r["subsampled_from"]) for r in rows if r["id"] == "p0") == [(2, 8), (4, 8), (8, None)]
+    # the fake's subtrees are the same branches whatever N is, so a real N=4 run must match
+    alone = run_eval(PROBLEMS, ["dvts"], [4], base, solver([]), tmp_path / "n4", 64)
+    pick = lambda rs: sorted((r["id"], r["answer"], r["tokens"]) for r in rs if r["n"] == 4)
+    assert pick(rows) == pick(alone)
+    full = [r for r in rows if r["n"] == 8]
+    assert all(r["tokens"] > s["tokens"] for r in full for s in rows if s["id"] == r["id"] and s["n"] < 8)
+
+
+def test_plan_runs_dvts_alone_where_m_does_not_divide_n():
+    jobs = plan(["dvts"], [2, 4, 8], m=4)
+    assert jobs == [("dvts", 2, [2], ["dvts"]), ("dvts", 8, [4, 8], ["dvts"])]
+
+
 def test_eval_survives_a_cut_line(tmp_path):
     calls = []
     run_eval(PROBLEMS[:1], ["cot"], [1], SearchParams(), solver(calls), tmp_path, 64)

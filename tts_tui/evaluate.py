@@ -4,7 +4,8 @@ Each finished (strategy, N, problem) is appended to `log.jsonl` as one fsynced l
 a killed evaluation loses at most the problem in flight and the same command continues.
 For sample-based strategies (best-of-n, majority, weighted) one run at the largest N
 gives the smaller N by taking its first n samples (the samples are independent), as
-the papers do. Bracket draws the same N samples (same seeds) before its tournament, so
+the papers do. DVTS is the same one level up: its N/M subtrees are independent, so a
+run at the largest N gives every smaller N that M divides from its first N'/M subtrees. Bracket draws the same N samples (same seeds) before its tournament, so
 when both are asked for, the bracket run at the largest N carries the sample-based ones:
 they are compared on the very same candidates, and the generation is paid once.
 """
@@ -23,10 +24,12 @@ from typing import Any
 from tts_tui.atomic import append_line, write_text
 from tts_tui.errors import InputError
 from tts_tui.search.protocol import SearchParams
+from tts_tui.search.tree import CHOSEN, FINISHED
 from tts_tui.search.votes import group_answers
 from tts_tui.verify.answers import equivalent
 
 SUBSAMPLED = {"best-of-n", "majority", "weighted"}
+SUBTREES = {"dvts"}  # N/M independent subtrees: a smaller N is the first few of them
 SINGLE = {"cot", "keep-thinking"}  # N does not apply
 
 
@@ -75,11 +78,12 @@ def _key(strategy: str, n: int, pid: str) -> str:
     return f"{strategy}|{n}|{pid}"
 
 
-def plan(strategies: list[str], ns: list[int]) -> list[tuple[str, int, list[int], list[str]]]:
+def plan(strategies: list[str], ns: list[int], m: int = 1) -> list[tuple[str, int, list[int], list[str]]]:
     """(strategy to run, N to run, Ns it yields, strategies it yields) jobs.
 
     best-of-n, majority and weighted differ only in how they read N independent
-    samples, so one weighted run at the largest N yields all three at every N.
+    samples, so one weighted run at the largest N yields all three at every N. DVTS at
+    the largest N yields each N that M divides (whole subtrees); other Ns run alone.
     Single chains (CoT) come first: they are the cheap baseline, and an evaluation cut
     short should still have it.
     """
@@ -90,14 +94,19 @@ def plan(strategies: list[str], ns: list[int]) -> list[tuple[str, int, list[int]
     if sampled:
         jobs.append((carrier, top, sorted(ns), sampled + (["bracket"] if carrier == "bracket" else [])))
     for s in strategies:
-        if s not in SUBSAMPLED and s not in SINGLE:
+        if s in SUBTREES:
+            whole = [n for n in sorted(ns) if n % m == 0] if top % m == 0 else []
+            jobs.extend((s, n, [n], [s]) for n in sorted(ns) if n not in whole)
+            if whole:
+                jobs.append((s, top, whole, [s]))
+        elif s not in SUBSAMPLED and s not in SINGLE:
             jobs.extend((s, n, [n], [s]) for n in sorted(ns) if not (sampled and s == carrier and n == top))
     return jobs
 
 
 def _expected(names: list[str], n: int, yields: list[int]) -> list[tuple[str, int]]:
     """The (strategy, N) rows one job writes: sample-based names at every N it yields."""
-    return [(name, k) for name in names for k in (yields if name in SUBSAMPLED else [n])]
+    return [(name, k) for name in names for k in (yields if name in SUBSAMPLED | SUBTREES else [n])]
 
 
 SolveFn = Callable[[str, str, SearchParams], tuple[Any, Any]]
@@ -116,7 +125,7 @@ def run_eval(
     log = out_dir / "log.jsonl"
     out_dir.mkdir(parents=True, exist_ok=True)
     done = done_keys(log)
-    for strategy, n, yields, names in plan(strategies, ns):
+    for strategy, n, yields, names in plan(strategies, ns, base.m):
         for p in problems:
             if all(_key(name, k, p.id) in done for name, k in _expected(names, n, yields)):
                 continue
@@ -143,6 +152,9 @@ def _rows(strategy: str, n: int, yields: list[int], p: Problem, result: Any, sea
         extra["chains"] = result.stats["chains"]
         extra["attempt_tokens"] = result.stats.get("attempt_tokens")
         extra["right_to_wrong"] = chain_flips(result.stats["chains"], p.answer)[0]
+    if strategy in SUBTREES and yields != [n]:
+        yield from _subtree_rows(strategy, n, yields, p, result, search, seconds, base, extra)
+        return
     if strategy not in SUBSAMPLED:
         yield {**base, "key": _key(strategy, n, p.id), "n": n, "answer": result.answer,
                "correct": bool(result.answer is not None and equivalent(result.answer, p.answer)),
@@ -162,6 +174,26 @@ def _rows(strategy: str, n: int, yields: list[int], p: Problem, result: Any, sea
                "subsampled_from": n if k != n else None,
                # every sample's answer and score, so other votes can be tried from the log
                **({"samples": [[s["answer"], round(s["score"], 4)] for s in samples]} if k == n else {})}
+
+
+def _subtree_rows(strategy, n, yields, p, result, search, seconds, base, extra):
+    """DVTS at N, read as runs at each smaller N in `yields`: the first N'/M subtrees,
+    their finished paths weighted-voted as the strategy itself votes."""
+    m = search.params.m
+    nodes = [x for x in search.tree.nodes.values() if "subtree" in x.meta]
+    done = [x for x in nodes if x.status in (FINISHED, CHOSEN) and x.answer]
+    spent = max(1, sum(x.n_tokens for x in nodes))
+    for k in yields:
+        keep = k // m
+        mine = [x for x in done if x.meta["subtree"] < keep]
+        items = [(x.answer, search.path_score(x), x.id) for x in mine]
+        groups = group_answers(items, equivalent) if k != n else None
+        answer = result.answer if k == n else (groups[0].answer if groups else None)
+        tokens = result.tokens if k == n else sum(x.n_tokens for x in nodes if x.meta["subtree"] < keep)
+        yield {**base, "key": _key(strategy, k, p.id), "n": k, "answer": answer,
+               "correct": bool(answer is not None and equivalent(answer, p.answer)),
+               "tokens": tokens, "seconds": round(seconds * min(1.0, tokens / spent), 2),
+               "subsampled_from": n if k != n else None, **extra}
 
 
 def chain_flips(chains: list[list[str | None]], gold: str) -> tuple[int, int]:

@@ -57,6 +57,8 @@ def dvts(search: Search) -> Result:
         kids = search.expand(parents)
         for j, i in enumerate(active):
             cands = [path[0] for path in kids[j * p.m : (j + 1) * p.m] if path]
+            for c in cands:  # which subtree: `tts eval` reads N/M' < N/M subtrees as a smaller run
+                c.meta["subtree"] = i
             if not cands:
                 heads[i] = None
                 continue
