@@ -5,9 +5,10 @@ a killed evaluation loses at most the problem in flight and the same command con
 For sample-based strategies (best-of-n, majority, weighted) one run at the largest N
 gives the smaller N by taking its first n samples (the samples are independent), as
 the papers do. DVTS is the same one level up: its N/M subtrees are independent, so a
-run at the largest N gives every smaller N that M divides from its first N'/M subtrees. Bracket draws the same N samples (same seeds) before its tournament, so
-when both are asked for, the bracket run at the largest N carries the sample-based ones:
-they are compared on the very same candidates, and the generation is paid once.
+run at the largest N gives every smaller N that M divides from its first N'/M subtrees.
+Bracket draws the same N samples (same seeds) before its tournament, so when both are
+asked for, the bracket run at the largest N carries the sample-based ones: they are
+compared on the very same candidates, and the generation is paid once.
 """
 
 from __future__ import annotations
@@ -176,7 +177,8 @@ def _rows(strategy: str, n: int, yields: list[int], p: Problem, result: Any, sea
                **({"samples": [[s["answer"], round(s["score"], 4)] for s in samples]} if k == n else {})}
 
 
-def _subtree_rows(strategy, n, yields, p, result, search, seconds, base, extra):
+def _subtree_rows(strategy: str, n: int, yields: list[int], p: Problem, result: Any, search: Any,
+                  seconds: float, base: dict[str, Any], extra: dict[str, Any]):
     """DVTS at N, read as runs at each smaller N in `yields`: the first N'/M subtrees,
     their finished paths weighted-voted as the strategy itself votes."""
     m = search.params.m
@@ -184,12 +186,14 @@ def _subtree_rows(strategy, n, yields, p, result, search, seconds, base, extra):
     done = [x for x in nodes if x.status in (FINISHED, CHOSEN) and x.answer]
     spent = max(1, sum(x.n_tokens for x in nodes))
     for k in yields:
-        keep = k // m
-        mine = [x for x in done if x.meta["subtree"] < keep]
-        items = [(x.answer, search.path_score(x), x.id) for x in mine]
-        groups = group_answers(items, equivalent) if k != n else None
-        answer = result.answer if k == n else (groups[0].answer if groups else None)
-        tokens = result.tokens if k == n else sum(x.n_tokens for x in nodes if x.meta["subtree"] < keep)
+        if k == n:
+            answer, tokens = result.answer, result.tokens
+        else:
+            keep = k // m
+            items = [(x.answer, search.path_score(x), x.id) for x in done if x.meta["subtree"] < keep]
+            groups = group_answers(items, equivalent)
+            answer = groups[0].answer if groups else None
+            tokens = sum(x.n_tokens for x in nodes if x.meta["subtree"] < keep)
         yield {**base, "key": _key(strategy, k, p.id), "n": k, "answer": answer,
                "correct": bool(answer is not None and equivalent(answer, p.answer)),
                "tokens": tokens, "seconds": round(seconds * min(1.0, tokens / spent), 2),
