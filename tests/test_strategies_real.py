@@ -34,3 +34,17 @@ def test_strategy_on_the_real_engine(solver, strategy, verifier, n, m):
         assert scored and all(0.0 <= n.scores[verifier] <= 1.0 for n in scored)
     if strategy == "bracket" and len(result.groups) > 1:
         assert any(n.kind == "match" for n in search.tree.nodes.values())
+
+
+def test_one_real_dvts_run_gives_the_smaller_n_from_its_first_subtree(solver, tmp_path):
+    from tts_tui.evaluate import Problem, run_eval
+
+    def solve(problem, strategy, params):
+        return solver.solve(problem, strategy, params, "confidence")
+
+    base = SearchParams(m=2, max_steps=3, step_tokens=48, seed=3)
+    rows = run_eval([Problem("p", PROBLEM, "7")], ["dvts"], [2, 4], base, solve, tmp_path, 60)
+    by_n = {r["n"]: r for r in rows}
+    assert (by_n[2]["subsampled_from"], by_n[4]["subsampled_from"]) == (4, None)
+    assert 0 < by_n[2]["tokens"] < by_n[4]["tokens"] <= 240  # one subtree of the two, within the budget
+    assert solver.engine.free_sequences == solver.engine.n_seq_max
