@@ -104,6 +104,22 @@ def test_cancel_stops_the_search_and_leaves_a_consistent_tree():
     Tree.from_dict(json.loads(json.dumps(search.tree.to_dict())))
 
 
+def test_mcts_keeps_half_the_budget_to_finish_its_most_valuable_paths():
+    # Solutions are 12 steps deep: widening the tree alone would spend the budget before
+    # any path ends (GSM8K: 30% against CoT's 80%). The tree stops at half; the rest
+    # rolls N paths out from the best open leaves, in one batched call.
+    gen = FakeGenerator(answers=("42", "42", "7"), depth=12)
+    search, _, _ = make(gen=gen, n=8, m=2, budget=600, max_steps=24)
+    result = run_strategy("mcts", search)
+    assert search.spent <= 600
+    finished = [n for n in search.tree.nodes.values() if n.status in (FINISHED, CHOSEN) and n.answer]
+    assert len(finished) == 8 and result.groups[0].count + sum(g.count for g in result.groups[1:]) == 8
+    assert result.answer == "42"
+    assert gen.calls[-1] == 8  # the roll-outs: one call for all of them
+    grown = sum(gen.calls[:-1]) * gen.step_tokens
+    assert grown >= 300 - 4 * gen.step_tokens  # the tree used its half
+
+
 def test_keep_thinking_says_wait_when_it_stops_too_early():
     search, gen, _ = make(min_think=40, max_waits=2)
     result = run_strategy("keep-thinking", search)
