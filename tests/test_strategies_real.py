@@ -21,7 +21,7 @@ def solver(tiny_path):
 @pytest.mark.parametrize(
     "strategy,verifier,n,m",
     [("beam", "self-judge", 4, 2), ("revise", "confidence", 4, 2), ("bracket", "confidence", 4, 1),
-     ("dvts", "prm", 4, 2), ("keep-thinking", "confidence", 1, 1)],
+     ("dvts", "prm", 4, 2), ("mcts", "confidence", 4, 2), ("keep-thinking", "confidence", 1, 1)],
 )
 def test_strategy_on_the_real_engine(solver, strategy, verifier, n, m):
     params = SearchParams(n=n, m=m, budget=240, max_steps=3, step_tokens=48, seed=3)
