@@ -20,7 +20,8 @@ step 3 gsm8k20-revise-m4 --data $G --strategy revise --n 8 --m 4
 step 4 gsm8k20-revise-m8 --data $G --strategy revise --n 8 --m 8
 step 5 gsm8k20-selfjudge --data $G --strategy beam --n 8 --m 4 --verifier self-judge
 step 6 gsm8k20 --data $G --strategy dvts --n 8 --m 4
-step 7 gsm8k20 --data $G --strategy mcts --n 8 --m 4
+# MCTS with its roll-out half; the rows before it (all budget on the tree) are in gsm8k20's log.
+step 7 gsm8k20-mcts --data $G --strategy mcts --n 8 --m 4
 step 8 gsm8k20 --data $G --strategy auto --n 8 --m 4
 B=1024 step 9 math20-l12-b1024 --data $M --levels 1,2 --strategy cot,majority,weighted --n 8
 # Step 2 again at 1024 tokens per sample. A problem whose samples all finished under 512
