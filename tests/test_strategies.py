@@ -110,8 +110,12 @@ def test_mcts_keeps_half_the_budget_to_finish_its_most_valuable_paths():
     # rolls N paths out from the best open leaves, in one batched call.
     gen = FakeGenerator(answers=("42", "42", "7"), depth=12)
     search, _, _ = make(gen=gen, n=8, m=2, budget=600, max_steps=24)
+    seen = []
+    expand = gen.expand
+    gen.expand = lambda reqs, **kw: (seen.append([r.sampling.temperature for r in reqs]), expand(reqs, **kw))[1]
     result = run_strategy("mcts", search)
     assert search.spent <= 600
+    assert seen[-1] == [0.0] * 8 and all(t > 0 for t in seen[0])  # greedy roll-outs, sampled tree
     finished = [n for n in search.tree.nodes.values() if n.status in (FINISHED, CHOSEN) and n.answer]
     assert len(finished) == 8 and result.groups[0].count + sum(g.count for g in result.groups[1:]) == 8
     assert result.answer == "42"

@@ -3,11 +3,11 @@
 Each iteration selects N/M leaves by UCT (a virtual loss spreads the picks), expands
 each M times by one sampled step (all in one batched call), evaluates the new steps
 with the verifier, and backs the values up. The tree may spend half the budget; the
-rest rolls the most valuable open leaves out to an answer, together, so a run always
-ends with finished paths to vote over (before this, GSM8K runs spent the whole budget
-widening the tree and answered from half-written paths: 30% against CoT's 80%).
-The answer: a vote over finished paths weighted by value; the chosen path is the most
-visited finished one in the winning group.
+rest rolls the most valuable open leaves out to an answer, greedily and together, so a
+run always ends with finished paths to vote over (before this, GSM8K runs spent the
+whole budget widening the tree and answered from half-written paths: 30% against
+CoT's 80%). The answer: a vote over finished paths weighted by value; the chosen path
+is the most visited finished one in the winning group.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from tts_tui.search.tree import FINISHED, LIVE, Node
 # to that range (as in MuZero), since verifier scores bunch in a narrow band.
 C_UCT = 1 / math.sqrt(2)
 ROLLOUT_SHARE = 0.5  # of the budget, kept back to finish the open paths
+ROLLOUT_TEMPERATURE = 0.0
 
 
 @dataclass
@@ -110,7 +111,10 @@ def _roll_out(search: Search, bounds: _Bounds) -> None:
         return
     ranked = sorted(open_leaves, key=_q, reverse=True) or [search.tree.root]
     parents = [ranked[i % len(ranked)] for i in range(want)]
-    paths = search.expand(parents, max_steps=search.params.max_steps, keep=False,
+    # Greedy: the leaves bring the diversity, and a greedy chain is this size of model's
+    # best single one (GSM8K: CoT 80% where one sample at temperature 0.3 is right 58%).
+    greedy = [search.params.sampling(i, ROLLOUT_TEMPERATURE) for i in range(want)]
+    paths = search.expand(parents, samplings=greedy, max_steps=search.params.max_steps, keep=False,
                           max_total=max(1, search.budget_left // want))
     ends = [path[-1] for path in paths if path]
     for end, value in zip(ends, search.score(ends)):
