@@ -111,8 +111,8 @@ def _roll_out(search: Search, bounds: _Bounds) -> None:
         return
     ranked = sorted(open_leaves, key=_q, reverse=True) or [search.tree.root]
     parents = [ranked[i % len(ranked)] for i in range(want)]
-    # Greedy: the leaves bring the diversity, and a greedy chain is this size of model's
-    # best single one (GSM8K: CoT 80% where one sample at temperature 0.3 is right 58%).
+    # Greedy: the leaves bring the diversity, and for the default policy a greedy chain is
+    # the best single one (GSM8K: CoT 80%, where one sample at temperature 0.3 is right 58%).
     greedy = [search.params.sampling(i, ROLLOUT_TEMPERATURE) for i in range(want)]
     paths = search.expand(parents, samplings=greedy, max_steps=search.params.max_steps, keep=False,
                           max_total=max(1, search.budget_left // want))
