@@ -11,7 +11,7 @@ step() {  # [B=tokens-per-sample] step NUMBER OUT ARGS...
   local k=$1 out=$2 budget=${B:-512}; shift 2
   if (( k < ${FIRST:-1} || k > ${LAST:-99} )); then return; fi
   echo "== step $k: tts eval $* --budget-per-sample $budget --out eval-out/$out" >&2
-  tts eval "$@" --limit 20 --budget-per-sample "$budget" --out "eval-out/$out" || echo "step $k failed" >&2
+  tts eval "$@" --limit ${LIMIT:-20} --budget-per-sample "$budget" --out "eval-out/$out" || echo "step $k failed" >&2
 }
 FIRST=${1:-1}; LAST=${2:-99}
 step 1 gsm8k20 --data $G --strategy cot --n 8
@@ -31,3 +31,5 @@ if (( FIRST <= 10 && 10 <= LAST )); then
   python3 scripts/reuse_uncapped.py eval-out/gsm8k20/log.jsonl eval-out/gsm8k20-b1024/log.jsonl --share 512
 fi
 B=1024 step 10 gsm8k20-b1024 --data $G --strategy cot,majority,weighted,bracket --n 8
+# The next 20 GSM8K problems (never used for tuning): do the first 20's results hold?
+step 11 gsm8k-next20 --data $G --skip 20 --strategy cot,majority,weighted --n 8

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from fakes import FakeGenerator, FakeScorer
-from tts_tui.evaluate import Problem, format_table, plan, plot_svg, read_rows, run_eval, summarize, verifier_auroc, versus
+from tts_tui.evaluate import Problem, format_table, load_problems, plan, plot_svg, read_rows, run_eval, summarize, verifier_auroc, versus
 from tts_tui.search.protocol import SearchParams
 from tts_tui.search.run import Search
 from tts_tui.search.strategies import run_strategy
@@ -135,3 +135,12 @@ def test_versus_compares_on_shared_problems_only_and_names_gains_and_losses():
     v = versus(votes, cot)
     assert (v["shared"], v["right"], v["baseline_right"]) == (3, 2, 2)
     assert (v["gained"], v["lost"]) == (["b"], ["a"])
+
+
+def test_load_problems_skips_a_tuned_slice_after_the_level_filter(tmp_path):
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"id": f"q{i}", "problem": f"p{i}", "answer": str(i), "level": i % 2 + 1}) + "\n"
+                            for i in range(10)), encoding="utf-8")
+    held_out = load_problems(data, limit=2, levels={1}, skip=2)
+    assert [p.id for p in held_out] == ["q4", "q6"]  # level 1 is q0, q2, q4, q6, q8
+    assert [p.id for p in load_problems(data, skip=8)] == ["q8", "q9"]

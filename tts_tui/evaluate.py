@@ -42,7 +42,11 @@ class Problem:
     level: int | None = None
 
 
-def load_problems(path: Path, limit: int | None = None, levels: set[int] | None = None) -> list[Problem]:
+def load_problems(
+    path: Path, limit: int | None = None, levels: set[int] | None = None, skip: int = 0
+) -> list[Problem]:
+    """The selected problems in file order: those at the given levels, the first `skip`
+    of them left out (a held-out slice after the ones you tuned on), then `limit` at most."""
     if not path.is_file():
         raise InputError(f"no such data file: {path}")
     out: list[Problem] = []
@@ -55,6 +59,9 @@ def load_problems(path: Path, limit: int | None = None, levels: set[int] | None 
         except (json.JSONDecodeError, KeyError, TypeError):
             raise InputError(f"{path}:{i + 1}: not a JSON object with 'problem' and 'answer'") from None
         if levels and p.level not in levels:
+            continue
+        if skip > 0:
+            skip -= 1
             continue
         out.append(p)
         if limit and len(out) >= limit:

@@ -27,6 +27,7 @@ def eval_command(
     n: str = typer.Option("1,4,8", "--n", help="Comma-separated N values."),
     m: int = typer.Option(4, "--m"),
     limit: Optional[int] = typer.Option(None, "--limit", help="First K problems."),
+    skip: int = typer.Option(0, "--skip", min=0, help="Leave out the first K selected problems (a held-out slice)."),
     levels: Optional[str] = typer.Option(None, "--levels", help="Only these MATH levels, e.g. 1,2."),
     budget_per_sample: int = typer.Option(512, "--budget-per-sample", help="Token budget = this x N."),
     temperature: float = typer.Option(0.3, "--temperature", "-t"),
@@ -57,7 +58,7 @@ def eval_command(
         for k in ns:
             mm = min(m, k) if k % min(m, k) == 0 else 1
             validate(s, SearchParams(**{**base.__dict__, "n": k, "m": mm}))
-    problems = load_problems(data, limit, lv)
+    problems = load_problems(data, limit, lv, skip)
     with download_progress() as on_progress:
         solver = Solver(model, prm=prm, options=EngineOptions(n_threads=threads), on_progress=on_progress)
     out = out or Path("eval-out") / f"{data.stem}-{solver.model_path.stem}"
