@@ -124,6 +124,19 @@ def test_mcts_keeps_half_the_budget_to_finish_its_most_valuable_paths():
     assert grown >= 300 - 4 * gen.step_tokens  # the tree used its half
 
 
+def test_mcts_samples_a_leaf_it_rolls_out_twice():
+    # A budget of 4 steps: the tree stops after its first 2 children, and 8 roll-outs
+    # share 2 leaves. One greedy chain per leaf; the repeats are sampled, not copies.
+    gen = FakeGenerator(answers=("42",), depth=12)
+    search, _, _ = make(gen=gen, n=8, m=2, budget=4 * gen.step_tokens, max_steps=24)
+    seen = []
+    expand = gen.expand
+    gen.expand = lambda reqs, **kw: (seen.append([r.sampling.temperature for r in reqs]), expand(reqs, **kw))[1]
+    run_strategy("mcts", search)
+    assert len(seen) == 2 and len(seen[0]) == 2
+    assert seen[-1] == [0.0, 0.0] + [search.params.temperature] * 6
+
+
 def test_keep_thinking_says_wait_when_it_stops_too_early():
     search, gen, _ = make(min_think=40, max_waits=2)
     result = run_strategy("keep-thinking", search)

@@ -113,8 +113,10 @@ def _roll_out(search: Search, bounds: _Bounds) -> None:
     parents = [ranked[i % len(ranked)] for i in range(want)]
     # Greedy: the leaves bring the diversity, and for the default policy a greedy chain is
     # the best single one (GSM8K: CoT 80%, where one sample at temperature 0.3 is right 58%).
-    greedy = [search.params.sampling(i, ROLLOUT_TEMPERATURE) for i in range(want)]
-    paths = search.expand(parents, samplings=greedy, max_steps=search.params.max_steps, keep=False,
+    # A leaf rolled out again is sampled: a second greedy chain would repeat the first.
+    samplings = [search.params.sampling(i, ROLLOUT_TEMPERATURE if i < len(ranked) else None)
+                 for i in range(want)]
+    paths = search.expand(parents, samplings=samplings, max_steps=search.params.max_steps, keep=False,
                           max_total=max(1, search.budget_left // want))
     ends = [path[-1] for path in paths if path]
     for end, value in zip(ends, search.score(ends)):
