@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -15,7 +13,7 @@ def _isolated_user_dirs(tmp_path, monkeypatch):
     """Keep the user's own config and runs out of tests."""
     monkeypatch.setenv("TTS_CONFIG_DIR", str(tmp_path / "config"))
     monkeypatch.setenv("TTS_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv(f"TTS_HF_ENDPOINT", "http://127.0.0.1:9")  # never the real hub
+    monkeypatch.setenv("TTS_HF_ENDPOINT", "http://127.0.0.1:9")  # never the real hub
 
 
 @pytest.fixture(scope="session")

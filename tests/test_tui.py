@@ -6,7 +6,7 @@ import asyncio
 import time
 
 import pytest
-from textual.widgets import Input, Select, Static, TextArea, Tree
+from textual.widgets import Input, Static, Tree
 
 import snapshot
 from fakes import FakeRunner

@@ -9,7 +9,6 @@ the screen and the UI takes little from the search.
 from __future__ import annotations
 
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import asdict
