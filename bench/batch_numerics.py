@@ -9,6 +9,8 @@ ways. llama.cpp's batched matrix products sum in another order than its one-row 
 so logits differ a little; where the first-token distribution is flat, same-seed samples
 then start differently. What matters is whether the batched samples are worse, so the
 answers are scored against the gold one. (`--tokens 0` stops after the logits.)
+For scale it also prints how far one branch alone moves when the same weights are loaded
+without llama.cpp's CPU re-layout (another kernel, another summation order).
 """
 
 from __future__ import annotations
@@ -69,21 +71,27 @@ def main() -> int:
     ap.add_argument("--temperature", type=float, default=0.3)
     a = ap.parse_args()
     row = json.loads(a.data.read_text(encoding="utf-8").splitlines()[a.problem])
-    model = LlamaModel(resolve_model(a.model))
+    path = resolve_model(a.model)
+    model = LlamaModel(path)
     engine = BranchEngine(model, n_ctx=8192, n_seq_max=max(16, a.n + 2))
     root = LlamaGenerator(engine).root(row["problem"])
     stop = StopRule(delimiter=None, max_tokens=a.tokens, max_total=a.tokens)
 
-    def reqs(seeds: range) -> list[BranchRequest]:
-        return [BranchRequest(parent=root, stop=stop, keep_kv=False,
+    def reqs(seeds: range, parent=root) -> list[BranchRequest]:
+        return [BranchRequest(parent=parent, stop=stop, keep_kv=False,
                               sampling=SamplingParams(temperature=a.temperature, seed=s)) for s in seeds]
 
     seeds = range(1, a.n + 1)
     together = first_logits(engine, reqs(seeds))
     alone = first_logits(engine, reqs(range(1, 2)))[0]
-    print(f"{row['id']}: first-step logits, {a.n} branches together vs one alone: "
-          f"max |difference| {float(np.abs(together - alone).max()):.4f}")
-    print(f"  together: {top(model, together[0])}\n  alone:    {top(model, alone)}")
+    plain = LlamaModel(path, repack=False)
+    with BranchEngine(plain, n_ctx=2048, n_seq_max=2) as other:
+        alone_plain = first_logits(other, reqs(range(1, 2), LlamaGenerator(other).root(row["problem"])))[0]
+    print(f"{row['id']}: first-step logits, max |difference|: {a.n} branches together vs one alone "
+          f"{float(np.abs(together - alone).max()):.4f}; one alone, weights re-laid vs not "
+          f"{float(np.abs(alone_plain - alone).max()):.4f}")
+    print(f"  together:           {top(model, together[0])}\n  alone:              {top(model, alone)}"
+          f"\n  alone, not re-laid: {top(model, alone_plain)}")
     if a.tokens <= 0:
         return 0
     grade = MathAnswers()

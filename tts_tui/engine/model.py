@@ -17,7 +17,7 @@ Message = dict[str, str]
 class LlamaModel:
     """Owns a `llama_model*`; many BranchEngine contexts may share it."""
 
-    def __init__(self, path: Path | str, n_gpu_layers: int = -1) -> None:
+    def __init__(self, path: Path | str, n_gpu_layers: int = -1, repack: bool = True) -> None:
         path = Path(path)
         check_gguf(path)
         ensure_backend()
@@ -25,6 +25,9 @@ class LlamaModel:
         # -1 = every layer on the GPU where the build has one; a CPU build ignores it.
         params.n_gpu_layers = n_gpu_layers if L.llama_supports_gpu_offload() else 0
         self.n_gpu_layers = params.n_gpu_layers
+        # repack=False keeps llama.cpp from re-laying weights for its faster CPU kernels
+        # (bench/batch_numerics.py uses it to compare numerical paths).
+        params.use_extra_bufts = repack
         self.path = path
         self.ptr = L.llama_model_load_from_file(str(path).encode(), params)
         if not self.ptr:
