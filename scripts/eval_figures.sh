@@ -33,3 +33,5 @@ fi
 B=1024 step 10 gsm8k20-b1024 --data $G --strategy cot,majority,weighted,bracket --n 8
 # The next 20 GSM8K problems (never used for tuning): do the first 20's results hold?
 step 11 gsm8k-next20 --data $G --skip 20 --strategy cot,majority,weighted --n 8
+step 12 gsm8k-next20 --data $G --skip 20 --strategy auto --n 8 --m 4
+step 13 gsm8k-next20 --data $G --skip 20 --strategy dvts --n 8 --m 4
