@@ -1,6 +1,7 @@
 """Monte Carlo tree search over reasoning steps.
 
-Each iteration selects N/M leaves by UCT (a virtual loss spreads the picks), expands
+Each iteration selects N/M leaves by UCT on separate paths (a picked leaf's path is
+closed to the other picks of that round, which spreads them like a virtual loss), expands
 each M times by one sampled step (all in one batched call), evaluates the new steps
 with the verifier, and backs the values up. The tree may spend half the budget; the
 rest rolls the most valuable open leaves out to an answer, greedily and together, so a
