@@ -1,7 +1,8 @@
 """Monte Carlo tree search over reasoning steps.
 
-Each iteration selects N/M leaves by UCT on separate paths (a picked leaf's path is
-closed to the other picks of that round, which spreads them like a virtual loss), expands
+Each iteration selects N/M leaves by UCT, each under a different child of the root (a
+picked leaf's path is closed to that round's other picks, which spreads them the way a
+virtual loss would), expands
 each M times by one sampled step (all in one batched call), evaluates the new steps
 with the verifier, and backs the values up. The tree may spend half the budget; the
 rest rolls the most valuable open leaves out to an answer, greedily and together, so a
