@@ -11,7 +11,7 @@ step() {  # [B=tokens-per-sample] step NUMBER OUT ARGS...
   local k=$1 out=$2 budget=${B:-512}; shift 2
   if (( k < ${FIRST:-1} || k > ${LAST:-99} )); then return; fi
   echo "== step $k: tts eval $* --budget-per-sample $budget --out eval-out/$out" >&2
-  tts eval "$@" --limit ${LIMIT:-20} --budget-per-sample "$budget" --out "eval-out/$out" || echo "step $k failed" >&2
+  tts eval "$@" --limit 20 --budget-per-sample "$budget" --out "eval-out/$out" || echo "step $k failed" >&2
 }
 FIRST=${1:-1}; LAST=${2:-99}
 step 1 gsm8k20 --data $G --strategy cot --n 8

@@ -3,12 +3,12 @@
 Each iteration selects N/M leaves by UCT, each under a different child of the root (a
 picked leaf's path is closed to that round's other picks, which spreads them the way a
 virtual loss would), expands each M times by one sampled step (all in one batched
-call), evaluates the new steps with the verifier, and backs the values up. The tree may spend half the budget; the
-rest rolls the most valuable open leaves out to an answer, greedily and together, so a
-run always ends with finished paths to vote over (before this, GSM8K runs spent the
-whole budget widening the tree and answered from half-written paths: 30% against
-CoT's 80%). The answer: a vote over finished paths weighted by value; the chosen path
-is the most visited finished one in the winning group.
+call), evaluates the new steps with the verifier, and backs the values up. The tree may
+spend half the budget; the rest rolls the most valuable open leaves out to an answer,
+greedily and together, so a run always ends with finished paths to vote over (before
+this, GSM8K runs spent the whole budget widening the tree and answered from
+half-written paths: 30% against CoT's 80%). The answer: a vote over finished paths
+weighted by value; the chosen path is the most visited finished one in the winning group.
 """
 
 from __future__ import annotations
