@@ -19,12 +19,18 @@ class FakeGenerator:
 
     Each step costs `step_tokens` tokens; the budget and a branch's `max_total` are
     honoured like the engine does. Branches in `loops` never finish ("0.000...").
+    Branches in `chatter` write their answer mid-solution and then go on writing code
+    (as Qwen-Coder does) until their steps or share run out, unless the request's stop
+    rule ends them at the answer, as the engine does.
     """
 
     def __init__(self, answers=("42", "42", "41", "42", "7"), depth: int = 3, step_tokens: int = 5,
-                 loops: frozenset[int] = frozenset()) -> None:
+                 loops: frozenset[int] = frozenset(), chatter: frozenset[int] = frozenset(),
+                 stops_at_answer: bool = True) -> None:
         self.answers = list(answers)
+        self.stops_at_answer = stops_at_answer  # False: an engine that writes on past an answer
         self.loops = loops
+        self.chatter = chatter
         self.depth = depth
         self.step_tokens = step_tokens
         self.calls: list[int] = []  # batch size of every expand call
@@ -37,7 +43,7 @@ class FakeGenerator:
     def follow_up(self, text: str) -> str:
         return f"[turn] {text}\n\n"
 
-    def _step(self, i: int, parent: FakeState, prefix: str) -> StepResult:
+    def _step(self, i: int, parent: FakeState, prefix: str, answer_stop: bool = False) -> StepResult:
         new_turn = prefix.startswith("[turn]")  # a revision samples afresh, like a new branch
         branch = parent.branch if parent.branch >= 0 and not new_turn else self.counter
         if parent.branch < 0 or new_turn:
@@ -47,9 +53,16 @@ class FakeGenerator:
         depth = parent.depth + 1
         ans = self.answers[branch % len(self.answers)]
         last = depth >= self.depth and branch not in self.loops
-        text = f"The answer is \\boxed{{{ans}}}." if last else f"Step {depth} of branch {branch}.\n\n"
         toks = list(range(self.step_tokens))
         lps = [-0.1 * (1 + branch % 3)] * self.step_tokens
+        if branch in self.chatter and depth >= self.depth:
+            if depth == self.depth:
+                text = f"So the answer is \\boxed{{{ans}}}" + ("" if answer_stop else ".\n\n")
+                finish = "stop" if answer_stop else "delimiter"
+            else:
+                text, finish = "```python\nprint(x)\n```\n\n", "delimiter"
+            return StepResult(i, text, toks, lps, finish, FakeState(depth, branch), forced=prefix)
+        text = f"The answer is \\boxed{{{ans}}}." if last else f"Step {depth} of branch {branch}.\n\n"
         return StepResult(i, text, toks, lps, "eos" if last else "delimiter", FakeState(depth, branch), forced=prefix)
 
     def expand(self, requests, *, budget, should_stop, on_step):
@@ -66,21 +79,24 @@ class FakeGenerator:
                 if should_stop():
                     continue
                 if spent + self.step_tokens > budget:
-                    res = StepResult(i, "", [], [], "budget", states[i])
+                    res = StepResult(i, "", [], [], "budget", states[i], ended=True)
                     out[i].append(res)
                     on_step(res)
                     continue
-                res = self._step(i, states[i], requests[i].prefix if not out[i] else "")
+                res = self._step(i, states[i], requests[i].prefix if not out[i] else "",
+                                 requests[i].stop.answer_stop and self.stops_at_answer)
                 spent += len(res.tokens)
                 used[i] += len(res.tokens)
                 cap = requests[i].stop.max_total
                 if cap is not None and used[i] >= cap and res.finish == "delimiter":
                     res.finish = "length"  # the branch's share is spent
+                steps_done[i] += 1
+                goes_on = res.finish == "delimiter" and steps_done[i] < requests[i].stop.max_steps
+                res.ended = not goes_on
                 states[i] = res.handle
                 out[i].append(res)
                 on_step(res)
-                steps_done[i] += 1
-                if res.finish == "delimiter" and steps_done[i] < requests[i].stop.max_steps:
+                if goes_on:
                     nxt.append(i)
             live = nxt
         return out
@@ -118,12 +134,12 @@ class SlowFakeGenerator(FakeGenerator):
         super().__init__(**kw)
         self.delay = delay
 
-    def _step(self, i, parent, prefix):
+    def _step(self, i, parent, prefix, answer_stop=False):
         import time
 
         if self.delay:
             time.sleep(self.delay)
-        return super()._step(i, parent, prefix)
+        return super()._step(i, parent, prefix, answer_stop)
 
 
 class FakeRunner:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import llama_cpp as L
@@ -27,7 +27,7 @@ import numpy as np
 
 from tts_tui.engine.backend import default_threads
 from tts_tui.engine.model import LlamaModel
-from tts_tui.engine.sampling import SamplingParams, StopRule
+from tts_tui.engine.sampling import SamplingParams, StopRule, answer_complete
 from tts_tui.errors import ContextOverflowError, ModelError
 
 FINISH_DELIMITER = "delimiter"  # the step ended at the step delimiter; the branch can go on
@@ -104,6 +104,7 @@ class StepOutput:
     handle: Handle
     forced: str = ""  # text of the request's forced prefix (first step only)
     seconds: float = 0.0
+    ended: bool = False  # the branch ends with this step (whatever the finish says)
 
     @property
     def done(self) -> bool:
@@ -323,7 +324,8 @@ class BranchEngine:
                     self.stats.rehydrated_tokens += self._ensure_kv(r.parent)
                     self._busy.add(r.parent.seq)  # type: ignore[arg-type]
                     parents.append(r.parent)
-            branches = [self._start(i, r) for i, r in enumerate(requests)]
+            for i, r in enumerate(requests):  # appended one by one: a failed start frees the others
+                branches.append(self._start(i, r, on_step))
             for p in parents:
                 self._busy.discard(p.seq)  # type: ignore[arg-type]
             parents = []
@@ -360,7 +362,7 @@ class BranchEngine:
                     self._free_branch_seq(b)
         return [b.steps for b in branches]
 
-    def _start(self, index: int, req: BranchRequest) -> _Branch:
+    def _start(self, index: int, req: BranchRequest, on_step=None) -> _Branch:
         parent = req.parent
         parent.last_used = time.monotonic()
         seq = self._alloc_from(parent)
@@ -379,8 +381,10 @@ class BranchEngine:
         )
         b.forced_text = self.model.detokenize(list(req.prefix)) if req.prefix else ""
         if len(b.path) + 1 > self.n_ctx:
-            b.live = False
-            self._emit(b, FINISH_CONTEXT, None)
+            # No room for one token: end it like any other branch (its sequence freed,
+            # the caller told), never left holding KV cells nobody owns.
+            b.req = replace(req, keep_kv=False)
+            self._finish(b, FINISH_CONTEXT, on_step)
         return b
 
     def _ensure_kv(self, handle: Handle) -> int:
@@ -470,6 +474,8 @@ class BranchEngine:
         tail = bytes(br.step_bytes[-(len(piece) + 16):]).decode("utf-8", "ignore")
         if rule.stop and any(s in tail for s in rule.stop):
             self._finish(br, FINISH_STOP, on_step)
+        elif rule.answer_stop and (b"}" in piece or b"\n" in piece) and answer_complete(self._step_text(br)):
+            self._finish(br, FINISH_STOP, on_step)
         elif rule.max_total is not None and br.generated >= rule.max_total:
             self._finish(br, FINISH_LENGTH, on_step)
         elif rule.delimiter and rule.delimiter in tail and br.step_bytes.strip():
@@ -481,13 +487,21 @@ class BranchEngine:
         elif br.pos + len(br.queue) >= self.n_ctx:
             self._finish(br, FINISH_CONTEXT, on_step)
 
+    @staticmethod
+    def _step_text(br: _Branch) -> str:
+        """The step's text so far, with the forced prefix on a branch's first step
+        ("Final Answer: \\boxed{" forced, "18}" sampled, completes an answer)."""
+        text = bytes(br.step_bytes).decode("utf-8", "ignore")
+        return br.forced_text + text if not br.steps else text
+
     def _step_boundary(self, br: _Branch, on_step, reason: str = FINISH_DELIMITER) -> None:
         if len(br.steps) + 1 >= br.req.stop.max_steps:
             self._finish(br, reason, on_step)
             return
         self._emit(br, reason, on_step)  # a step ends; the branch goes on
 
-    def _emit(self, br: _Branch, finish: str, on_step, handle: Handle | None = None) -> StepOutput:
+    def _emit(self, br: _Branch, finish: str, on_step, handle: Handle | None = None,
+              ended: bool = False) -> StepOutput:
         handle = handle or Handle(tuple(br.path), None, finished=finish in DONE_REASONS)
         out = StepOutput(
             request=br.req_index,
@@ -498,6 +512,7 @@ class BranchEngine:
             handle=handle,
             forced=br.forced_text if not br.steps else "",
             seconds=time.monotonic() - br.started,
+            ended=ended,
         )
         br.steps.append(out)
         br.step_tokens, br.step_logprobs, br.step_bytes = [], [], bytearray()
@@ -513,15 +528,15 @@ class BranchEngine:
         handle = Handle(tuple(br.path), None, finished=finish in DONE_REASONS)
         if uncache_last:
             L.llama_memory_seq_rm(self.mem, br.seq, len(br.path) - 1, -1)
-        elif br.queue and br.pos + len(br.queue) - 1 != len(br.path) - 1:
-            keep = False  # queued tokens were never decoded: the KV does not match the path
+        elif len(br.queue) != 1:
+            keep = False  # more than the pending token is undecoded: the KV does not cover the path
         if keep:
             handle.seq = br.seq
             self._cached[br.seq] = handle
         else:
             self._free_seq(br.seq)
         br.seq = -1
-        self._emit(br, finish, on_step, handle)
+        self._emit(br, finish, on_step, handle, ended=True)
 
     def _finish_all(self, live: list[_Branch], finish: str, on_step) -> None:
         for br in live:

@@ -42,6 +42,7 @@ class StepResult:
     handle: Any
     forced: str = ""
     seconds: float = 0.0
+    ended: bool = False  # the branch ends with this step
 
     @property
     def done(self) -> bool:

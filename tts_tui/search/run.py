@@ -87,9 +87,10 @@ class Search:
         return self.cancel.is_set() or self.budget_left <= 0
 
     # -- growing the tree --------------------------------------------------------------
-    def stop_rule(self, max_steps: int = 1, delimiter: str | None = "\n\n", max_total: int | None = None) -> StopRule:
+    def stop_rule(self, max_steps: int = 1, delimiter: str | None = "\n\n", max_total: int | None = None,
+                  answer_stop: bool = True) -> StopRule:
         return StopRule(delimiter=delimiter, max_tokens=self.params.step_tokens, max_steps=max_steps,
-                        max_total=max_total)
+                        max_total=max_total, answer_stop=answer_stop)
 
     def expand(
         self,
@@ -104,6 +105,7 @@ class Search:
         template: bool = False,
         scoped: bool = False,
         max_total: int | None = None,
+        answer_stop: bool = True,
     ) -> list[list[Node]]:
         """Grow one branch from each parent (repeat a parent for several children),
         all in one batched engine call; nodes appear (and are announced) step by step.
@@ -113,12 +115,13 @@ class Search:
         the parent's). With `states` or `scoped`, an answer is read from the new
         branch's own text alone, not its forced prefix (a revision asked as a new turn).
         `template` marks the prefixes as chat-template text. `max_total` caps the tokens
-        of each branch (a sample's share of the budget).
+        of each branch (a sample's share of the budget). A branch ends as soon as its final
+        answer is complete unless `answer_stop` is off (to write on past an answer).
         """
         if not parents or self.stopped:
             return [[] for _ in parents]
         reqs = []
-        rule = self.stop_rule(max_steps, max_total=max_total)  # one frozen rule serves every branch
+        rule = self.stop_rule(max_steps, max_total=max_total, answer_stop=answer_stop)  # one frozen rule serves every branch
         for i, p in enumerate(parents):
             sampling = samplings[i] if samplings else self.params.sampling(self._seed_counter())
             state = states[i] if states and states[i] is not None else p.state
@@ -157,13 +160,18 @@ class Search:
             text = self.tree.path_text(node)
         else:
             text = "".join(n.text for n in scope) + node.text
-        answer = self.answers.extract(text)
-        if out.done or (answer is not None and _has_final_marker(out.text)):
+        ended = getattr(out, "ended", False) or out.finish in ("budget", "cancelled", "context")
+        if out.done:
             node.status = FINISHED
-            node.answer = answer
-        elif out.finish in ("budget", "cancelled", "context"):
-            node.status = PRUNED if answer is None else FINISHED
-            node.answer = answer
+            node.answer = self.answers.extract(text)
+        elif _has_final_marker(out.text if not ended else text):
+            # A marked answer in this step finishes it; a branch that ends for any other
+            # reason (its share, its last step, the budget) keeps the answer its path gave.
+            node.answer = self.answers.extract(text)
+            if node.answer is not None:
+                node.status = FINISHED
+        if ended and node.status == LIVE and out.finish in ("budget", "cancelled", "context"):
+            node.status = PRUNED  # cut off unanswered
         self.emit(ev.node_added(node))
         return node
 

@@ -1,0 +1,87 @@
+"""Issue 15 part 1: a sample that answered is counted, and no token is spent after it."""
+
+from __future__ import annotations
+
+import pytest
+
+from fakes import FakeGenerator, FakeScorer
+from tts_tui.engine.sampling import answer_complete
+from tts_tui.search.protocol import SearchParams
+from tts_tui.search.run import Search
+from tts_tui.search.strategies import run_strategy
+from tts_tui.search.strategies.sampling import sample_full
+from tts_tui.search.tree import FINISHED
+from tts_tui.verify.answers import MathAnswers
+
+ALL = frozenset(range(64))
+
+
+def make(gen, **kw):
+    params = SearchParams(**{"n": 5, "budget": 10_000, "max_steps": 8, **kw})
+    return Search(gen, "What is 6*7?", params, MathAnswers(), FakeScorer())
+
+
+@pytest.mark.parametrize("strategy", ["majority", "weighted", "best-of-n", "bracket", "auto"])
+def test_a_sample_that_wrote_on_after_its_answer_still_votes(strategy):
+    # An engine that writes code after "\boxed{42}" until max_steps: the leaf is a code
+    # step, but the sample answered, so it must be counted.
+    gen = FakeGenerator(answers=("42", "42", "41", "42", "7"), depth=2, chatter=ALL, stops_at_answer=False)
+    search = make(gen)
+    result = run_strategy(strategy, search)
+    assert result.answer == "42"
+    counted = sum(g.count for g in result.groups)
+    assert counted >= 4, result.groups  # auto may stop at its 4 probes; the others count all 5
+
+
+def test_every_ended_leaf_carries_its_paths_answer():
+    gen = FakeGenerator(answers=("42", "41"), depth=2, chatter=ALL, stops_at_answer=False)
+    search = make(gen, n=4)
+    leaves = sample_full(search, 4)
+    assert [n.answer for n in leaves] == ["42", "41", "42", "41"]
+    assert all(n.status == FINISHED for n in leaves)
+    assert all(n.finish == "delimiter" and "```" in n.text for n in leaves)  # really a code step
+
+
+def test_a_leaf_cut_by_its_share_after_answering_carries_the_answer():
+    gen = FakeGenerator(answers=("42",), depth=2, step_tokens=5, chatter=ALL, stops_at_answer=False)
+    search = make(gen, n=2, budget=40)  # share 20 tokens: the answer at 10, cut at 20
+    leaves = sample_full(search, 2)
+    assert [n.finish for n in leaves] == ["length", "length"]
+    assert [n.answer for n in leaves] == ["42", "42"]
+
+
+def test_samples_ask_the_engine_to_stop_at_the_answer_and_spend_nothing_after():
+    on = FakeGenerator(answers=("42",), depth=2, chatter=ALL)
+    off = FakeGenerator(answers=("42",), depth=2, chatter=ALL, stops_at_answer=False)
+    s_on, s_off = make(on, n=3), make(off, n=3)
+    leaves = sample_full(s_on, 3)
+    sample_full(s_off, 3)
+    assert all(n.finish == "stop" and n.answer == "42" for n in leaves)
+    assert s_on.spent == 3 * 2 * on.step_tokens  # two steps each, nothing after the answer
+    assert s_off.spent > s_on.spent
+
+
+def test_a_sample_cut_unanswered_has_no_answer_and_is_not_guessed_from_a_number():
+    gen = FakeGenerator(answers=("42",), depth=50, step_tokens=5)  # never reaches its answer
+    search = make(gen, n=2, budget=60)
+    leaves = sample_full(search, 2)
+    assert all(n.answer is None for n in leaves)  # "Step 6 of branch 0." is not an answer
+
+
+@pytest.mark.parametrize("text, done", [
+    ("so the total is \\boxed{18", False),
+    ("so the total is \\boxed{18}", True),
+    ("\\boxed{\\frac{1}{3}", False),
+    ("\\boxed{\\frac{1}{3}}", True),
+    ("within \\boxed{}", False),
+    ("**Final Answer:**\n", False),  # the formula follows on the next lines
+    ("**Final Answer:** 18\n", True),
+    ("Final Answer: 18", False),  # the line has not ended
+    ("Final Answer: 18\n", True),
+    ("The final answer is: 7\n", True),
+    ("To get the final answer, we add:\n", False),
+    ("Final Answer: \\[\n", False),
+    ("\\boxed{1} first, then \\boxed{2", False),
+])
+def test_answer_complete(text, done):
+    assert answer_complete(text) is done
