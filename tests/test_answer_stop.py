@@ -85,3 +85,25 @@ def test_a_sample_cut_unanswered_has_no_answer_and_is_not_guessed_from_a_number(
 ])
 def test_answer_complete(text, done):
     assert answer_complete(text) is done
+
+
+@pytest.mark.model
+def test_the_engine_ends_a_branch_when_its_boxed_answer_closes(engine, tiny_model):
+    from tts_tui.engine import BranchRequest, SamplingParams, StopRule
+
+    toks = tiny_model.chat_tokens([{"role": "user", "content": "What is 2 + 3? Explain your answer in three sentences."}])
+    root = engine.prefill(toks)
+    prefix = tuple(tiny_model.tokenize("We get \\boxed{", add_special=False, parse_special=False))
+    greedy = SamplingParams(temperature=0.0)
+
+    def run(answer_stop: bool):
+        rule = StopRule(delimiter=None, max_tokens=32, answer_stop=answer_stop)
+        return engine.generate([BranchRequest(root, greedy, rule, prefix=prefix, keep_kv=False)])[0][-1]
+
+    free = engine.free_sequences
+    on, off = run(True), run(False)
+    assert "}" in off.text and len(off.tokens) > len(on.tokens)  # the model writes on after the box
+    assert on.finish == "stop" and on.ended
+    assert on.text.rstrip().endswith("}") and off.text.startswith(on.text)  # same tokens, cut at the answer
+    assert answer_complete(on.forced + on.text)
+    assert engine.free_sequences == free  # both branches gave their sequences back
