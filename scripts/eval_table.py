@@ -7,6 +7,12 @@ process running) pull the mean up. For revise rows it adds what the chains did; 
 weighted row, how well the sample scores tell right answers from wrong ones (AUROC); for
 every row but CoT's, how it does against CoT on the same problems (CoT rows from its own
 log, else from the others), and which problems it gains or loses.
+
+Mean tokens are generated tokens; mean prefill counts the tokens decoded but not generated
+(the prompt, self-judge questions, bracket judge prompts, a PRM's inputs, forced text),
+"-" for rows logged before it was recorded. A failed row (the run raised) counts as wrong
+and is counted in its own column. "from N=8" marks a row read from a larger run; "N=8*"
+from DVTS subtrees that shared that run's budget.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from tts_tui.evaluate import chain_flips, read_rows, summarize, verifier_auroc, versus
+from tts_tui.evaluate import DERIVED_NOTE, chain_flips, read_rows, summarize, verifier_auroc, versus
 
 
 def chain_stats(rows: list[dict]) -> str:
@@ -50,14 +56,21 @@ def cot_note(rows: list[dict], cot: list[dict]) -> str:
 def main(paths: list[str]) -> None:
     logs = {p: read_rows(Path(p)) for p in paths}
     any_cot = [r for rows in logs.values() for r in rows if r["strategy"] == "cot"]
-    print("| strategy | N | problems | accuracy | mean tokens | median s | log | notes |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| strategy | N | problems | accuracy | failed | mean tokens | mean prefill | median s | from | log "
+          "| notes |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    derived = False
     for p, rows in logs.items():
         cot = [r for r in rows if r["strategy"] == "cot"] or any_cot
         for t in summarize(rows):
             mine = [r for r in rows if (r["strategy"], r["n"]) == (t["strategy"], t["n"])]
-            print(f"| {t['strategy']} | {t['n']} | {t['problems']} | {t['accuracy']:.1%} | {t['mean_tokens']:.0f} "
-                  f"| {t['median_seconds']:.0f} | {Path(p).parent.name} | {notes(mine, cot)} |")
+            prefill = "-" if t["mean_prefill"] is None else f"{t['mean_prefill']:.0f}"
+            derived = derived or "*" in t["derived_from"]
+            print(f"| {t['strategy']} | {t['n']} | {t['problems']} | {t['accuracy']:.1%} | {t['failed']} "
+                  f"| {t['mean_tokens']:.0f} | {prefill} | {t['median_seconds']:.0f} | {t['derived_from']} "
+                  f"| {Path(p).parent.name} | {notes(mine, cot)} |")
+    if derived:
+        print(f"\n{DERIVED_NOTE}")
 
 
 if __name__ == "__main__":

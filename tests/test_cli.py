@@ -82,3 +82,84 @@ def test_doctor_reports_backend():
     proc = tts("doctor")
     assert proc.returncode == 0
     assert "gpu offload:" in proc.stdout and "threads:" in proc.stdout
+
+
+# -- issue 15 ---------------------------------------------------------------------------------
+def console_script() -> str:
+    """The installed `tts` entry point (pip install -e . puts it beside the interpreter)."""
+    import shutil
+    import sysconfig
+    from pathlib import Path
+
+    for folder in (Path(sys.executable).parent, Path(sysconfig.get_path("scripts"))):
+        if (folder / "tts").is_file():
+            return str(folder / "tts")
+    found = shutil.which("tts")
+    assert found, "the tts console script is not installed (pip install -e .)"
+    return found
+
+
+@pytest.mark.parametrize("args,match", [
+    (["solve", "--bogus"], "No such option: --bogus"),
+    (["--model", "x"], "No such option: --model"),
+    (["eval", "--budget", "5"], "No such option: --budget"),
+    (["solve", "--n", "many", "1+1?"], "--n"),
+])
+def test_usage_errors_of_the_console_script_are_one_line(args, match):
+    proc = subprocess.run([console_script(), *args], capture_output=True, text=True, timeout=120)
+    assert_one_line_error(proc, match=match)
+
+
+def test_usage_errors_need_no_click_installed():
+    """typer >= 0.22 vendors click and does not install it: the error path must not import it."""
+    import importlib.util
+
+    if importlib.util.find_spec("typer._click") is None:
+        pytest.skip("this typer runs on click itself")
+    code = ("import sys; sys.modules['click'] = None; sys.argv = ['tts', 'solve', '--bogus']; "
+            "from tts_tui.cli.app import main; main()")
+    assert_one_line_error(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120),
+                          match="--bogus")
+
+
+def test_run_file_names_are_the_same_in_every_process(tmp_path):
+    code = ("import sys; from pathlib import Path; from tts_tui.runlog import save_run; "
+            "rec = {'created': '2025-01-02T03:04:05', 'problem': 'What is 2 + 3?', 'settings': {'strategy': 'cot'}}; "
+            "print(save_run(rec, Path(sys.argv[1])).name)")
+    names = set()
+    for seed in ("1", "2", "3"):
+        env = {**__import__("os").environ, "PYTHONHASHSEED": seed}
+        proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / seed)], capture_output=True, text=True,
+                              env=env, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        names.add(proc.stdout.strip())
+    assert len(names) == 1, names
+
+
+def test_eval_with_an_m_that_does_not_divide_n_is_bad_input(tmp_path):
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"id": "q0", "problem": "What is 2 + 3?", "answer": "5"}) + "\n")
+    proc = tts("eval", "--data", str(data), "--strategy", "beam", "--n", "4,6", "--m", "4", "--model", "tiny",
+               "--budget-per-sample", "16", "--out", str(tmp_path / "out"))
+    assert_one_line_error(proc, match="beam at N=6: M (4) must divide N")
+
+
+@pytest.mark.model
+def test_eval_refuses_a_resume_with_other_settings(tmp_path, tiny_path):
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"id": "q0", "problem": "What is 2 + 3?", "answer": "5"}) + "\n")
+    out = tmp_path / "out"
+    args = ["eval", "--data", str(data), "--strategy", "cot", "--n", "1", "--model", "tiny",
+            "--budget-per-sample", "16", "--out", str(out)]
+    first = tts(*args)
+    assert first.returncode == 0, first.stderr
+    (row,) = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    doc = json.loads((out / "settings.json").read_text())
+    assert row["settings_digest"] == doc["current"] and row["code"].startswith("0.")
+    settings = doc["settings"][doc["current"]]["settings"]
+    assert settings["model"] == "smollm2-135m-instruct-q4_1" and settings["temperature"] == 0.3
+    assert row["prefill_tokens"] > 0 and row["tokens"] <= 16  # the prompt is prefill, not generated
+    assert_one_line_error(tts(*args, "--temperature", "0.7"), match="temperature: 0.3 -> 0.7")
+    again = tts(*args, "--temperature", "0.7", "--allow-settings-change")
+    assert again.returncode == 0, again.stderr
+    assert len((out / "log.jsonl").read_text().splitlines()) == 1  # its row kept, nothing rerun

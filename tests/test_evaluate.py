@@ -145,3 +145,145 @@ def test_load_problems_skips_a_tuned_slice_after_the_level_filter(tmp_path):
     held_out = load_problems(data, limit=2, levels={1}, skip=2)
     assert [p.id for p in held_out] == ["q4", "q6"]  # level 1 is q0, q2, q4, q6, q8
     assert [p.id for p in load_problems(data, skip=8)] == ["q8", "q9"]
+
+
+# -- issue 15: figures that carry their settings; failed problems; honest compute ---------------
+SETTINGS = {"model": "tiny", "model_sha256": "ab" * 32, "temperature": 0.3, "budget_per_sample": 512, "m": 4,
+            "verifier": "confidence", "auto_table": "t1"}
+
+
+def test_a_resume_with_other_settings_is_refused_naming_what_differs(tmp_path):
+    import pytest
+
+    from tts_tui.evaluate import SettingsMismatch, open_settings
+
+    first = open_settings(tmp_path, SETTINGS, ["cot"])
+    assert open_settings(tmp_path, dict(SETTINGS), ["cot"]) == first  # the same settings resume
+    other = {**SETTINGS, "temperature": 0.7, "budget_per_sample": 1024}
+    with pytest.raises(SettingsMismatch) as err:
+        open_settings(tmp_path, other, ["cot"])
+    msg = str(err.value)
+    assert "\n" not in msg and "temperature: 0.3 -> 0.7" in msg and "budget_per_sample: 512 -> 1024" in msg
+    assert "--allow-settings-change" in msg and "model" not in msg.split("(")[1].split(")")[0]
+    second = open_settings(tmp_path, other, ["cot"], allow_change=True, code="0.1.0+gabc")
+    doc = json.loads((tmp_path / "settings.json").read_text())
+    assert doc["current"] == second != first
+    assert doc["settings"][first]["settings"] == SETTINGS and doc["settings"][second]["code"] == "0.1.0+gabc"
+
+
+def test_the_auto_table_is_compared_only_when_auto_runs(tmp_path):
+    import pytest
+
+    from tts_tui.evaluate import SettingsMismatch, open_settings
+
+    open_settings(tmp_path, SETTINGS, ["cot", "majority"])
+    refitted = {**SETTINGS, "auto_table": "t2"}
+    open_settings(tmp_path, refitted, ["cot"])  # a refitted table does not lock a directory without auto
+    with pytest.raises(SettingsMismatch, match="auto_table"):
+        open_settings(tmp_path, SETTINGS, ["auto"])
+
+
+def test_a_directory_from_before_settings_takes_them_with_a_note(tmp_path):
+    from tts_tui.evaluate import open_settings
+
+    (tmp_path / "log.jsonl").write_text(json.dumps({"key": "cot|1|p0", "id": "p0", "strategy": "cot", "n": 1,
+                                                    "correct": True, "tokens": 10, "seconds": 1.0}) + "\n")
+    notes = []
+    digest = open_settings(tmp_path, SETTINGS, ["cot"], note=notes.append)
+    assert len(notes) == 1 and "1 rows from before settings" in notes[0]
+    assert json.loads((tmp_path / "settings.json").read_text())["current"] == digest
+
+
+def test_every_row_records_the_settings_digest_and_code(tmp_path):
+    stamp = {"settings_digest": "0123456789ab", "code": "0.1.0+gdeadbeef"}
+    rows = run_eval(PROBLEMS[:1], ["cot", "majority"], [2], SearchParams(m=2), solver([]), tmp_path, 64, stamp=stamp)
+    assert len(rows) == 2 and all(r["settings_digest"] == "0123456789ab" and r["code"] == stamp["code"] for r in rows)
+
+
+def test_an_m_that_does_not_divide_n_is_an_error_before_anything_runs(tmp_path):
+    import pytest
+
+    from tts_tui.errors import InputError
+
+    calls = []
+    with pytest.raises(InputError, match="beam at N=6: M \\(4\\) must divide N"):
+        run_eval(PROBLEMS, ["cot", "beam"], [4, 6], SearchParams(m=4), solver(calls), tmp_path, 64)
+    with pytest.raises(InputError, match="dvts at N=2"):  # M larger than N was clamped silently too
+        run_eval(PROBLEMS, ["dvts"], [2, 8], SearchParams(m=4), solver(calls), tmp_path, 64)
+    assert calls == [] and not (tmp_path / "log.jsonl").exists()
+
+
+def test_a_failing_problem_is_a_failed_row_and_the_run_goes_on(tmp_path):
+    from tts_tui.errors import ModelError
+
+    calls = []
+    ok = solver(calls)
+    broken = {"p1"}
+
+    def solve(problem, strategy, params):
+        if problem == "problem 1" and "p1" in broken:
+            calls.append((strategy, params.n))
+            raise ModelError("the KV cache is full (8192 tokens): lower N or the budget")
+        return ok(problem, strategy, params)
+
+    rows = run_eval(PROBLEMS, ["cot", "majority"], [2], SearchParams(m=2), solve, tmp_path, 64)
+    assert len(rows) == 3 * 2  # the problem after the failure ran
+    failed = [r for r in rows if r.get("failed")]
+    assert {(r["id"], r["strategy"]) for r in failed} == {("p1", "cot"), ("p1", "majority")}
+    assert all(r["failed"].startswith("ModelError: the KV cache is full") and r["correct"] is False for r in failed)
+    (cot,) = [t for t in summarize(rows) if t["strategy"] == "cot"]
+    assert (cot["problems"], cot["failed"], round(cot["accuracy"], 3)) == (3, 1, 0.667)  # counted wrong
+    assert "failed" in format_table(summarize(rows))
+    calls.clear()
+    run_eval(PROBLEMS, ["cot", "majority"], [2], SearchParams(m=2), solve, tmp_path, 64)
+    assert calls == []  # a resume does not redo a failure: the same settings fail the same way
+    broken.clear()  # fixed
+    rows = run_eval(PROBLEMS, ["cot", "majority"], [2], SearchParams(m=2), solve, tmp_path, 64, retry_failed=True)
+    assert calls == [("cot", 1), ("weighted", 2)]
+    assert len(rows) == 6 and not any(r.get("failed") for r in rows)  # the retry's rows replace the failed ones
+    assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 8  # the log keeps the history
+
+
+def test_rows_count_prefill_tokens_apart_from_generated_ones(tmp_path):
+    """The token column is what was generated; prompts, judge and verifier inputs are a
+    second column, so a strategy that pays a judge does not look cheaper than it is."""
+    counter = {"generated": 0, "prefill": 0}
+    inner = solver([])
+
+    def solve(problem, strategy, params):
+        result, search = inner(problem, strategy, params)
+        judge = 30 if strategy == "bracket" else 0
+        result.stats["judge_prompt_tokens"] = judge
+        counter["generated"] += result.tokens
+        counter["prefill"] += 50 + judge  # the problem's prompt, and the judge's prompts
+        return result, search
+
+    rows = run_eval(PROBLEMS[:1], ["cot", "majority", "bracket"], [4], SearchParams(m=2), solve, tmp_path, 64,
+                    meter=lambda: dict(counter))
+    by = {r["strategy"]: r for r in rows}
+    assert by["cot"]["prefill_tokens"] == 50
+    assert by["bracket"]["prefill_tokens"] == 80
+    assert by["majority"]["prefill_tokens"] == 50  # the votes read the samples without the judge
+    table = summarize(rows)
+    assert {t["strategy"]: t["mean_prefill"] for t in table} == {"bracket": 80, "cot": 50, "majority": 50}
+    assert "prefill" in format_table(table).splitlines()[0]
+
+
+def test_old_rows_without_the_new_fields_still_make_a_table(tmp_path):
+    old = [{"key": f"cot|1|p{i}", "id": f"p{i}", "strategy": "cot", "n": 1, "gold": "1", "answer": "1",
+            "correct": True, "tokens": 100, "seconds": 2.0} for i in range(2)]
+    (tmp_path / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in old))
+    (t,) = summarize(read_rows(tmp_path / "log.jsonl"))
+    assert t["mean_prefill"] is None and t["failed"] == 0
+    line = format_table([t]).splitlines()[1].split()
+    assert line[:7] == ["cot", "1", "2", "100.0%", "0", "100", "-"]
+
+
+def test_dvts_rows_read_from_a_larger_run_are_marked_as_derived(tmp_path):
+    rows = run_eval(PROBLEMS, ["dvts", "majority"], [2, 4], SearchParams(m=2, max_steps=6), solver([]), tmp_path, 64)
+    table = {(t["strategy"], t["n"]): t for t in summarize(rows)}
+    assert table[("dvts", 2)]["derived_from"] == "N=4*"  # its subtrees shared the N=4 run's budget
+    assert table[("dvts", 4)]["derived_from"] == ""
+    assert table[("majority", 2)]["derived_from"] == "N=4"  # independent samples: the same as a run
+    text = format_table(list(table.values()))
+    assert "N=4*" in text and "shared its budget" in text

@@ -9,12 +9,20 @@ run at the largest N gives every smaller N that M divides from its first N'/M su
 Bracket draws the same N samples (same seeds) before its tournament, so when both are
 asked for, the bracket run at the largest N carries the sample-based ones: they are
 compared on the very same candidates, and the generation is paid once.
+
+Figures carry their settings: the output directory holds `settings.json` (every setting
+that changes results, keyed by a short digest), a resume with other settings is refused,
+and every row records the digest and the code version that produced it. A problem whose
+run raises is logged as a failed row (counted wrong) and the evaluation goes on.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import statistics
+import subprocess
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -22,8 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tts_tui.atomic import append_line, write_text
-from tts_tui.errors import InputError
+from tts_tui.atomic import append_line, write_json, write_text
+from tts_tui.errors import CancelledError, InputError
 from tts_tui.search.protocol import SearchParams
 from tts_tui.search.tree import CHOSEN, FINISHED
 from tts_tui.search.votes import group_answers
@@ -71,15 +79,140 @@ def load_problems(
     return out
 
 
-def done_keys(log: Path) -> set[str]:
-    keys: set[str] = set()
+def done_keys(log: Path, retry_failed: bool = False) -> set[str]:
+    """Keys a resume skips: every logged row, except failed ones when `retry_failed`
+    (a later row for the same key replaces an earlier one, so a retry's row wins)."""
+    last: dict[str, bool] = {}
     if log.is_file():
         for line in log.read_text(encoding="utf-8").splitlines():
             try:
-                keys.add(json.loads(line)["key"])
-            except (json.JSONDecodeError, KeyError):
+                row = json.loads(line)
+                last[row["key"]] = bool(row.get("failed"))
+            except (json.JSONDecodeError, KeyError, TypeError):
                 continue  # a line cut by a kill: that problem is redone
-    return keys
+    return {k for k, failed in last.items() if not (failed and retry_failed)}
+
+
+# -- settings: what produced a directory's rows ---------------------------------------------
+SETTINGS_FILE = "settings.json"
+# Settings compared only when a strategy that reads them runs: refitting auto's table must
+# not lock every older directory.
+COMPARED_ONLY_FOR = {"auto_table": "auto"}
+
+
+class SettingsMismatch(InputError):
+    """A resume whose settings differ from those its directory's rows were made with."""
+
+
+def params_settings(base: SearchParams, budget_per_sample: int) -> dict[str, Any]:
+    """The search knobs that change results. N and the budget are per row (the budget is
+    N x the per-sample budget); `extra` is a strategy's scratch space."""
+    knobs = {k: v for k, v in base.__dict__.items() if k not in ("n", "budget", "extra")}
+    return {**knobs, "budget_per_sample": budget_per_sample}
+
+
+def digest_of(obj: Any) -> str:
+    """A short stable digest of JSON-able data (sorted keys): the same settings give the
+    same digest in every process, unlike hash()."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:12]
+
+
+def file_sha256(path: Path) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            sha.update(chunk)
+    return sha.hexdigest()
+
+
+def code_version() -> str:
+    """The package version, and in a git checkout the commit (+dirty when the package's
+    files differ from it): recorded in every row, not compared on resume, since a resume
+    across commits is how a long evaluation survives ordinary development."""
+    from tts_tui import __version__
+
+    root = Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        return __version__
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
+                              capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "-C", str(root), "diff", "--quiet", "HEAD", "--", "tts_tui"],
+                               capture_output=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return __version__
+    commit = head.stdout.strip()
+    if head.returncode != 0 or not commit:
+        return __version__
+    return f"{__version__}+g{commit}" + (".dirty" if dirty.returncode == 1 else "")
+
+
+def settings_diff(old: dict[str, Any], new: dict[str, Any], strategies: Iterable[str]) -> list[str]:
+    """'key: old -> new' for each compared setting that differs. A key only one side has
+    differs too (a PRM added or dropped), except those compared only for a strategy."""
+    running = set(strategies)
+    out = []
+    for key in sorted(set(old) | set(new)):
+        only = COMPARED_ONLY_FOR.get(key)
+        if only is not None and only not in running:
+            continue
+        if old.get(key) != new.get(key):
+            out.append(f"{key}: {_short(old.get(key))} -> {_short(new.get(key))}")
+    return out
+
+
+def _short(value: Any) -> str:
+    text = "(none)" if value is None else str(value)
+    return text[:12] + "…" if len(text) > 16 and all(c in "0123456789abcdef" for c in text) else text
+
+
+def open_settings(out_dir: Path, settings: dict[str, Any], strategies: Iterable[str], *,
+                  allow_change: bool = False, code: str = "",
+                  note: Callable[[str], None] | None = None) -> str:
+    """Check `settings` against `out_dir/settings.json` and record them; return their digest.
+
+    The file maps each digest that wrote rows to its full settings (and the code that
+    first used it), and names the current one. A directory made with other settings is
+    refused (SettingsMismatch, one line naming what differs) unless `allow_change`: then
+    its rows are kept and the new settings become current (each row keeps its own digest).
+    A directory with rows but no settings file (from before they were recorded) takes
+    these settings, with a note: nothing is known to contradict them."""
+    note = note or (lambda text: print(text, file=sys.stderr))
+    path = out_dir / SETTINGS_FILE
+    digest = digest_of(settings)
+    doc = _load_settings(path)
+    if doc is None:
+        rows = len(read_rows(out_dir / "log.jsonl"))
+        if rows:
+            note(f"note: {out_dir} has {rows} rows from before settings were recorded; taking them as made "
+                 f"with these settings ({path.name} written)")
+        doc = {"current": digest, "settings": {}}
+    current = doc["settings"].get(doc["current"], {}).get("settings")
+    if current is not None:
+        diffs = settings_diff(current, settings, strategies)
+        if diffs and not allow_change:
+            raise SettingsMismatch(f"{out_dir} holds rows made with other settings ({'; '.join(diffs)}); "
+                                   f"use another --out, or --allow-settings-change to keep its rows")
+    if digest not in doc["settings"]:
+        doc["settings"][digest] = {"settings": settings, "code": code, "first_used": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    if doc["current"] != digest or not path.is_file():
+        doc["current"] = digest
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json(path, doc)
+    return digest
+
+
+def _load_settings(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(doc.get("settings"), dict) and isinstance(doc.get("current"), str):
+            return doc
+    except (json.JSONDecodeError, AttributeError):
+        pass
+    raise InputError(f"{path} is not a settings file tts eval wrote (move it away to start over)")
 
 
 def _key(strategy: str, n: int, pid: str) -> str:
@@ -118,6 +251,32 @@ def _expected(names: list[str], n: int, yields: list[int]) -> list[tuple[str, in
 
 
 SolveFn = Callable[[str, str, SearchParams], tuple[Any, Any]]
+# Cumulative token counters of the engines a solve uses: {"generated": ..., "prefill": ...}.
+# run_eval reads them before and after each problem; the difference is that problem's cost.
+Meter = Callable[[], dict[str, int]]
+
+
+def check_m(strategies: Iterable[str], ns: Iterable[int], m: int) -> None:
+    """Every (strategy, N) runs with the M given, or the evaluation does not start: a
+    silently replaced M would label rows with an M they were not run with."""
+    from tts_tui.search.strategies import NEEDS_M_DIVIDES_N, USES_M
+
+    for s in strategies:
+        for n in ns:
+            if s in NEEDS_M_DIVIDES_N and (m > n or n % m):
+                raise InputError(f"{s} at N={n}: M ({m}) must divide N; "
+                                 "give --n values that M divides, or another --m")
+            if s in USES_M and not 1 <= m <= n:
+                raise InputError(f"{s} at N={n}: M ({m}) must be between 1 and N; "
+                                 "give larger --n values or a smaller --m")
+
+
+def job_params(base: SearchParams, strategy: str, n: int, budget_per_sample: int) -> SearchParams:
+    from tts_tui.search.strategies import USES_M
+
+    # strategies that ignore M get one that is valid at any N; the others get M as given
+    m = base.m if strategy in USES_M else min(base.m, n)
+    return SearchParams(**{**base.__dict__, "n": n, "m": m, "budget": budget_per_sample * n})
 
 
 def run_eval(
@@ -129,23 +288,30 @@ def run_eval(
     out_dir: Path,
     budget_per_sample: int,
     on_row: Callable[[dict[str, Any]], None] | None = None,
+    *,
+    meter: Meter | None = None,
+    stamp: dict[str, Any] | None = None,
+    retry_failed: bool = False,
 ) -> list[dict[str, Any]]:
+    """Run what the log lacks, one fsynced row per (strategy, N, problem); return all rows.
+
+    `stamp` (the settings digest and code version) goes into every new row. A problem
+    whose solve raises gets failed rows and the run goes on; a resume skips them unless
+    `retry_failed`."""
+    check_m(strategies, ns, base.m)
     log = out_dir / "log.jsonl"
     out_dir.mkdir(parents=True, exist_ok=True)
-    done = done_keys(log)
+    done = done_keys(log, retry_failed)
     for strategy, n, yields, names in plan(strategies, ns, base.m):
         for p in problems:
-            if all(_key(name, k, p.id) in done for name, k in _expected(names, n, yields)):
+            want = _expected(names, n, yields)
+            if all(_key(name, k, p.id) in done for name, k in want):
                 continue
-            m = min(base.m, n) if n % min(base.m, n) == 0 else 1
-            params = SearchParams(**{**base.__dict__, "n": n, "m": m, "budget": budget_per_sample * n})
-            t0 = time.monotonic()
-            result, search = solve(p.problem, strategy, params)
-            seconds = time.monotonic() - t0
-            rows = [r for name in names for r in _rows(name, n, yields, p, result, search, seconds)]
-            for row in rows:
+            params = job_params(base, strategy, n, budget_per_sample)
+            for row in _run_job(strategy, n, yields, names, p, params, solve, meter):
                 if row["key"] in done:
                     continue
+                row.update(stamp or {})
                 append_line(log, json.dumps(row, ensure_ascii=False))
                 done.add(row["key"])
                 if on_row:
@@ -153,24 +319,63 @@ def run_eval(
     return read_rows(log)
 
 
-def _rows(strategy: str, n: int, yields: list[int], p: Problem, result: Any, search: Any, seconds: float):
+def _run_job(strategy: str, n: int, yields: list[int], names: list[str], p: Problem, params: SearchParams,
+             solve: SolveFn, meter: Meter | None) -> list[dict[str, Any]]:
+    before = meter() if meter else None
+    t0 = time.monotonic()
+    try:
+        result, search = solve(p.problem, strategy, params)
+    except CancelledError:
+        raise
+    except Exception as exc:  # one problem's failure must not stop the evaluation
+        cost = _cost(meter, before)
+        seconds = time.monotonic() - t0
+        return [_failed_row(name, k, p, exc, cost, seconds) for name, k in _expected(names, n, yields)]
+    seconds = time.monotonic() - t0
+    cost = _cost(meter, before)
+    return [r for name in names for r in _rows(name, n, yields, p, result, search, seconds, cost)]
+
+
+def _cost(meter: Meter | None, before: dict[str, int] | None) -> dict[str, int] | None:
+    if meter is None or before is None:
+        return None
+    after = meter()
+    return {k: int(after.get(k, 0) - before.get(k, 0)) for k in ("generated", "prefill")}
+
+
+def _failed_row(strategy: str, n: int, p: Problem, exc: Exception, cost: dict[str, int] | None,
+                seconds: float) -> dict[str, Any]:
+    """A problem that raised: wrong, with the error and what it had spent (the generated
+    tokens before the error when an engine meter says, else 0)."""
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    return {"id": p.id, "strategy": strategy, "gold": p.answer, "level": p.level, "key": _key(strategy, n, p.id),
+            "n": n, "answer": None, "correct": False, "tokens": cost["generated"] if cost else 0,
+            "prefill_tokens": cost["prefill"] if cost else None, "seconds": round(seconds, 2),
+            "failed": f"{type(exc).__name__}: {message}"}
+
+
+def _rows(strategy: str, n: int, yields: list[int], p: Problem, result: Any, search: Any, seconds: float,
+          cost: dict[str, int] | None = None):
     base = {"id": p.id, "strategy": strategy, "gold": p.answer, "level": p.level}
     extra = {k: result.stats.get(k) for k in ("difficulty", "chosen_strategy") if k in result.stats}
     if "chains" in result.stats:  # revise: how often a later revision turned a right answer wrong
         extra["chains"] = result.stats["chains"]
         extra["attempt_tokens"] = result.stats.get("attempt_tokens")
         extra["right_to_wrong"] = chain_flips(result.stats["chains"], p.answer)[0]
+    prefill = cost["prefill"] if cost else None
     if strategy in SUBTREES and yields != [n]:
-        yield from _subtree_rows(strategy, n, yields, p, result, search, seconds, base, extra)
+        yield from _subtree_rows(strategy, n, yields, p, result, search, seconds, base, extra, prefill)
         return
     if strategy not in SUBSAMPLED:
         yield {**base, "key": _key(strategy, n, p.id), "n": n, "answer": result.answer,
                "correct": bool(result.answer is not None and equivalent(result.answer, p.answer)),
-               "tokens": result.tokens, "seconds": round(seconds, 2), **extra}
+               "tokens": result.tokens, "prefill_tokens": prefill, "seconds": round(seconds, 2), **extra}
         return
     samples = _samples(search)
     # a carrier (bracket) spends time after sampling: count only the sampling
     sample_seconds = result.stats.get("sample_seconds", seconds)
+    # ... and its judge's prompts: the votes read the samples without a judge
+    sample_prefill = None if prefill is None else max(0, prefill - int(result.stats.get("judge_prompt_tokens", 0)))
     base["probe_agree"] = probe_agreement(samples)
     for k in yields:
         sub = samples[:k]
@@ -178,16 +383,21 @@ def _rows(strategy: str, n: int, yields: list[int], p: Problem, result: Any, sea
         frac = sum(s["tokens"] for s in sub) / max(1, sum(s["tokens"] for s in samples))
         yield {**base, "key": _key(strategy, k, p.id), "n": k, "answer": answer,
                "correct": bool(answer is not None and equivalent(answer, p.answer)),
-               "tokens": sum(s["tokens"] for s in sub), "seconds": round(sample_seconds * frac, 2),
+               "tokens": sum(s["tokens"] for s in sub),
+               "prefill_tokens": None if sample_prefill is None else round(sample_prefill * frac),
+               "seconds": round(sample_seconds * frac, 2),
                "subsampled_from": n if k != n else None,
                # every sample's answer and score, so other votes can be tried from the log
                **({"samples": [[s["answer"], round(s["score"], 4)] for s in samples]} if k == n else {})}
 
 
 def _subtree_rows(strategy: str, n: int, yields: list[int], p: Problem, result: Any, search: Any,
-                  seconds: float, base: dict[str, Any], extra: dict[str, Any]):
+                  seconds: float, base: dict[str, Any], extra: dict[str, Any], prefill: int | None = None):
     """DVTS at N, read as runs at each smaller N in `yields`: the first N'/M subtrees,
-    their finished paths weighted-voted as the strategy itself votes."""
+    their finished paths weighted-voted as the strategy itself votes. Such a row is
+    derived, not a run of its own: its subtrees shared the larger run's budget (one that
+    ended early left more to the others), so it says `subsampled_from` and the tables
+    mark it."""
     m = search.params.m
     nodes = [x for x in search.tree.nodes.values() if "subtree" in x.meta]
     done = [x for x in nodes if x.status in (FINISHED, CHOSEN) and x.answer]
@@ -201,9 +411,11 @@ def _subtree_rows(strategy: str, n: int, yields: list[int], p: Problem, result: 
             groups = group_answers(items, equivalent)
             answer = groups[0].answer if groups else None
             tokens = sum(x.n_tokens for x in nodes if x.meta["subtree"] < keep)
+        share = min(1.0, tokens / spent)
         yield {**base, "key": _key(strategy, k, p.id), "n": k, "answer": answer,
                "correct": bool(answer is not None and equivalent(answer, p.answer)),
-               "tokens": tokens, "seconds": round(seconds * min(1.0, tokens / spent), 2),
+               "tokens": tokens, "prefill_tokens": None if prefill is None else round(prefill * share),
+               "seconds": round(seconds * share, 2),
                "subsampled_from": n if k != n else None, **extra}
 
 
@@ -290,37 +502,72 @@ def _sub_answer(strategy: str, samples: list[dict[str, Any]]) -> str | None:
 
 
 def read_rows(log: Path) -> list[dict[str, Any]]:
-    rows = []
+    """The log's rows, one per key: a later row (a retried failure) replaces an earlier one
+    in its place. Rows from before settings were recorded load the same way."""
+    by_key: dict[Any, dict[str, Any]] = {}
     if log.is_file():
-        for line in log.read_text(encoding="utf-8").splitlines():
+        for i, line in enumerate(log.read_text(encoding="utf-8").splitlines()):
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError:
                 continue
-    return rows
+            if isinstance(row, dict):
+                by_key[row.get("key", ("line", i))] = row
+    return list(by_key.values())
 
 
 def summarize(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per strategy x N: accuracy over every row (a failed row counts as wrong, so all
+    cells stay on the same problems), generated and prefill tokens, time, failures, and
+    the larger run a derived cell was read from."""
     acc: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         acc[(r["strategy"], r["n"])].append(r)
     table = []
     for (s, n), rs in sorted(acc.items()):
+        prefill = [r["prefill_tokens"] for r in rs if r.get("prefill_tokens") is not None]
+        sources = {r.get("subsampled_from") for r in rs}
         table.append({
             "strategy": s, "n": n, "problems": len(rs),
-            "accuracy": sum(r["correct"] for r in rs) / len(rs),
+            "accuracy": sum(bool(r["correct"]) for r in rs) / len(rs),
+            "failed": sum(1 for r in rs if r.get("failed")),
             "mean_tokens": sum(r["tokens"] for r in rs) / len(rs),
+            # old logs have no prefill count: None, not a misleading 0
+            "mean_prefill": sum(prefill) / len(prefill) if len(prefill) == len(rs) else None,
             "mean_seconds": sum(r["seconds"] for r in rs) / len(rs),
             "median_seconds": statistics.median(r["seconds"] for r in rs),
+            "derived_from": derived_label(s, sources),
         })
     return table
 
 
+def derived_label(strategy: str, sources: set[Any]) -> str:
+    """'' for a cell of its own runs; 'N=8' when read from the first samples of an N=8
+    run (independent samples, each with its own share: the same as a run at this N);
+    'N=8*' for DVTS subtrees, which shared that run's budget (not the same)."""
+    larger = sorted(x for x in sources if x)
+    if not larger:
+        return ""
+    label = ",".join(f"N={x}" for x in larger) + ("*" if strategy in SUBTREES else "")
+    return label + (" (some)" if None in sources else "")
+
+
+DERIVED_NOTE = ("* read from the first subtrees of a larger DVTS run, whose subtrees shared its budget: "
+                "not the same as a run at this N")
+
+
 def format_table(table: list[dict[str, Any]]) -> str:
-    lines = [f"{'strategy':14} {'N':>3} {'problems':>8} {'accuracy':>8} {'mean tokens':>11} {'mean s':>7}"]
+    lines = [f"{'strategy':14} {'N':>3} {'problems':>8} {'accuracy':>8} {'failed':>6} {'mean tokens':>11} "
+             f"{'prefill':>8} {'mean s':>7}  from"]
     for t in table:
-        lines.append(f"{t['strategy']:14} {t['n']:>3} {t['problems']:>8} {t['accuracy']:>8.1%} "
-                     f"{t['mean_tokens']:>11.0f} {t['mean_seconds']:>7.1f}")
+        prefill = f"{t['mean_prefill']:>8.0f}" if t.get("mean_prefill") is not None else f"{'-':>8}"
+        line = (f"{t['strategy']:14} {t['n']:>3} {t['problems']:>8} {t['accuracy']:>8.1%} {t.get('failed', 0):>6} "
+                f"{t['mean_tokens']:>11.0f} {prefill} {t['mean_seconds']:>7.1f}  {t.get('derived_from', '')}")
+        lines.append(line.rstrip())
+    lines.append("# mean tokens: generated; prefill: tokens decoded but not generated (prompts, verifier, "
+                 "judge and PRM inputs, forced text, re-decoding); a failed row counts as wrong")
+    if any("*" in t.get("derived_from", "") for t in table):
+        lines.append("# " + DERIVED_NOTE)
     return "\n".join(lines)
 
 

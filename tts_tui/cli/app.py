@@ -231,6 +231,35 @@ def _register_optional() -> None:
 _register_optional()
 
 
+def _click_errors() -> tuple[tuple[type, ...], tuple[type, ...]]:
+    """(usage-error classes, abort classes) of the click that typer runs on. typer >= 0.22
+    vendors click as `typer._click` and does not install click at all, so `import click`
+    fails on a fresh install; older typer runs on click itself. Whichever is present counts."""
+    import importlib
+
+    errors: list[type] = []
+    aborts: list[type] = [typer.Abort]
+    for name in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            mod = importlib.import_module(name)
+        except ImportError:
+            continue
+        errors.append(mod.ClickException)
+        if hasattr(mod, "Abort"):
+            aborts.append(mod.Abort)
+    return tuple(errors), tuple(aborts)
+
+
+def _usage_message(exc: Exception) -> str:
+    """One line: the error, and where the help is when click knows the command ('' when
+    there is nothing to add: `tts models` alone has printed its help already)."""
+    text = " ".join(str(exc.format_message()).split())  # type: ignore[attr-defined]
+    ctx = getattr(exc, "ctx", None)
+    if text and ctx is not None and getattr(ctx, "command_path", None):
+        text += f" (see: {ctx.command_path} --help)"
+    return text
+
+
 def main() -> None:
     """Entry point: user errors are one line on stderr with a non-zero code, never a traceback."""
     try:
@@ -247,12 +276,13 @@ def main() -> None:
     except SystemExit:
         raise
     except Exception as exc:  # click usage errors and the like
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
+        usage, aborts = _click_errors()
+        if isinstance(exc, aborts):
             _err("cancelled")
             sys.exit(EXIT_CANCELLED)
+        if isinstance(exc, usage):
+            message = _usage_message(exc)
+            if message:
+                _err(message)
+            sys.exit(getattr(exc, "exit_code", EXIT_BAD_INPUT) or EXIT_BAD_INPUT)
         raise

@@ -25,7 +25,7 @@ def eval_command(
     data: Path = typer.Option(..., "--data", help="JSONL with 'problem' and 'answer' per line."),
     strategy: str = typer.Option("cot,majority", "--strategy", "-s", help="Comma-separated strategies."),
     n: str = typer.Option("1,4,8", "--n", help="Comma-separated N values."),
-    m: int = typer.Option(4, "--m"),
+    m: int = typer.Option(4, "--m", help="M for beam, dvts, revise, mcts, auto: must suit every N."),
     limit: Optional[int] = typer.Option(None, "--limit", help="First K problems."),
     skip: int = typer.Option(0, "--skip", min=0, help="Leave out the first K selected problems (a held-out slice)."),
     levels: Optional[str] = typer.Option(None, "--levels", help="Only these MATH levels, e.g. 1,2."),
@@ -40,13 +40,20 @@ def eval_command(
     threads: Optional[int] = typer.Option(None, "--threads"),
     refit_auto: bool = typer.Option(False, "--refit-auto",
                                     help="Refit auto's table per difficulty bin from this log (user config)."),
+    allow_settings_change: bool = typer.Option(
+        False, "--allow-settings-change",
+        help="Resume into an output dir made with other settings, keeping its rows (each keeps its digest)."),
+    retry_failed: bool = typer.Option(False, "--retry-failed",
+                                      help="Run again the problems logged as failed (their new rows replace them)."),
 ) -> None:
     """Accuracy, mean tokens and time per strategy x N; resumable; writes log.jsonl and plot.svg."""
-    from tts_tui.evaluate import format_table, load_problems, plot_svg, run_eval, summarize
+    from tts_tui.catalog import resolve_model
+    from tts_tui.evaluate import (check_m, code_version, format_table, job_params, load_problems, open_settings,
+                                  plot_svg, run_eval, summarize)
     from tts_tui.refit import format_bins
     from tts_tui.search.protocol import SearchParams
     from tts_tui.search.strategies import validate
-    from tts_tui.session import EngineOptions, Solver
+    from tts_tui.session import VERIFIERS, EngineOptions, Solver
     from tts_tui.cli.progress import download_progress
 
     strategies = [s.strip() for s in strategy.split(",") if s.strip()]
@@ -54,35 +61,94 @@ def eval_command(
     lv = set(_ints(levels, "--levels")) if levels else None
     base = SearchParams(n=max(ns), m=m, temperature=temperature, seed=seed, max_steps=max_steps,
                         budget=budget_per_sample * max(ns))
+    # every check a problem would fail the same way runs here, before any model loads:
+    # a bad setting must not become one failed row per problem
+    if verifier not in VERIFIERS:
+        raise TTSError(f"unknown verifier {verifier!r} (choose from: {', '.join(VERIFIERS)})")
+    if verifier == "prm" and not prm:
+        raise TTSError("--verifier prm needs --prm MODEL (a catalog id or a GGUF path)")
+    check_m(strategies, ns, m)
     for s in strategies:
         for k in ns:
-            mm = min(m, k) if k % min(m, k) == 0 else 1
-            validate(s, SearchParams(**{**base.__dict__, "n": k, "m": mm}))
+            validate(s, job_params(base, s, k, budget_per_sample))
     problems = load_problems(data, limit, lv, skip)
+    options = EngineOptions(n_threads=threads)
     with download_progress() as on_progress:
-        solver = Solver(model, prm=prm, options=EngineOptions(n_threads=threads), on_progress=on_progress)
-    out = out or Path("eval-out") / f"{data.stem}-{solver.model_path.stem}"
+        model_path = resolve_model(model, on_progress=on_progress)
+        prm_path = resolve_model(prm, role="verifier", on_progress=on_progress) if verifier == "prm" else None
+    out = out or Path("eval-out") / f"{data.stem}-{model_path.stem}"
+    settings = eval_settings(data, model_path, prm_path, verifier, base, budget_per_sample, options)
+    code = code_version()
+    digest = open_settings(out, settings, strategies, allow_change=allow_settings_change, code=code)
+    with download_progress() as on_progress:
+        solver = Solver(model, prm=prm, options=options, on_progress=on_progress)
 
     def solve(problem: str, strat: str, params: SearchParams):
         return solver.solve(problem, strat, params, verifier)
 
-    def on_row(row: dict) -> None:
-        mark = "ok " if row["correct"] else "bad"
-        extra = f" [{row.get('difficulty')}->{row.get('chosen_strategy')}]" if row.get("difficulty") else ""
-        print(f"{mark} {row['strategy']:12} N={row['n']:<3} {row['id']:28} answer={row['answer']!s:12} "
-              f"gold={row['gold']:10} tokens={row['tokens']} {row['seconds']}s{extra}", file=sys.stderr, flush=True)
-
-    rows = run_eval(problems, strategies, ns, base, solve, out, budget_per_sample, on_row)
+    rows = run_eval(problems, strategies, ns, base, solve, out, budget_per_sample, _print_row,
+                    meter=engine_meter(solver), stamp={"settings_digest": digest, "code": code},
+                    retry_failed=retry_failed)
     keep = {p.id for p in problems}
     mine = [r for r in rows if r["id"] in keep]
     table = summarize([r for r in mine if r["strategy"] in strategies])
     print(format_table(table))
-    plot_svg(table, out / "plot.svg", title=f"{data.name}: accuracy vs tokens ({solver.model_path.stem})")
-    print(f"# log: {out / 'log.jsonl'}  plot: {out / 'plot.svg'}")
+    plot_svg(table, out / "plot.svg", title=f"{data.name}: accuracy vs tokens ({model_path.stem})")
+    print(f"# log: {out / 'log.jsonl'}  plot: {out / 'plot.svg'}  settings: {out / 'settings.json'} ({digest})")
+    failed = [r for r in mine if r.get("failed") and r["strategy"] in strategies]
+    if failed:
+        print(f"# {len(failed)} failed rows (counted wrong; --retry-failed runs them again)")
     if any(r.get("probe_agree") is not None or r.get("difficulty") for r in mine):
         print("\n" + format_bins(mine))
     if refit_auto:
         _refit(mine, max(ns))
+
+
+def _print_row(row: dict) -> None:
+    if row.get("failed"):
+        print(f"ERR {row['strategy']:12} N={row['n']:<3} {row['id']:28} {row['failed']}", file=sys.stderr, flush=True)
+        return
+    mark = "ok " if row["correct"] else "bad"
+    extra = f" [{row.get('difficulty')}->{row.get('chosen_strategy')}]" if row.get("difficulty") else ""
+    prefill = f"+{row['prefill_tokens']} prefill " if row.get("prefill_tokens") else ""
+    print(f"{mark} {row['strategy']:12} N={row['n']:<3} {row['id']:28} answer={row['answer']!s:12} "
+          f"gold={row['gold']:10} tokens={row['tokens']} {prefill}{row['seconds']}s{extra}",
+          file=sys.stderr, flush=True)
+
+
+def eval_settings(data: Path, model_path: Path, prm_path: Optional[Path], verifier: str, base,
+                  budget_per_sample: int, options) -> dict:
+    """Every setting that changes an evaluation's rows (what `settings.json` holds and a
+    resume must match). The problem selection (--limit, --skip, --levels), the Ns and the
+    strategies are not among them: rows are keyed by strategy, N and problem."""
+    from tts_tui.catalog.fetch import known_sha256
+    from tts_tui.evaluate import digest_of, file_sha256, params_settings
+    from tts_tui.search.strategies.auto import load_table
+
+    model_id, model_sha = known_sha256(model_path)
+    settings = {"data": data.name, "data_sha256": file_sha256(data), "model": model_id, "model_sha256": model_sha,
+                "verifier": verifier, **params_settings(base, budget_per_sample),
+                "n_ctx": options.n_ctx, "n_seq_max": options.n_seq_max, "auto_table": digest_of(load_table())}
+    if prm_path is not None:
+        settings["prm"], settings["prm_sha256"] = known_sha256(prm_path)
+    return settings
+
+
+def engine_meter(solver):
+    """Cumulative {"generated", "prefill"} tokens of the solver's engines. Prefill is every
+    token decoded that was not generated: prompts, the self-judge's question, the bracket
+    judge's prompts, forced text, forks, re-decoding after eviction, and all a PRM reads."""
+
+    def read() -> dict[str, int]:
+        engines = [solver.engine]
+        prm = getattr(solver, "_prm", None)  # made on first use by the PRM verifier
+        if prm is not None:
+            engines.append(prm.engine)
+        prefill = sum(e.stats.prompt_tokens + e.stats.fork_tokens + e.stats.forced_tokens + e.stats.rehydrated_tokens
+                      for e in engines)
+        return {"generated": int(solver.engine.stats.generated_tokens), "prefill": int(prefill)}
+
+    return read
 
 
 def _refit(rows: list[dict], max_n: int) -> None:
