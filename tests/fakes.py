@@ -175,3 +175,68 @@ class FakeRunner:
 
     def close(self):
         pass
+
+
+class TrackingFakeRunner(FakeRunner):
+    """A FakeRunner that records how runs overlap (for the one-run-at-a-time tests).
+
+    - `max_inside`: the most runs that were inside run() at once (1 when runs never overlap);
+    - a run whose request names another model "unloads" the loaded one first, as the real
+      runner does; `closed_under_run` counts unloads and close() calls made while another
+      run was inside run() (a model freed under a decoding thread);
+    - `emitted[k]`: every event run k passed to its listener (by identity), `searches[k]` its search;
+    - `linger`: seconds a run spends after its search returns (the engine's clean-up), so an
+      overlap is not down to luck; `fail`: an exception run() raises instead of searching.
+    """
+
+    def __init__(self, delay: float = 0.0, linger: float = 0.0, fail: Exception | None = None, **kw) -> None:
+        import threading
+
+        super().__init__(delay, **kw)
+        self.linger = linger
+        self.fail = fail
+        self._guard = threading.Lock()
+        self.inside = 0
+        self.max_inside = 0
+        self.closed_under_run = 0
+        self.unloads = 0
+        self.loaded = None
+        self.emitted: list[list] = []
+        self.searches: list = []
+
+    def run(self, req, listener, cancel, status):
+        import time
+
+        with self._guard:
+            self.inside += 1
+            self.max_inside = max(self.max_inside, self.inside)
+        try:
+            if req.model != self.loaded:
+                if self.loaded is not None:
+                    self._unload(others=1)
+                self.loaded = req.model
+            if self.fail is not None:
+                raise self.fail
+            events: list = []
+            self.emitted.append(events)
+
+            def listen(e):
+                events.append(e)
+                listener(e)
+
+            result, search = super().run(req, listen, cancel, status)
+            self.searches.append(search)
+            time.sleep(self.linger)
+            return result, search
+        finally:
+            with self._guard:
+                self.inside -= 1
+
+    def _unload(self, others: int) -> None:
+        with self._guard:
+            self.unloads += 1
+            if self.inside > others:
+                self.closed_under_run += 1
+
+    def close(self):
+        self._unload(others=0)

@@ -6,10 +6,10 @@ import asyncio
 import time
 
 import pytest
-from textual.widgets import Input, Static, Tree
+from textual.widgets import Button, Input, Select, Static, TextArea, Tree
 
 import snapshot
-from fakes import FakeRunner
+from fakes import FakeRunner, TrackingFakeRunner
 from tts_tui.runlog import list_runs
 from tts_tui.tui.app import TTSApp
 from tts_tui.tui.compare import CompareScreen
@@ -193,9 +193,12 @@ async def test_quit_mid_run_leaves_no_thread():
     t0 = time.monotonic()
     while not hasattr(app.runner, "finished_at") and time.monotonic() - t0 < 1:
         await asyncio.sleep(0.02)
-    # the worker's search saw the cancel and returned: nothing keeps running
+    # the run's search saw the cancel and returned: nothing keeps running
     assert app.runner.finished_at - quit_at < 0.5
-    assert all(w.is_finished for w in app.workers)
+    t0 = time.monotonic()
+    while app.controller.running and time.monotonic() - t0 < 5:
+        await asyncio.sleep(0.02)
+    assert not app.controller.running
 
 
 async def test_key_press_is_fast_with_a_300_node_tree():
@@ -359,3 +362,276 @@ def test_detail_pane_shows_what_a_revision_was_asked():
     last = max((n for n in search.tree.nodes.values() if n.answer), key=lambda n: n.id)
     text = detail_text(search.tree, last).plain
     assert "Check your solution above" in text and "[asked to check and correct attempt 1]" in text
+
+
+# -- one run at a time ----------------------------------------------------------------------------
+
+def tracking_app(runner, **presets) -> TTSApp:
+    presets = {"problem": "What is 6*7?", "strategy": "majority", "n": 16, "m": 1, "model": "fake-model", **presets}
+    return TTSApp(runner=runner, presets=presets, show_rates=False, remember=False)
+
+
+def record_applied(view) -> list:
+    """Every event the view applies from its latest reset on (a reset starts a run)."""
+    seen: list = []
+    apply, reset = view.apply, view.reset
+
+    def recording_apply(events, show_rates=None):
+        events = list(events)
+        seen.extend(events)
+        return apply(events, show_rates)
+
+    def recording_reset(*a, **kw):
+        seen.clear()
+        return reset(*a, **kw)
+
+    view.apply, view.reset = recording_apply, recording_reset
+    return seen
+
+
+async def wait_settled(pilot, app, runner, timeout=20.0):
+    """Until no run is inside the runner and the view shows a finished, recorded run."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        await pilot.pause(0.05)
+        if runner.inside == 0 and not app.view.running and app.record is not None:
+            await pilot.pause(0.3)  # anything still queued lands now
+            return
+    raise AssertionError("the runs did not settle")
+
+
+def assert_one_consistent_tree(app, runner, applied) -> None:
+    final = runner.searches[-1]
+    view = app.view
+    # only the final run's events reached the view since its reset
+    final_ids = {id(e) for e in runner.emitted[-1]}
+    assert applied and all(id(e) in final_ids for e in applied)
+    # the view's model is the final search's tree, node for node
+    assert set(view.model.nodes) == set(final.tree.nodes)
+    for nid, node in final.tree.nodes.items():
+        shown = view.model.nodes[nid]
+        assert (shown.parent_id, shown.text, shown.status) == (node.parent_id, node.text, node.status)
+        if node.parent_id is not None:
+            assert nid in view.model.nodes[node.parent_id].children
+    # the tree widget holds each node once, under its parent (majority prunes nothing: all are made)
+    tree = app.query_one("#tree", Tree)
+    walked, todo = [], [tree.root]
+    while todo:
+        tn = todo.pop()
+        walked.append(tn.data)
+        todo.extend(tn.children)
+    assert sorted(walked) == sorted(final.tree.nodes)
+    for nid, tn in view.tnodes.items():
+        if nid:
+            assert tn.parent.data == final.tree.nodes[nid].parent_id
+    assert app.record["tree"] == final.tree.to_dict() and app.record["result"]["cancelled"] is False
+
+
+async def test_ctrl_r_three_times_mid_run_shows_one_run():
+    runner = TrackingFakeRunner(delay=0.03, linger=0.2)
+    app = tracking_app(runner)
+    async with app.run_test(size=SIZE) as pilot:
+        applied = record_applied(app.view)
+        await pilot.press("ctrl+r")
+        await pilot.pause(0.4)
+        assert app.view.running and runner.inside == 1
+        for _ in range(3):  # three within a second, mid-run
+            await pilot.press("ctrl+r")
+            await pilot.pause(0.15)
+        await wait_settled(pilot, app, runner)
+        assert runner.max_inside == 1  # never two runs decoding at once
+        assert_one_consistent_tree(app, runner, applied)
+
+
+async def test_model_switch_mid_run_never_frees_the_model_under_a_run():
+    runner = TrackingFakeRunner(delay=0.03, linger=0.2)
+    app = tracking_app(runner)
+    async with app.run_test(size=SIZE) as pilot:
+        applied = record_applied(app.view)
+        await pilot.press("ctrl+r")
+        await pilot.pause(0.4)
+        assert app.view.running
+        app.query_one("#model", Select).value = "absent-model"
+        await pilot.pause()
+        await pilot.press("ctrl+r")
+        await wait_settled(pilot, app, runner)
+        assert runner.unloads == 1 and runner.loaded == "absent-model"
+        assert runner.closed_under_run == 0 and runner.max_inside == 1
+        assert_one_consistent_tree(app, runner, applied)
+
+
+async def test_focus_starts_in_the_problem_editor():
+    app = make_app(problem="")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert app.focused is app.query_one("#problem", TextArea)
+        await pilot.press("2", "plus", "2")
+        assert app.query_one("#problem", TextArea).text == "2+2"
+
+
+async def test_focus_starts_on_run_when_a_problem_was_given():
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert app.focused is app.query_one("#run", Button)
+
+
+MARKUP = "Is [x] in [/] or [b]not[/b]?"
+
+
+async def test_problem_and_answer_markup_show_as_plain_text():
+    runner = TrackingFakeRunner(answers=("[x]", "[/]", "[x]"))
+    app = tracking_app(runner, problem=MARKUP, n=3)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+r")
+        await wait_settled(pilot, app, runner)
+        assert app.view.result["answer"] == "[x]"
+        assert str(app.query_one("#status", Static).render()) == "done: answer [x]"
+        assert "answer: [x]" in snapshot.screen_text(app.export_screenshot())
+        await pilot.press("ctrl+o")
+        await pilot.pause(0.3)
+        text = snapshot.screen_text(app.export_screenshot())
+        assert "[x]" in text and MARKUP in text  # the answer and the problem, as typed
+
+
+async def test_error_lines_show_markup_as_plain_text():
+    from tts_tui.errors import InputError
+
+    runner = TrackingFakeRunner(fail=InputError(f"cannot solve {MARKUP}"))
+    app = tracking_app(runner, problem=MARKUP)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+r")
+        t0 = time.monotonic()
+        while not app.last_error and time.monotonic() - t0 < 10:
+            await pilot.pause(0.05)
+        assert app.last_error == f"cannot solve {MARKUP}"
+        assert str(app.query_one("#errors", Static).render()) == f"cannot solve {MARKUP}"
+        assert str(app.query_one("#status", Static).render()) == f"error: cannot solve {MARKUP}"
+        text = " ".join(snapshot.screen_text(app.export_screenshot()).split())
+        assert "Is [x] in [/] or [b]not[/b]?" in text  # wrapped in the narrow column, but all there
+
+
+async def test_compare_run_stops_the_main_run_first():
+    runner = TrackingFakeRunner(delay=0.03, linger=0.2)
+    app = tracking_app(runner, n=16)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+r")
+        await pilot.pause(0.3)
+        await pilot.press("ctrl+k")
+        await pilot.pause()
+        screen = app.screen
+        assert app.view.running and runner.inside == 1  # the main run is still going
+        await pilot.press("ctrl+r")
+        t0 = time.monotonic()
+        while (screen.running or runner.inside) and time.monotonic() - t0 < 20:
+            await pilot.pause(0.05)
+        assert [r["state"] for r in screen.figures()] == ["done", "done"]
+        assert runner.max_inside == 1 and len(runner.requests) == 3
+        assert not app.view.running  # the main run was stopped, not left "running" forever
+        for view, search in zip(screen.views(), runner.searches[1:]):
+            assert set(view.model.nodes) == set(search.tree.nodes)
+
+
+async def test_quit_mid_run_then_shutdown_closes_the_model_after_the_run():
+    runner = TrackingFakeRunner(delay=0.03, linger=0.3)
+    app = tracking_app(runner)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+r")
+        await pilot.pause(0.3)
+        await pilot.press("ctrl+q")
+    assert app.controller.shutdown(timeout=10)  # what run_app does once the app has exited
+    assert runner.unloads == 1 and runner.closed_under_run == 0 and not app.controller.running
+
+
+class _SlowSolver:
+    """Stands in for session.Solver: solve() holds until released; records closes under a solve."""
+
+    made: list["_SlowSolver"] = []
+
+    def __init__(self, model, on_progress=None):
+        import threading
+        from pathlib import Path
+
+        self.model_path = Path(f"{model}.gguf")
+        self.inside = threading.Event()
+        self.release = threading.Event()
+        self.closed_during_solve = False
+        self.closed = False
+        _SlowSolver.made.append(self)
+
+    def solve(self, *a, **kw):
+        self.inside.set()
+        self.release.wait(10)
+        self.inside.clear()
+        return "result", "search"
+
+    def close(self):
+        self.closed_during_solve |= self.inside.is_set()
+        self.closed = True
+
+
+def test_solver_runner_never_swaps_or_frees_a_model_under_a_solve(monkeypatch):
+    import threading
+
+    from tts_tui import session
+    from tts_tui.search.protocol import SearchParams
+    from tts_tui.tui.runner import RunRequest, SolverRunner
+
+    monkeypatch.setattr(session, "Solver", _SlowSolver)
+    _SlowSolver.made = []
+    runner = SolverRunner()
+    req = RunRequest("p", "majority", SearchParams(n=2, m=1), model="a")
+    first = threading.Thread(target=runner.run, args=(req, print, threading.Event(), lambda s: None))
+    first.start()
+    t0 = time.monotonic()
+    while not _SlowSolver.made or not _SlowSolver.made[0].inside.is_set():
+        assert time.monotonic() - t0 < 10
+        time.sleep(0.01)
+    a = _SlowSolver.made[0]
+    # a second run on another model, and a close, both while model a decodes
+    other = RunRequest("p", "majority", SearchParams(n=2, m=1), model="b")
+    second = threading.Thread(target=runner.run, args=(other, print, threading.Event(), lambda s: None))
+    second.start()
+    closer = threading.Thread(target=runner.close)
+    closer.start()
+    time.sleep(0.3)
+    assert not a.closed and len(_SlowSolver.made) == 1  # both wait for the solve
+    a.release.set()
+    for s in _SlowSolver.made[1:]:
+        s.release.set()
+    t0 = time.monotonic()
+    while (second.is_alive() or closer.is_alive()) and time.monotonic() - t0 < 10:
+        for s in _SlowSolver.made[1:]:
+            s.release.set()
+        time.sleep(0.01)
+    first.join(5)
+    assert a.closed and not a.closed_during_solve
+    assert not any(s.closed_during_solve for s in _SlowSolver.made)
+
+
+def test_solver_close_waits_for_its_solve_and_refuses_later_ones():
+    import threading
+
+    from tts_tui.errors import ModelError
+    from tts_tui.session import Solver
+
+    class Part:
+        closed_at = None
+
+        def close(self):
+            self.closed_at = time.monotonic()
+
+    solver = Solver.__new__(Solver)  # no model: only the lock and the parts close() frees
+    solver.lock, solver.closed, solver._prm = threading.Lock(), False, None
+    solver.engine, solver.model = Part(), Part()
+    solver.lock.acquire()  # a solve is decoding
+    closer = threading.Thread(target=solver.close)
+    closer.start()
+    time.sleep(0.2)
+    assert solver.engine.closed_at is None and solver.model.closed_at is None
+    released = time.monotonic()
+    solver.lock.release()
+    closer.join(5)
+    assert solver.engine.closed_at >= released and solver.model.closed_at >= released
+    with pytest.raises(ModelError):
+        solver.solve("p", "cot", None)

@@ -12,7 +12,7 @@ from pathlib import Path
 from tts_tui.catalog import load_catalog, resolve_model
 from tts_tui.catalog.fetch import Progress
 from tts_tui.engine import BranchEngine, LlamaModel
-from tts_tui.errors import InputError
+from tts_tui.errors import InputError, ModelError
 from tts_tui.search import events as ev
 from tts_tui.search.llama_generator import LlamaGenerator
 from tts_tui.search.protocol import SearchParams
@@ -52,7 +52,8 @@ class Solver:
         self._prm: PRMScorer | None = None
         self._prm_progress = on_progress
         self.answers = MathAnswers()
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # held by a solve and by close: the model is never freed under a decode
+        self.closed = False
 
     def _engine(self, model: LlamaModel) -> BranchEngine:
         o = self.options
@@ -103,6 +104,8 @@ class Solver:
     def solve(self, problem: str, strategy: str, params: SearchParams, verifier: str = "confidence",
               listener: ev.Listener | None = None, cancel: threading.Event | None = None) -> tuple[Result, Search]:
         with self.lock:  # one context: one search at a time
+            if self.closed:
+                raise ModelError("the model was closed")  # a freed context would crash llama.cpp
             search = self.new_search(problem, strategy, params, verifier, listener, cancel)
             try:
                 result = run_strategy(strategy, search)
@@ -111,8 +114,11 @@ class Solver:
             return result, search
 
     def close(self) -> None:
-        self.engine.close()
-        self.model.close()
-        if self._prm is not None:
-            self._prm.engine.close()
-            self._prm.engine.model.close()
+        """Free the model and contexts, once any search decoding on them has ended."""
+        with self.lock:
+            self.closed = True
+            self.engine.close()
+            self.model.close()
+            if self._prm is not None:
+                self._prm.engine.close()
+                self._prm.engine.model.close()

@@ -1,22 +1,19 @@
 """The TUI: controls on the left, the live tree in the middle, answers and compute on the right.
 
-The search runs in a thread worker. Its listener only appends events to a deque; a
-timer drains the deque and applies everything in one batch update, at most 10 times a
-second and less when frames are costly (see governor.py), so a fast search never floods
-the screen and the UI takes little from the search.
+The search runs on the RunController's one thread (controller.py): one run at a time, a
+new one waits for the old one to end. Its listener only appends events to a queue; a
+timer drains the current run's events and applies them in one batch update, at most 10
+times a second and less when frames are costly (see governor.py), so a fast search never
+floods the screen and the UI takes little from the search.
 """
 
 from __future__ import annotations
 
-import threading
-from collections import deque
-from collections.abc import Callable, Iterable
-from dataclasses import asdict
-from functools import partial
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from textual import on, work
+from textual import on
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
@@ -25,21 +22,24 @@ from textual.widgets import Button, Footer, Header, Input, Label, Select, Static
 
 from tts_tui import paths
 from tts_tui.errors import TTSError
-from tts_tui.runlog import load_run, markdown_report, run_record, save_run
+from tts_tui.runlog import load_run, markdown_report
 from tts_tui.search import events as ev
 from tts_tui.search.protocol import SearchParams
 from tts_tui.search.strategies import STRATEGIES, validate
 from tts_tui.session import VERIFIERS
 from tts_tui.tui.compare import COMPARE_CSS, CompareScreen
+from tts_tui.tui.controller import RunController
 from tts_tui.tui.governor import FrameGovernor
 from tts_tui.tui.history import HistoryScreen
+from tts_tui.tui.lanes import Lane, deliver, start_runs
 from tts_tui.tui.runner import RunRequest, Runner, SolverRunner
 from tts_tui.tui.search_view import SearchView
 from tts_tui.tui.settings import Settings, load_settings, save_settings
 from tts_tui.tui.widgets import NumberInput
 
 TICK_S = 0.05  # how often the drain timer looks; the governor decides when to draw
-STATUS = "status"  # a pseudo-event kind for worker status lines
+# Keys for the main screen only: another screen that runs things (compare) binds its own.
+MAIN_ONLY = {"run", "stop", "follow", "history", "export", "compare", "timeline"}
 
 
 class TTSApp(App):
@@ -78,23 +78,25 @@ class TTSApp(App):
     def __init__(self, runner: Runner | None = None, presets: dict[str, Any] | None = None,
                  show_rates: bool = True, remember: bool = True) -> None:
         super().__init__()
-        self.runner: Runner = runner or SolverRunner()
+        self.controller: RunController[Lane] = RunController(runner or SolverRunner())
         s = load_settings() if remember else Settings()
         for k, v in (presets or {}).items():
             if v is not None and hasattr(s, k):
                 setattr(s, k, v)
         self.settings = s
+        self.problem_given = bool((presets or {}).get("problem"))  # on the command line
         self.show_rates = show_rates
         self.remember = remember
-        self.cancel = threading.Event()
-        self.pending: deque[tuple[SearchView, ev.Event]] = deque()
         self.record: dict[str, Any] | None = None
         self.replay: list[ev.Event] | None = None
         self.replay_pos = 0
         self.last_error = ""
         self._view: SearchView | None = None
         self.governor = FrameGovernor()
-        self._urgent = False  # a run ended: show it without waiting for the governor
+
+    @property
+    def runner(self) -> Runner:
+        return self.controller.runner
 
     # -- layout --------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -121,12 +123,12 @@ class TTSApp(App):
                 yield Label("Verifier")
                 yield Select([(v, v) for v in VERIFIERS if v != "prm"], value=s.verifier
                              if s.verifier != "prm" else "confidence", allow_blank=False, id="verifier")
-                yield Static("", id="errors")
+                yield Static("", id="errors", markup=False)  # problem text and answers are not markup
                 with Horizontal(classes="row"):
                     yield Button("Run", id="run", variant="primary")
                     yield Button("Stop", id="stop", variant="error")
-                yield Static("", id="status")
-                yield Static("", id="timeline")
+                yield Static("", id="status", markup=False)
+                yield Static("", id="timeline", markup=False)
             yield SearchView(id="view", show_rates=self.show_rates)
         yield Footer()
 
@@ -142,6 +144,8 @@ class TTSApp(App):
 
     def on_mount(self) -> None:
         self.set_interval(TICK_S, self._drain)
+        # A user who types first types a problem; with one given, Enter runs it.
+        self.query_one("#run" if self.problem_given else "#problem").focus()
 
     @property
     def view(self) -> SearchView:
@@ -151,6 +155,8 @@ class TTSApp(App):
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
+        if screen is not self.default_screen:
+            return  # these act on the main screen (as their keys do)
         yield SystemCommand("Run", "Run the search with the current settings (ctrl+r)", self.action_run)
         yield SystemCommand("Stop", "Stop the running search (escape)", self.action_stop)
         yield SystemCommand("Follow", "Follow the newest activity in the tree (ctrl+f)", self.action_follow)
@@ -189,45 +195,45 @@ class TTSApp(App):
     @on(Input.Changed)
     @on(Select.Changed)
     def _validate_inline(self) -> None:
-        if not self.is_mounted or isinstance(self.screen, CompareScreen):
-            return  # the compare screen's controls bubble up here too; it checks them itself
+        if not self.is_mounted:
+            return
         req, why = self.read_controls()
         if why == "type a problem first":
             why = ""
         self.query_one("#errors", Static).update(why)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if not self.is_mounted:
+            return True
+        if action in MAIN_ONLY and self.screen is not self.default_screen:
+            return False  # the key goes on to the screen on top (compare binds its own run and stop)
         # Escape stops a run; when nothing runs it goes on to the widgets (closing a picker...).
-        if action == "stop" and self.is_mounted:
-            return self.view.running and not isinstance(self.screen, CompareScreen)
+        if action == "stop":
+            return self.controller.running
         return True
 
     # -- actions ---------------------------------------------------------------------------
     @on(Button.Pressed, "#run")
     def action_run(self) -> None:
-        if isinstance(self.screen, CompareScreen):
-            self.screen.action_run()
-            return
         req, why = self.read_controls()
         if req is None:
             self._refuse(why)
             return
         self.query_one("#errors", Static).update("")
         self.replay = None
+        self.record = None  # until this run's own record arrives
         self.query_one("#timeline", Static).update("")
         if self.remember:
             save_settings(self.settings)
-        self.start([(self.view, req)])
+        start_runs(self.controller, [(self.view, req)], self)
 
     def action_compare(self) -> None:
-        if isinstance(self.screen, CompareScreen):
-            return
         req, why = self.read_controls()
         if req is None:
             self._refuse(why)
-            self.notify(f"compare needs valid settings: {why}", severity="warning")
+            self.notify(f"compare needs valid settings: {why}", severity="warning", markup=False)
             return
-        self.push_screen(CompareScreen(req))
+        self.push_screen(CompareScreen(req, self.controller))
 
     def _refuse(self, why: str) -> None:
         """Invalid controls: the reason goes under them, and nothing runs."""
@@ -236,22 +242,12 @@ class TTSApp(App):
 
     @on(Button.Pressed, "#stop")
     def action_stop(self) -> None:
-        if self.running:
-            self.cancel.set()
+        if self.controller.stop():
             self.set_status("stopping…")
-            if isinstance(self.screen, CompareScreen):
-                self.screen.set_status("stopping…")
 
     @property
     def running(self) -> bool:
-        return any(v.running for v in self._views())
-
-    def _views(self) -> list[SearchView]:
-        views = [self.view]
-        for screen in self.screen_stack:
-            if isinstance(screen, CompareScreen):
-                views.extend(screen.views())
-        return views
+        return self.controller.running
 
     def action_follow(self) -> None:
         self.view.follow = True
@@ -278,102 +274,35 @@ class TTSApp(App):
         self.last_export = out / f"{stem}.md"
 
     async def action_quit(self) -> None:
-        self.cancel.set()  # the worker's engine loop sees it within one decode step
+        self.controller.stop()  # the run's engine loop sees it within one decode step
         self.exit()
 
-    # -- the worker ------------------------------------------------------------------------
-    def start(self, jobs: list[tuple[SearchView, RunRequest]]) -> None:
-        """Run the jobs one after another in the search worker, each into its own view."""
-        self.cancel.set()  # a run still going ends before the new one starts
-        self.cancel = threading.Event()
-        self.pending.clear()
-        for view, req in jobs:
-            view.reset(req.problem, req.params.budget)
-            view.running = True
-            view.follow = True
-        self.run_search(jobs, self.cancel)
-
-    @work(thread=True, exclusive=True, exit_on_error=False, group="search")
-    def run_search(self, jobs: list[tuple[SearchView, RunRequest]], cancel: threading.Event) -> None:
-        for view, req in jobs:
-            push = partial(_push, self.pending, view)
-            if not cancel.is_set():
-                self._run_one(req, cancel, push)
-            push(ev.Event("finished"))
-            self._urgent = True
-
-    def _run_one(self, req: RunRequest, cancel: threading.Event, push: Callable[[ev.Event], None]) -> None:
-        def status(text: str) -> None:
-            push(ev.Event(STATUS, data={"text": text}))
-
-        try:
-            result, search = self.runner.run(req, push, cancel, status)
-            settings = {"strategy": req.strategy, "verifier": req.verifier, **asdict(req.params)}
-            model = getattr(self.runner, "model_name", lambda: req.model or "")()
-            record = run_record(search, result, settings=settings, model=model)
-            try:
-                save_run(record)
-            except OSError as exc:
-                status(f"could not save the run: {exc}")
-            push(ev.Event("record", data={"record": record}))
-            status(("stopped" if result.cancelled else "done") + f": answer {result.answer}")
-        except TTSError as exc:
-            push(ev.Event("error", data={"text": str(exc)}))
-        except Exception as exc:  # never let a worker crash the UI
-            push(ev.Event("error", data={"text": f"{type(exc).__name__}: {exc}"}))
-
+    # -- showing the current run (the main screen is its own RunHost) ------------------------
     def _drain(self) -> None:
         if not self.view.is_mounted:
             return  # shutting down
-        if not (self.governor.due() or self._urgent):
+        urgent = self.controller.take_urgent()  # a job ended: show it without waiting for the governor
+        if not (self.governor.due() or urgent):
             return
-        self._urgent = False
-        if self.pending:
-            self._drain_now()
-        for view in self._views():
-            view.flush_tree()  # a tree update held back by its lower frame rate
+        items = self.controller.drain()
+        if items:
+            deliver(self, items)
+        for lane in self.controller.targets:
+            if lane.view.is_mounted:
+                lane.view.flush_tree()  # a tree update held back by its lower frame rate
         self.governor.frame_done()
 
-    def _drain_now(self) -> None:
-        batches: dict[SearchView, list[ev.Event]] = {}
-        while self.pending:
-            view, e = self.pending.popleft()
-            if not view.is_mounted:
-                continue  # its screen was closed
-            batch = batches.setdefault(view, [])
-            if e.kind == STATUS:
-                self._status(view, e.data["text"])
-            elif e.kind == "error":
-                self._status(view, "error: " + e.data["text"])
-                if view is self.view:
-                    self.query_one("#errors", Static).update(e.data["text"])
-                self.last_error = e.data["text"]
-            elif e.kind == "record":
-                view.record = e.data["record"]
-                if view is self.view:
-                    self.record = view.record
-            elif e.kind == "finished":
-                self._apply(view, batch)
-                batch.clear()
-                view.finish()
-            else:
-                batch.append(e)
-        for view, batch in batches.items():
-            self._apply(view, batch)
-            if isinstance(view.screen, CompareScreen):
-                view.screen.update_figures()
+    def show_error(self, text: str) -> None:
+        self.set_status("error: " + text)
+        self.query_one("#errors", Static).update(text)
+        self.last_error = text
 
-    def _apply(self, view: SearchView, batch: list[ev.Event]) -> None:
-        if batch:
-            with self.batch_update():
-                view.apply(batch)
+    def show_record(self, view: SearchView, record: dict[str, Any]) -> None:
+        if view is self.view:
+            self.record = record
 
-    def _status(self, view: SearchView, text: str) -> None:
-        screen = view.screen
-        if isinstance(screen, CompareScreen):
-            screen.set_status(text)
-        else:
-            self.set_status(text)
+    def run_updated(self) -> None:
+        pass  # the main view's panels are all it shows
 
     def set_status(self, text: str) -> None:
         self.query_one("#status", Static).update(text)
@@ -383,8 +312,9 @@ class TTSApp(App):
         try:
             record = load_run(path)
         except (OSError, ValueError) as exc:
-            self.notify(f"cannot open {path.name}: {exc}", severity="error")
+            self.notify(f"cannot open {path.name}: {exc}", severity="error", markup=False)
             return
+        self.controller.abandon()  # the replay takes the view: a run still going must not write into it
         self.record = record
         self.replay = [ev.Event.from_dict(e) for e in record.get("events", [])]
         self.replay_pos = len(self.replay)
@@ -409,11 +339,7 @@ class TTSApp(App):
         self._show_replay()
 
     def on_unmount(self) -> None:
-        self.cancel.set()
-
-
-def _push(queue: deque[tuple[SearchView, ev.Event]], view: SearchView, event: ev.Event) -> None:
-    queue.append((view, event))  # deque.append is thread-safe and never blocks the search
+        self.controller.stop()
 
 
 def run_app(**presets: Any) -> None:
@@ -421,4 +347,4 @@ def run_app(**presets: Any) -> None:
     try:
         app.run()
     finally:
-        app.runner.close()
+        app.controller.shutdown()  # waits for the run thread before the model is freed

@@ -1,14 +1,15 @@
 """Compare: two strategies (or two settings) on the same problem and budget, side by side.
 
 Run A is what the main controls say; run B starts as a copy with another strategy and
-is edited here. Both run in the app's one search worker, A then B (one model, one
-engine), each into its own view; a row of figures per run sits underneath.
+is edited here. Both run through the app's one RunController, A then B as one run (one
+model, one engine, one thread), each into its own view; a row of figures per run sits
+underneath. The screen is its own RunHost: status, errors and figures stay here.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from textual import on
 from textual.app import ComposeResult
@@ -20,13 +21,12 @@ from textual.widgets import Footer, Header, Input, Label, Select, Static
 from tts_tui.errors import TTSError
 from tts_tui.search.strategies import STRATEGIES, validate
 from tts_tui.session import VERIFIERS
+from tts_tui.tui.controller import RunController
+from tts_tui.tui.lanes import Lane, start_runs
 from tts_tui.tui.runner import RunRequest
 from tts_tui.tui.search_view import SearchView
 from tts_tui.tui.view import figures_table
 from tts_tui.tui.widgets import NumberInput, Panel
-
-if TYPE_CHECKING:
-    from tts_tui.tui.app import TTSApp
 
 
 def default_b(a: RunRequest) -> RunRequest:
@@ -57,18 +57,19 @@ CompareScreen #figures { height: 4; padding: 0 1; border-top: solid $primary; }
 
 
 class CompareScreen(Screen):
-    BINDINGS = [Binding("escape", "back", "Stop / Back")]
+    BINDINGS = [
+        Binding("ctrl+r", "run", "Run A, B", priority=True),
+        Binding("escape", "back", "Stop / Back"),
+    ]
 
-    def __init__(self, a: RunRequest) -> None:
+    def __init__(self, a: RunRequest, controller: RunController[Lane]) -> None:
         super().__init__()
         self.a = a
         self.b = default_b(a)
+        self.controller = controller
         self.labels = {"cmp-a": "A", "cmp-b": "B"}
         self.requests: dict[str, RunRequest] = {}
-
-    @property
-    def tts(self) -> "TTSApp":
-        return self.app  # type: ignore[return-value]
+        self.last_error = ""
 
     def compose(self) -> ComposeResult:
         b, p = self.b, self.b.params
@@ -86,9 +87,9 @@ class CompareScreen(Screen):
             yield NumberInput(p.temperature, 0.1, "temp", is_float=True, id="b-temperature")
             yield Select([(v, v) for v in VERIFIERS if v != "prm"], value=b.verifier if b.verifier != "prm"
                          else "confidence", allow_blank=False, id="b-verifier")
-        yield Static("", id="cmp-errors")
+        yield Static("", id="cmp-errors", markup=False)  # error text may quote the problem: not markup
         yield Static(f"same problem and budget ({self.a.params.budget} tokens); ctrl+r runs A then B, "
-                     "escape stops or goes back", id="cmp-status")
+                     "escape stops or goes back", id="cmp-status", markup=False)
         with Horizontal(id="views"):
             rates = getattr(self.app, "show_rates", True)
             yield SearchView(id="cmp-a", show_rates=rates)
@@ -118,7 +119,8 @@ class CompareScreen(Screen):
 
     @on(Input.Changed)
     @on(Select.Changed)
-    def _validate_inline(self) -> None:
+    def _validate_inline(self, message: Input.Changed | Select.Changed) -> None:
+        message.stop()  # B's controls are this screen's business, not the main controls'
         if self.is_mounted:
             self.query_one("#cmp-errors", Static).update(self.read_b()[1])
 
@@ -133,22 +135,34 @@ class CompareScreen(Screen):
         b, why = self.read_b()
         if b is None:
             self.query_one("#cmp-errors", Static).update(why)
-            self.tts.last_error = why
+            self.last_error = why
             return
         self.b = b
         va, vb = self.views()
         self.requests = {"cmp-a": self.a, "cmp-b": b}
-        self.tts.start([(va, self.a), (vb, b)])
+        start_runs(self.controller, [(va, self.a), (vb, b)], self)
         self.update_figures()
 
     def action_back(self) -> None:
         if self.running:
-            self.tts.action_stop()
+            if self.controller.stop():
+                self.set_status("stopping…")
         else:
             self.app.pop_screen()
 
+    # -- RunHost: where this screen's runs show ---------------------------------------------
     def set_status(self, text: str) -> None:
         self.query_one("#cmp-status", Static).update(text)
+
+    def show_error(self, text: str) -> None:
+        self.set_status("error: " + text)
+        self.last_error = text
+
+    def show_record(self, view: SearchView, record: dict[str, Any]) -> None:
+        self.update_figures()
+
+    def run_updated(self) -> None:
+        self.update_figures()
 
     def figures(self) -> list[dict[str, Any]]:
         rows = []

@@ -31,8 +31,8 @@ class HistoryScreen(Screen):
             except (OSError, ValueError, KeyError):
                 opts.append(f"{p.name} (unreadable)")
         self.paths = runs[:200]
-        yield Label(f"{len(runs)} saved runs in {paths.runs_dir()}  (Enter: open, Escape: back)")
-        yield OptionList(*opts, id="runs")
+        yield Label(f"{len(runs)} saved runs in {paths.runs_dir()}  (Enter: open, Escape: back)", markup=False)
+        yield OptionList(*opts, id="runs", markup=False)  # problems and answers are shown as typed
         yield Footer()
 
     def on_option_list_option_selected(self, message) -> None:

@@ -1,5 +1,5 @@
 """What the TUI runs a search with. The real one loads models through the session;
-tests pass a scripted one. Both run inside the TUI's worker thread."""
+tests pass a scripted one. Both run on the RunController's thread, one run at a time."""
 
 from __future__ import annotations
 
@@ -32,11 +32,16 @@ class Runner(Protocol):
 
 
 class SolverRunner:
-    """Keeps one loaded model; switching model unloads the old one first."""
+    """Keeps one loaded model; switching model unloads the old one first.
+
+    Loading, solving and closing all hold one lock, so a model is never swapped or freed
+    while a search decodes on it, whoever calls (the run thread, or the app at exit).
+    """
 
     def __init__(self) -> None:
         self._solver = None
         self._key: str | None = None
+        self._lock = threading.Lock()
 
     def models(self) -> list[tuple[str, bool]]:
         from tts_tui import paths
@@ -64,14 +69,17 @@ class SolverRunner:
         return self._solver
 
     def run(self, req: RunRequest, listener: ev.Listener, cancel: threading.Event, status: Status):
-        solver = self._load(req.model, status)
-        status(f"running {req.strategy} on {solver.model_path.name}")
-        return solver.solve(req.problem, req.strategy, req.params, req.verifier, listener=listener, cancel=cancel)
+        with self._lock:
+            solver = self._load(req.model, status)
+            status(f"running {req.strategy} on {solver.model_path.name}")
+            return solver.solve(req.problem, req.strategy, req.params, req.verifier, listener=listener,
+                                cancel=cancel)
 
     def model_name(self) -> str:
         return self._solver.model_path.name if self._solver else ""
 
     def close(self) -> None:
-        if self._solver is not None:
-            self._solver.close()
-            self._solver = None
+        with self._lock:  # waits for a run still decoding (it was cancelled: within one step)
+            if self._solver is not None:
+                self._solver.close()
+                self._solver = None

@@ -70,7 +70,8 @@ class SearchView(Vertical):
     def reset(self, problem: str, budget: int) -> None:
         tree = self.query_one("#tree", Tree)
         tree.clear()
-        tree.root.set_label(problem.strip().splitlines()[0][:60] if problem.strip() else "problem")
+        # Text, not str: a Tree parses a str label as markup, and a problem may contain "[x]".
+        tree.root.set_label(Text(problem.strip().splitlines()[0][:60] if problem.strip() else "problem"))
         tree.root.data = 0
         tree.root.expand()
         self.model = SearchTree(problem)

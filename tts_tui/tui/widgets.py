@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from textual.binding import Binding
+from textual.content import Content
 from textual.widget import Widget
 from textual.widgets import Input, Tree
 
@@ -20,7 +21,8 @@ class Panel(Widget):
         self.text = text
 
     def render(self) -> Any:
-        return self.text
+        # A plain string is shown as typed: answers such as "[x]" are not markup.
+        return Content(self.text) if isinstance(self.text, str) else self.text
 
     def update(self, text: Any) -> None:
         if text != self.text:
