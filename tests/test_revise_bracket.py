@@ -27,7 +27,7 @@ def matches(search):
     [
         (("42",), 1, 0, 0),  # one candidate: champion without a match
         (("41", "42"), 2, 1, 1),
-        (("1", "2", "42", "3", "4"), 5, 4, 3),  # five different answers: byes in rounds 1 and 2
+        (("1", "2", "42", "3", "4"), 5, 4, 3),  # five different answers: 3 byes in round 1, then 4 left
         (("1", "2", "3", "4", "5", "6", "7", "42"), 8, 7, 3),
     ],
 )
@@ -169,3 +169,69 @@ def test_a_revision_turn_asks_about_the_models_own_solution():
     (second,) = [n for n in search.tree.nodes.values() if n.meta.get("attempt") == 2]
     asked = second.meta["asked"]
     assert "your solution above" in asked and "earlier attempts" not in asked
+
+
+def test_bracket_byes_go_to_the_top_seeds():
+    # Weights (FakeScorer): 7 carries 1.0 + 0.5 over two votes, 5 carries 1.0, 42 0.33.
+    # The top seed, 7, sits out round 1; the two weakest play it.
+    search, _ = make(("7", "7", "42", "5"), n=4)
+    run_strategy("bracket", search)
+    assert "round 1: 7 gets a bye" in search.info
+    first, final = matches(search)
+    assert {first.meta["round"], final.meta["round"]} == {1, 2}
+    assert {search.tree.nodes[first.meta[k]].answer for k in ("a", "b")} == {"5", "42"}
+
+
+def test_five_candidates_give_byes_to_the_three_best_and_play_the_rest_down_to_four():
+    search, _ = make(("1", "2", "42", "3", "4"), n=5)  # weights 1.0, .5, .33, 1.0, .5
+    run_strategy("bracket", search)
+    byes = [t for t in search.info if "bye" in t]
+    assert byes == ["round 1: 1 gets a bye", "round 1: 3 gets a bye", "round 1: 2 gets a bye"]
+    round1 = [m for m in matches(search) if m.meta["round"] == 1]
+    assert len(round1) == 1
+    assert {search.tree.nodes[round1[0].meta[k]].answer for k in ("a", "b")} == {"4", "42"}
+
+
+class CountingScorer(FakeScorer):
+    """FakeScorer that records every node it scores."""
+
+    def __init__(self) -> None:
+        self.scored: list[int] = []
+
+    def score(self, search, nodes):
+        self.scored.extend(n.id for n in nodes)
+        return super().score(search, nodes)
+
+
+@pytest.mark.parametrize("how", ["last", "min"])
+def test_revise_scores_what_the_aggregate_reads_of_each_attempt(how):
+    gen = FakeGenerator(answers=("41", "42"))
+    search = Search(gen, "What is 6*7?", SearchParams(n=4, m=2, budget=10_000, max_steps=6, aggregate=how),
+                    MathAnswers(), CountingScorer())
+    run_strategy("revise", search)
+    ends = [n for n in search.tree.nodes.values()  # each attempt's answered last step
+            if n.answer and all("attempt" in search.tree.nodes[c].meta for c in n.children)]
+    steps = [n for n in search.tree.nodes.values() if n.kind == "step"]
+    want = ends if how == "last" else steps  # an attempt's own steps: every step once
+    assert len(ends) == 4 and len(steps) == 12
+    assert sorted(search.scorer.scored) == sorted(n.id for n in want)
+
+
+def test_revise_weighs_an_attempt_by_its_own_steps():
+    """With `min`, attempt 2's weight is the minimum over its own steps, not the
+    earlier attempt's (which it revised, on the same path)."""
+    gen = FakeGenerator(answers=("41", "42"))
+    table = {}
+
+    class Scorer:
+        name = "t"
+
+        def score(self, search, nodes):
+            return [table.get(n.id, 0.9) for n in nodes]
+
+    search = Search(gen, "What is 6*7?", SearchParams(n=2, m=2, budget=10_000, max_steps=6, aggregate="min"),
+                    MathAnswers(), Scorer())
+    table[1] = 0.1  # the first attempt's first step
+    result = run_strategy("revise", search)
+    weights = {g.answer: g.weight for g in result.groups}
+    assert weights == {"41": pytest.approx(0.1), "42": pytest.approx(0.9)}

@@ -187,3 +187,223 @@ def test_tree_round_trips_through_json():
     back = Tree.from_dict(d)
     assert back.to_dict() == d
     assert any(n.status == FINISHED or n.status == CHOSEN for n in back.nodes.values())
+
+
+# -- helpers for the tests below -------------------------------------------------------
+class TrackingGenerator(FakeGenerator):
+    """Remembers every state it hands out and every release: a run, however it ends,
+    must give all of them back."""
+
+    def __init__(self, **kw) -> None:
+        super().__init__(**kw)
+        self.handed: dict[int, object] = {}
+        self.freed: set[int] = set()
+
+    def root(self, problem, system=None):
+        state = super().root(problem, system)
+        self.handed[id(state)] = state
+        return state
+
+    def expand(self, requests, *, budget, should_stop, on_step):
+        def seen(res):
+            self.handed[id(res.handle)] = res.handle
+            on_step(res)
+
+        return super().expand(requests, budget=budget, should_stop=should_stop, on_step=seen)
+
+    def release(self, state) -> None:
+        super().release(state)
+        self.freed.add(id(state))
+
+    @property
+    def leaked(self) -> list:
+        return [s for k, s in self.handed.items() if k not in self.freed]
+
+
+class TableScorer:
+    """Scores node ids from a table (else `default`) and records every node it scores."""
+
+    name = "table"
+
+    def __init__(self, table: dict[int, float] | None = None, default: float = 0.5) -> None:
+        self.table = table or {}
+        self.default = default
+        self.scored: list[int] = []
+
+    def score(self, search, nodes):
+        self.scored.extend(n.id for n in nodes)
+        return [self.table.get(n.id, self.default) for n in nodes]
+
+
+def with_scorer(search, scorer):
+    search.scorer = scorer
+    return scorer
+
+
+def level(search, depth):
+    return [n for n in search.tree.nodes.values() if n.depth == depth]
+
+
+# -- verifier work: score what the aggregate reads, rank with it ---------------------------
+def test_path_score_with_last_scores_the_last_step_alone():
+    search, gen, _ = make(n=4, m=1)
+    scorer = with_scorer(search, TableScorer())
+    run_strategy("weighted", search)
+    leaves = [n for n in search.tree.nodes.values() if n.answer]
+    assert len(leaves) == 4 and leaves[0].depth == 3
+    assert sorted(scorer.scored) == sorted(n.id for n in leaves)  # not the 8 steps before them
+
+
+def test_path_score_with_min_reads_every_step_in_one_verifier_call():
+    search, gen, _ = make(n=4, m=1, aggregate="min")
+    calls = []
+    scorer = with_scorer(search, TableScorer())
+    score = scorer.score
+    scorer.score = lambda s, nodes: (calls.append(len(nodes)), score(s, nodes))[1]
+    run_strategy("weighted", search)
+    assert len(scorer.scored) == 12 == len(set(scorer.scored))
+    assert calls == [12]  # batched: a judge or PRM decodes them together
+
+
+def test_beam_ranks_by_the_aggregate_not_the_last_step():
+    # Round 1 keeps nodes 1 and 3. Their children 5, 6 (of 1) and 7, 8 (of 3) rank
+    # 7, 8 first by the last step (0.95) but 5, 6 first by the path minimum (0.6 > 0.5).
+    table = {1: 0.9, 2: 0.2, 3: 0.5, 4: 0.1, 5: 0.6, 6: 0.6, 7: 0.95, 8: 0.95}
+    pruned = {}
+    for how in ("min", "last"):
+        search, gen, _ = make(n=4, m=2, max_steps=3, aggregate=how)
+        with_scorer(search, TableScorer(table))
+        run_strategy("beam", search)
+        assert [search.tree.parent(n).id for n in level(search, 2)] == [1, 1, 3, 3]
+        pruned[how] = {n.id for n in level(search, 2) if n.status == PRUNED}
+    assert pruned == {"min": {7, 8}, "last": {5, 6}}
+
+
+def test_dvts_ranks_by_the_aggregate_and_ties_go_to_the_earlier_candidate():
+    # One subtree: candidates 3 and 4 share the prefix node 1 (0.3), so by the minimum
+    # they tie (0.3) and the earlier one stays; by the last step 4 (0.9) wins.
+    table = {1: 0.3, 2: 0.1, 3: 0.6, 4: 0.9}
+    kept = {}
+    for how in ("min", "last"):
+        search, gen, _ = make(n=2, m=2, max_steps=3, aggregate=how)
+        with_scorer(search, TableScorer(table))
+        run_strategy("dvts", search)
+        kept[how] = [n.id for n in level(search, 2) if n.status != PRUNED]
+    assert kept == {"min": [3], "last": [4]}
+
+
+def test_beam_ties_go_to_the_earlier_node():
+    search, gen, _ = make(n=4, m=2, max_steps=3)
+    with_scorer(search, TableScorer())  # every step scores the same
+    run_strategy("beam", search)
+    assert [n.id for n in level(search, 1) if n.children] == [1, 2]  # kept and expanded
+    assert [n.id for n in level(search, 2) if n.children] == [5, 6]
+
+
+# -- beam: N/M kept, M expansions each, every round ------------------------------------------
+def test_beam_keeps_n_over_m_beams_and_expands_each_m_times_every_round():
+    n, m, depth = 8, 4, 5
+    search, gen, _ = make(gen=FakeGenerator(depth=depth), n=n, m=m, max_steps=depth + 1)
+    run_strategy("beam", search)
+    assert gen.calls == [n] * depth  # N first steps, then N/M beams x M children per round
+    for d in range(1, depth):
+        nodes = level(search, d)
+        kept = [x for x in nodes if x.children]
+        assert len(nodes) == n and len(kept) == n // m, d
+        assert all(len(x.children) == m for x in kept), d
+        assert all(x.status == PRUNED for x in nodes if not x.children), d
+    assert len(level(search, depth)) == n and all(x.answer for x in level(search, depth))
+
+
+# -- cancellation mid-run ------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["beam", "dvts", "mcts", "majority", "revise", "bracket"])
+def test_cancel_mid_run_ends_promptly_with_a_consistent_tree_and_nothing_held(name):
+    cancel = threading.Event()
+    gen = TrackingGenerator(depth=4)
+    added = []
+
+    calls_at_cancel = []
+
+    def listener(e):  # a user pressing escape after the tenth step appears
+        if e.kind == ev.NODE_ADDED:
+            added.append(e)
+            if len(added) == 10:
+                cancel.set()
+                calls_at_cancel.append(len(gen.calls))
+
+    params = SearchParams(n=8, m=2, budget=10_000, max_steps=6)
+    search = Search(gen, "What is 6*7?", params, MathAnswers(), FakeScorer(), listener, cancel)
+    result = run_strategy(name, search)
+    assert result.cancelled
+    assert len(added) == 10 and len(gen.calls) == calls_at_cancel[0]  # no engine call after it
+    assert not [x for x in search.tree.nodes.values() if x.status == "live" and x.kind != "root"]
+    back = Tree.from_dict(json.loads(json.dumps(search.tree.to_dict())))
+    assert set(back.nodes) == set(search.tree.nodes)
+    assert gen.leaked == []
+
+
+# -- MCTS: a hard cap on the tree's half -----------------------------------------------------
+def test_a_wide_mcts_round_cannot_eat_the_roll_out_reserve():
+    # A round of N/M x M = 8 steps of 50 tokens is 400 tokens, more than the tree's half
+    # of 600: the round is cut at 300 and the roll-outs get their whole half.
+    gen = FakeGenerator(answers=("42",), depth=12, step_tokens=50)
+    search, _, _ = make(gen=gen, n=8, m=2, budget=600, max_steps=24)
+    budgets, spent_before = [], []
+    expand = gen.expand
+
+    def spy(reqs, **kw):
+        budgets.append(kw["budget"])
+        spent_before.append(search.spent)
+        return expand(reqs, **kw)
+
+    gen.expand = spy
+    run_strategy("mcts", search)
+    assert spent_before[-1] <= 300 and budgets[-1] >= 300  # the roll-outs' call
+    assert all(b <= 300 for b in budgets[:-1])
+
+
+def test_expand_spends_at_most_its_cap():
+    search, gen, _ = make(gen=FakeGenerator(depth=12, step_tokens=10))
+    search.expand([search.tree.root] * 4, max_steps=5, budget=35)
+    assert search.spent == 30 and search.budget_left == 10_000 - 30
+    assert search.expand([search.tree.root], budget=0) == [[]]
+
+
+# -- auto: bins the probes can show, never more than N samples ----------------------------
+def test_auto_bins_probes_that_all_disagree_as_hard():
+    search, gen, _ = make(gen=FakeGenerator(answers=("1", "2", "3", "4")), n=8, m=2)
+    result = run_strategy("auto", search)
+    assert result.stats["difficulty"] == "hard" and "1/4 probes agree" in result.reason
+
+
+def test_auto_difficulty_bins():
+    from tts_tui.search.strategies.auto import difficulty_bin
+
+    assert [difficulty_bin(a / 4, 4) for a in range(5)] == ["hard", "hard", "medium", "easy", "easy"]
+    assert difficulty_bin(0.5, 2) == "hard" and difficulty_bin(0.5) == "medium"  # 1 of 2; 2 of 4
+    assert difficulty_bin(1 / 3, 3) == "hard" and difficulty_bin(1.0, 1) == "easy"
+
+
+def _root_children(search):
+    return [c for c in search.tree.children(search.tree.root) if c.kind != "match"]
+
+
+def test_auto_never_draws_more_than_n_samples_when_probes_fail():
+    # Probes 2 and 3 loop: 2 of 4 agree (medium: weighted at N). The probes count
+    # against N whether they answered or not.
+    gen = FakeGenerator(answers=("42",), loops=frozenset({2, 3}))
+    search, _, _ = make(gen=gen, n=8, m=2)
+    result = run_strategy("auto", search)
+    assert result.stats["difficulty"] == "medium"
+    assert len(_root_children(search)) == 8
+    assert result.answer == "42"
+
+
+def test_auto_hard_search_gets_what_the_probes_left_of_n():
+    # No probe answers (hard: beam): beam runs with N - 4 generations, not N more.
+    gen = FakeGenerator(answers=("42",), loops=frozenset({0, 1, 2, 3}))
+    search, _, _ = make(gen=gen, n=8, m=2)
+    result = run_strategy("auto", search)
+    assert result.stats["difficulty"] == "hard" and result.stats["chosen_strategy"] == "beam"
+    assert len(_root_children(search)) == 8 and gen.calls[1] == 4
+    assert result.answer == "42"

@@ -106,6 +106,7 @@ class Search:
         scoped: bool = False,
         max_total: int | None = None,
         answer_stop: bool = True,
+        budget: int | None = None,
     ) -> list[list[Node]]:
         """Grow one branch from each parent (repeat a parent for several children),
         all in one batched engine call; nodes appear (and are announced) step by step.
@@ -117,8 +118,11 @@ class Search:
         `template` marks the prefixes as chat-template text. `max_total` caps the tokens
         of each branch (a sample's share of the budget). A branch ends as soon as its final
         answer is complete unless `answer_stop` is off (to write on past an answer).
+        `budget` caps the tokens this call may spend (all branches together), below
+        what the run has left: a phase can keep the rest for a later one.
         """
-        if not parents or self.stopped:
+        cap = self.budget_left if budget is None else min(self.budget_left, max(0, budget))
+        if not parents or self.stopped or cap <= 0:
             return [[] for _ in parents]
         reqs = []
         rule = self.stop_rule(max_steps, max_total=max_total, answer_stop=answer_stop)  # one frozen rule serves every branch
@@ -135,7 +139,7 @@ class Search:
             current[out.request] = node
             made[out.request].append(node)
 
-        self.gen.expand(reqs, budget=self.budget_left, should_stop=self.cancel.is_set, on_step=on_step)
+        self.gen.expand(reqs, budget=cap, should_stop=self.cancel.is_set, on_step=on_step)
         self.emit(ev.Event(ev.BUDGET, data={"spent": self.spent, "budget": self.params.budget}))
         return made
 
@@ -186,23 +190,31 @@ class Search:
                 self.emit(ev.Event(ev.NODE_SCORED, node_id=n.id, data={"scores": {self.scorer.name: float(s)}}))
         return [n.scores[self.scorer.name] for n in nodes]
 
-    def path_score(self, node: Node, how: str | None = None) -> float:
-        """Aggregate the verifier's step scores along the path (scoring what is missing)."""
-        path = self.tree.path(node)
-        scores = self.score(path)
-        if not scores:
-            return 0.0
+    def path_score(self, node: Node, how: str | None = None, since: Node | None = None) -> float:
+        """Aggregate the verifier's step scores along the path from `since` (default: the
+        first step) to `node`, scoring only the steps the aggregate reads."""
+        return self.path_scores([node], how, [since])[0]
+
+    def path_scores(self, nodes: Sequence[Node], how: str | None = None,
+                    since: Sequence[Node | None] | None = None) -> list[float]:
+        """path_score for many nodes, with one verifier call for all the steps they need
+        (a judge or PRM batches its decodes; one call per path would not)."""
         how = how or self.params.aggregate
-        if how == "min":
-            return min(scores)
-        if how == "mean":
-            return sum(scores) / len(scores)
-        if how == "prod":
-            out = 1.0
-            for s in scores:
-                out *= s
-            return out
-        return scores[-1]
+        paths = [self._aggregated_steps(n, how, since[i] if since else None) for i, n in enumerate(nodes)]
+        unique = list({n.id: n for path in paths for n in path}.values())
+        self.score(unique)
+        return [aggregate(self.score(path), how) for path in paths]
+
+    def _aggregated_steps(self, node: Node, how: str, since: Node | None) -> list[Node]:
+        """The steps an aggregate reads: `last` needs the node alone (a verifier call per
+        step is costly: a PRM prefill, a judge prompt); min, mean and prod read them all."""
+        if node.kind == "root":
+            return []
+        if how not in ("min", "mean", "prod"):
+            return [node]
+        steps = self.tree.path(node)
+        ids = [n.id for n in steps]
+        return steps[ids.index(since.id):] if since is not None and since.id in ids else steps
 
     def set_status(self, node: Node, status: str) -> None:
         if node.status == status:
@@ -268,3 +280,19 @@ class Search:
 
 def _has_final_marker(text: str) -> bool:
     return "\\boxed" in text or "answer is" in text.lower() or "final answer" in text.lower()
+
+
+def aggregate(scores: Sequence[float], how: str) -> float:
+    """Step scores to one path score: last | min | mean | prod (0 for no steps)."""
+    if not scores:
+        return 0.0
+    if how == "min":
+        return min(scores)
+    if how == "mean":
+        return sum(scores) / len(scores)
+    if how == "prod":
+        out = 1.0
+        for s in scores:
+            out *= s
+        return out
+    return scores[-1]

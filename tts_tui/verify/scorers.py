@@ -79,6 +79,16 @@ class PRMFormat:
     bad_token: str = "-"
 
 
+def shepherd_text(problem: str, steps: list[str], step_tag: str) -> str:
+    """Math-Shepherd's input: `question + " " + output`, each step followed by the tag,
+    the last one ending at the tag itself. The reference reads P(good) from the logits
+    at the tag token (what the model predicts after reading it), so the text must end
+    there, not after the newline that separates steps (" ки\n" -> " ки")."""
+    tag = step_tag.rstrip("\n") or step_tag  # a tag that is all newlines stays whole
+    body = step_tag.join(s.strip() for s in steps) + tag
+    return f"{problem.strip()} {body}"
+
+
 class PRMScorer:
     """A process reward model in its own context; scoring decodes are batched."""
 
@@ -100,8 +110,7 @@ class PRMScorer:
                 if i < len(steps) - 1:
                     msgs.append({"role": "assistant", "content": self.fmt.good_token})
             return model.chat_tokens(msgs)
-        text = problem.strip() + "\n" + "".join(s.strip() + self.fmt.step_tag for s in steps)
-        return model.tokenize(text, add_special=True, parse_special=False)
+        return model.tokenize(shepherd_text(problem, steps, self.fmt.step_tag), add_special=True, parse_special=False)
 
     def score(self, search: Search, nodes: Sequence[Node]) -> list[float]:
         handles = []

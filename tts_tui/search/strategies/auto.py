@@ -2,8 +2,10 @@
 
 A few probe samples are drawn first; the share that agree with the most common answer
 estimates pass@1 (Snell et al. bin difficulty by pass@1; Liu et al. call > 50% easy,
-10-50% medium, < 10% hard). The table in auto_table.json maps the bin to a strategy
-and N. The probes are not wasted: vote strategies reuse them.
+10-50% medium, < 10% hard). A handful of probes cannot resolve 10%, so the bins are
+read off what they can show: more than half agree (easy), no two agree (hard), else
+medium. The table in auto_table.json maps the bin to a strategy and N. The probes are
+not wasted: they are k of the N generations, and vote strategies reuse them.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 from tts_tui.search.run import Result, Search
 from tts_tui.search.strategies import sampling
+from tts_tui.search.tree import Node
 
 TABLE_PATH = Path(__file__).resolve().parent.parent / "auto_table.json"
 
@@ -31,12 +34,17 @@ def load_table(path: Path | None = None) -> dict[str, Any]:
         return json.loads(TABLE_PATH.read_text(encoding="utf-8"))  # a broken user table: the default
 
 
-def difficulty_bin(pass_rate: float) -> str:
+def difficulty_bin(pass_rate: float, probes: int = 4) -> str:
+    """The bin from the share of `probes` probes that agree (unanswered ones count
+    against): easy when more than half agree, hard when no two do (all answers differ,
+    or none came), medium between. With a handful of probes, agreement is at least
+    1/probes whenever one answered, so Liu et al.'s < 10% could never be seen; "no two
+    agree" is the weakest evidence the probes can show."""
     if pass_rate > 0.5:
         return "easy"
-    if pass_rate >= 0.1:
-        return "medium"
-    return "hard"
+    if round(pass_rate * probes) < 2:  # agreeing probes (a logged share is rounded)
+        return "hard"
+    return "medium"
 
 
 def auto(search: Search) -> Result:
@@ -45,32 +53,54 @@ def auto(search: Search) -> Result:
     k = max(1, min(int(table.get("probe", 4)), p.n))
     probes = [n for n in sampling.sample_full(search, k) if n.answer]
     groups = search.vote(probes)
-    agree = (groups[0].count / k) if groups else 0.0
-    label = difficulty_bin(agree)
+    top = groups[0].count if groups else 0
+    agree = top / k
+    label = difficulty_bin(agree, k)
     choice = table["bins"][label]
     strategy = choice["strategy"]
-    n = max(1, int(round(p.n * float(choice.get("n_scale", 1.0)))))
+    n = min(p.n, max(1, int(round(p.n * float(choice.get("n_scale", 1.0))))))
+    # The probes are k of the N generations: a vote adds samples up to n, a search gets
+    # what the probes left (none left: the probes vote).
+    searches = strategy not in VOTES and p.n > k
+    total = min(n, p.n - k) if searches else max(n, k)
     search.note(
-        f"difficulty {label}: {groups[0].count if groups else 0}/{k} probes agree "
-        f"(est. pass rate {agree:.0%}) -> {strategy} N={n}",
-        difficulty=label, chosen_strategy=strategy, chosen_n=n, pass_rate=agree,
+        f"difficulty {label}: {top}/{k} probes agree (est. pass rate {agree:.0%}) -> "
+        f"{strategy if searches or strategy in VOTES else 'weighted vote of the probes'} N={total}",
+        difficulty=label, chosen_strategy=strategy, chosen_n=total, pass_rate=agree,
     )
     search.difficulty = label  # type: ignore[attr-defined]
-    if strategy in ("majority", "weighted", "best-of-n"):
-        extra = max(0, n - len(probes))
-        more = [x for x in sampling.sample_full(search, extra) if x.answer] if extra else []
-        done = probes + more
-        weights = [search.path_score(x) for x in done] if strategy != "majority" else None
-        groups = search.vote(done, weights)
-        result = search.finish("auto", groups, sampling._representative(search, groups))
+    if searches:
+        result = _search(search, strategy, total)
     else:
-        from tts_tui.search.strategies import STRATEGIES  # the registry imports this module
-
-        m = p.m if n % p.m == 0 else 1
-        search.params = type(p)(**{**p.__dict__, "n": n, "m": m})
-        result = STRATEGIES[strategy][0](search)
-        result.strategy = "auto"
+        result = _vote(search, strategy, probes, total - k)
     result.reason = search.info[0]
     result.stats["difficulty"] = label
     result.stats["chosen_strategy"] = strategy
+    return result
+
+
+VOTES = ("majority", "weighted", "best-of-n")
+
+
+def _vote(search: Search, strategy: str, probes: list[Node], extra: int) -> Result:
+    """The probes and `extra` more samples vote: every probe drawn counts against N,
+    answered or not, so a run never draws more than N samples."""
+    more = [x for x in sampling.sample_full(search, extra) if x.answer] if extra else []
+    done = probes + more
+    weights = search.path_scores(done) if strategy != "majority" else None
+    groups = search.vote(done, weights)
+    chosen = sampling._representative(search, groups, sampling._by_id(done, weights) if weights else None)
+    return search.finish("auto", groups, chosen)
+
+
+def _search(search: Search, strategy: str, n: int) -> Result:
+    """A search strategy with the generations the probes left of N (M: the largest
+    divisor of that N up to the user's M, so N/M beams are kept)."""
+    from tts_tui.search.strategies import STRATEGIES  # the registry imports this module
+
+    p = search.params
+    m = max(d for d in range(1, min(p.m, n) + 1) if n % d == 0)
+    search.params = type(p)(**{**p.__dict__, "n": n, "m": m})
+    result = STRATEGIES[strategy][0](search)
+    result.strategy = "auto"
     return result

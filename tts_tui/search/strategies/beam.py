@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tts_tui.search.run import Result, Search
-from tts_tui.search.strategies.sampling import _representative
+from tts_tui.search.strategies.sampling import _by_id, _representative
 from tts_tui.search.tree import FINISHED, Node
 
 
@@ -15,9 +15,16 @@ def _final_vote(search: Search, strategy: str, fallback: list[Node]) -> Result:
     done = [n for n in search.tree.nodes.values() if n.status == FINISHED and n.answer]
     if not done:  # budget ran out first: answer from the best partial path, if any has one
         done = [n for n in fallback if n.answer]
-    weights = [search.path_score(n) for n in done]
+    weights = search.path_scores(done)
     groups = search.vote(done, weights)
-    return search.finish(strategy, groups, _representative(search, groups))
+    return search.finish(strategy, groups, _representative(search, groups, _by_id(done, weights)))
+
+
+def _rank(search: Search, nodes: list[Node]) -> list[Node]:
+    """Best first by the aggregated path score (`--aggregate`), not the last step's alone.
+    The sort is stable, so ties go to the earlier node, whatever the batch order."""
+    scores = dict(zip((n.id for n in nodes), search.path_scores(nodes)))
+    return sorted(nodes, key=lambda n: -scores[n.id])
 
 
 def beam_search(search: Search) -> Result:
@@ -31,11 +38,10 @@ def beam_search(search: Search) -> Result:
         open_nodes = [n for n in frontier if _is_open(n)]
         if not open_nodes:
             break
-        scores = search.score(open_nodes)
-        ranked = sorted(zip(scores, range(len(open_nodes))), reverse=True)
-        kept = [open_nodes[i] for _, i in ranked[:keep]]
-        for _, i in ranked[keep:]:
-            search.prune(open_nodes[i])
+        ranked = _rank(search, open_nodes)
+        kept = ranked[:keep]
+        for n in ranked[keep:]:
+            search.prune(n)
         parents = [n for n in kept for _ in range(p.m)]
         frontier = [path[0] for path in search.expand(parents) if path]
         for n in kept:
@@ -62,11 +68,9 @@ def dvts(search: Search) -> Result:
             if not cands:
                 heads[i] = None
                 continue
-            scores = search.score(cands)
-            best = max(range(len(cands)), key=lambda k: scores[k])
-            for k, c in enumerate(cands):
-                if k != best:
-                    search.prune(c)
-            all_last.append(cands[best])
-            heads[i] = cands[best] if _is_open(cands[best]) else None
+            best, *rest = _rank(search, cands)
+            for c in rest:
+                search.prune(c)
+            all_last.append(best)
+            heads[i] = best if _is_open(best) else None
     return _final_vote(search, "dvts", all_last)

@@ -3,7 +3,9 @@
 Candidates with equivalent answers merge first (the best-scored one represents them
 and carries their votes), so matches are spent on genuinely different answers. Each
 round's matches are judged in one batch: by the policy model ("Which solution is
-correct, A or B?", both orders) or, with a PRM, by the higher aggregated score.
+correct, A or B?", both orders) or, with a PRM, by the higher aggregated score. The
+representatives are seeded by the weight they carry; the top seeds get round 1's byes,
+which leave a power of two, so no later round has one.
 
 A match weighs the judge against the votes each side carries: the judge's odds times
 the vote ratio. On gsm8k_dev a 1.5B judge alone let a one-vote stray answer knock out
@@ -28,11 +30,8 @@ from tts_tui.search.tree import Node
 def _judge(search: Search, pairs: list[tuple[Node, Node]]) -> list[float]:
     """P(first wins) per pair."""
     if search.scorer is not None and search.scorer.name == "prm":
-        out = []
-        for a, b in pairs:
-            sa, sb = search.path_score(a), search.path_score(b)
-            out.append(1.0 if sa > sb else 0.0 if sb > sa else 0.5)
-        return out
+        scores = search.path_scores([n for pair in pairs for n in pair])
+        return [1.0 if sa > sb else 0.0 if sb > sa else 0.5 for sa, sb in zip(scores[::2], scores[1::2])]
     texts = [(search.tree.path_text(a), search.tree.path_text(b)) for a, b in pairs]
     return search.gen.compare(search.tree.problem, texts)
 
@@ -41,22 +40,27 @@ def bracket(search: Search) -> Result:
     t0 = time.monotonic()
     done = [n for n in sample_full(search, search.params.n) if n.answer]
     sample_seconds = time.monotonic() - t0
-    groups = search.vote(done, [search.path_score(n) for n in done])
+    weights = search.path_scores(done)
+    groups = search.vote(done, weights)
     if not groups:
         result = search.finish("bracket", [], None)
         result.stats["sample_seconds"] = round(sample_seconds, 3)
         return result
-    # merge equivalent answers: one representative each, carrying the group
-    reps = [max((search.tree.nodes[i] for i in g.members), key=lambda n: n.scores.get(_sname(search), 0.0))
-            for g in groups]
+    # merge equivalent answers: one representative each (its best path score), carrying the group
+    weight = {n.id: w for n, w in zip(done, weights)}
+    reps = [max((search.tree.nodes[i] for i in g.members), key=lambda n: weight[n.id]) for g in groups]
     by_rep = {r.id: g for r, g in zip(reps, groups)}
+    seed = {r.id: k for k, r in enumerate(reps)}  # groups come heaviest first: seed 0 is the top
     alive = reps
+    byes = _bye_count(len(alive))
     rnd = 0
     judge0 = search.gen.stats().get("prompt_tokens", 0)  # the judge's prompts are prefilled, not generated
     while len(alive) > 1:
         rnd += 1
-        pairs = [(alive[i], alive[i + 1]) for i in range(0, len(alive) - 1, 2)]
-        bye = alive[-1] if len(alive) % 2 else None
+        # The top seeds sit out round 1 until a power of two is left; later rounds are even.
+        free, rest = alive[:byes], alive[byes:]
+        byes = 0
+        pairs = [(rest[i], rest[i + 1]) for i in range(0, len(rest) - 1, 2)]
         votes = [(by_rep[a.id].count, by_rep[b.id].count) for a, b in pairs]
         asked = [i for i, v in enumerate(votes) if not decided_by_votes(*v)]
         verdicts: dict[int, float] = {}  # pair index -> the judge's P(first); unasked pairs have none
@@ -70,10 +74,9 @@ def bracket(search: Search) -> Result:
             winners.append(win)
             _match_node(search, rnd, a, b, pa, win, p_judge, votes[i])
             search.set_status(lose, "pruned")
-        if bye is not None:
-            winners.append(bye)
+        for bye in free:
             search.note(f"round {rnd}: {bye.answer} gets a bye")
-        alive = winners
+        alive = sorted(free + winners, key=lambda n: seed[n.id])
     judge_tokens = int(search.gen.stats().get("prompt_tokens", 0) - judge0)
     champ = alive[0]
     champion_group = by_rep[champ.id]
@@ -101,8 +104,12 @@ def match_probability(p_judge: float, votes_a: int, votes_b: int) -> float:
     return 1.0 / (1.0 + math.exp(-logit))
 
 
-def _sname(search: Search) -> str:
-    return search.scorer.name if search.scorer else ""
+def _bye_count(n: int) -> int:
+    """Byes that bring n candidates to a power of two after round 1."""
+    size = 1
+    while size < n:
+        size *= 2
+    return size - n if n > 1 else 0
 
 
 def _match_node(search: Search, rnd: int, a: Node, b: Node, pa: float, win: Node, p_judge: float | None,

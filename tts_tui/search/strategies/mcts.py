@@ -4,11 +4,12 @@ Each iteration selects N/M leaves by UCT, each under a different child of the ro
 picked leaf's path is closed to that round's other picks, which spreads them the way a
 virtual loss would), expands each M times by one sampled step (all in one batched
 call), evaluates the new steps with the verifier, and backs the values up. The tree may
-spend half the budget; the rest rolls the most valuable open leaves out to an answer,
-greedily and together, so a run always ends with finished paths to vote over (before
-this, GSM8K runs spent the whole budget widening the tree and answered from
-half-written paths: 30% against CoT's 80%). The answer: a vote over finished paths
-weighted by value; the chosen path is the most visited finished one in the winning group.
+spend half the budget at most (each round's engine call is capped there); the rest
+rolls the most valuable open leaves out to an answer, greedily and together, so a run
+always ends with finished paths to vote over (before this, GSM8K runs spent the whole
+budget widening the tree and answered from half-written paths: 30% against CoT's 80%).
+The answer: a vote over finished paths weighted by value; the chosen path is the most
+visited finished one in the winning group.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from tts_tui.search.tree import FINISHED, LIVE, Node
 C_UCT = 1 / math.sqrt(2)
 ROLLOUT_SHARE = 0.5  # of the budget, kept back to finish the open paths
 ROLLOUT_TEMPERATURE = 0.0
+CUT = ("budget", "cancelled")  # finish reasons of a step the budget or a cancel cut short
 
 
 @dataclass
@@ -95,9 +97,11 @@ def _grow(search: Search, bounds: _Bounds, reserve: int) -> None:
         if not leaves:
             return
         parents = [leaf for leaf in leaves for _ in range(p.m)]
-        kids = [path[0] for path in search.expand(parents) if path]
+        # Capped at what is left above the reserve: one wide round must not eat the roll-outs' half.
+        kids = [path[0] for path in search.expand(parents, budget=search.budget_left - reserve) if path]
         if not kids:
             return
+        kids = [k for k in kids if k.finish not in CUT]  # a step cut short has no value to back up
         for kid, value in zip(kids, search.score(kids)):
             _backprop(search, kid, value, bounds)
 

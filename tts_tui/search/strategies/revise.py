@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from tts_tui.search.run import Result, Search
-from tts_tui.search.strategies.sampling import _representative
+from tts_tui.search.strategies.sampling import _by_id, _representative
 from tts_tui.search.tree import Node
 
 # Two wordings: a fresh prompt quotes the attempts in the user turn; a conversation's
@@ -111,25 +111,25 @@ def revise(search: Search) -> Result:
             spent[c].append(sum(len(n.tokens) for n in path))
             if path[-1].answer:
                 all_done.append(path[-1])
-    weights = [_attempt_score(search, n) for n in all_done]
+    # Each attempt is weighed by the aggregate over its own steps, not the earlier attempts'.
+    weights = search.path_scores(all_done, since=[_attempt_start(search, n) for n in all_done])
     groups = search.vote(all_done, weights)
     flips = sum(1 for chain in answers for a, b in zip(chain, chain[1:])
                 if a and b and not search.answers.equivalent(a, b))
-    result = search.finish("revise", groups, _representative(search, groups))
+    result = search.finish("revise", groups, _representative(search, groups, _by_id(all_done, weights)))
     result.stats["chains"] = answers
     result.stats["attempt_tokens"] = spent
     result.stats["answer_changes"] = flips
     return result
 
 
-def _attempt_score(search: Search, last: Node) -> float:
-    """Aggregate the verifier over one attempt's own steps (not the earlier attempts)."""
-    steps = []
-    cur: Node | None = last
-    while cur is not None and cur.kind != "root":
-        steps.append(cur)
-        if "attempt" in cur.meta:
+def _attempt_start(search: Search, last: Node) -> Node:
+    """The first step of the attempt that `last` ends (a revision's steps follow the
+    attempt it revised on one path, so the aggregate stops at the attempt's start)."""
+    cur = last
+    while "attempt" not in cur.meta:
+        parent = search.tree.parent(cur)
+        if parent is None or parent.kind == "root":
             break
-        cur = search.tree.parent(cur)
-    scores = search.score(steps)
-    return scores[0] if scores else 0.0
+        cur = parent
+    return cur

@@ -39,16 +39,16 @@ def majority(search: Search) -> Result:
 
 def weighted(search: Search) -> Result:
     done = _answered(sample_full(search, search.params.n))
-    weights = [search.path_score(n) for n in done]
+    weights = search.path_scores(done)
     groups = search.vote(done, weights)
-    return search.finish("weighted", groups, _representative(search, groups))
+    return search.finish("weighted", groups, _representative(search, groups, _by_id(done, weights)))
 
 
 def best_of_n(search: Search) -> Result:
     done = _answered(sample_full(search, search.params.n))
     if not done:
         return search.finish("best-of-n", [], None)
-    scores = [search.path_score(n) for n in done]
+    scores = search.path_scores(done)
     best = max(range(len(done)), key=lambda i: scores[i])
     groups = search.vote(done, scores)
     # Best-of-N answers with the single best-scored sample, whatever the vote says.
@@ -57,9 +57,16 @@ def best_of_n(search: Search) -> Result:
     return search.finish("best-of-n", [top, *groups], done[best])
 
 
-def _representative(search: Search, groups: list[AnswerGroup]) -> Node | None:
-    """The winning group's best-scored member (its first when unscored)."""
+def _by_id(nodes: list[Node], weights: list[float]) -> dict[int, float]:
+    return {n.id: w for n, w in zip(nodes, weights)}
+
+
+def _representative(search: Search, groups: list[AnswerGroup], weights: dict[int, float] | None = None) -> Node | None:
+    """The winning group's member with the highest weight (its path score in the vote;
+    node id -> weight), else its first member."""
     if not groups:
         return None
     members = [search.tree.nodes[i] for i in groups[0].members]
-    return max(members, key=lambda n: n.scores.get(search.scorer.name, 0.0) if search.scorer else 0.0)
+    if not weights:
+        return members[0]
+    return max(members, key=lambda n: weights.get(n.id, 0.0))
