@@ -18,12 +18,17 @@ BINS = ("easy", "medium", "hard")
 NOT_CHOOSABLE = {"auto", "cot"}  # auto cannot choose itself; CoT ignores the budget
 
 
-def bins_by_problem(rows: Iterable[dict[str, Any]]) -> dict[str, str]:
-    """A bin per problem: from the sample run's probe agreement, or from `auto`'s own label."""
+def bins_by_problem(rows: Iterable[dict[str, Any]], probes: int | None = None) -> dict[str, str]:
+    """A bin per problem: from the sample run's probe agreement (over the table's
+    `probe` count, as `auto` bins it), or from `auto`'s own label."""
+    if probes is None:
+        from tts_tui.search.strategies.auto import load_table
+
+        probes = int(load_table().get("probe", 4))
     out: dict[str, str] = {}
     for r in rows:
         if r.get("probe_agree") is not None:
-            out[r["id"]] = difficulty_bin(r["probe_agree"])
+            out[r["id"]] = difficulty_bin(r["probe_agree"], probes)
         elif r.get("difficulty") in BINS:
             out.setdefault(r["id"], r["difficulty"])
     return out
