@@ -12,6 +12,9 @@ Invariants that make forking cheap:
 - Sequence ids are a pool. A handle whose KV is not kept (or was evicted under
   pressure) can still be grown from: its missing tokens are re-decoded on top of
   the longest cached ancestor.
+- The KV cache's cells are shared by every sequence. llama.cpp does not say how many
+  are free, so the engine counts them (`free_cells`): each sequence remembers which
+  runs of cells it shares with the sequences it was copied from.
 """
 
 from __future__ import annotations
@@ -128,6 +131,17 @@ class EngineStats:
         return dict(self.__dict__)
 
 
+@dataclass(frozen=True)
+class _Cells:
+    """The KV cells one sequence holds. A run of cells is named by the allocation that
+    decoded it (a segment); seq_cp shares whole runs, so a run's cells in use are its
+    start up to the furthest end any holder has reached."""
+
+    inherited: tuple[tuple[int, int, int], ...]  # (segment, start, end) shared by seq_cp
+    own: int  # the segment this sequence decodes itself
+    start: int  # the first position of its own segment
+
+
 @dataclass
 class _Branch:
     req_index: int
@@ -186,6 +200,8 @@ class BranchEngine:
         self._cached: dict[int, Handle] = {}  # seq -> handle that owns it
         self._busy: set[int] = set()  # seqs in use by the running generate()
         self._lse_buf = np.empty((0, model.n_vocab), dtype=np.float32)
+        self._cells: dict[int, _Cells] = {}  # seq -> the cells it holds (see free_cells)
+        self._segments = itertools.count()
 
     # -- sequence pool ----------------------------------------------------------
     def _alloc_seq(self) -> int:
@@ -196,7 +212,9 @@ class BranchEngine:
     def _alloc_from(self, base: Handle | None) -> int:
         """A new sequence holding `base`'s KV (shared cells); empty if base is None."""
         if base is None:
-            return self._alloc_seq()
+            seq = self._alloc_seq()
+            self._cells[seq] = _Cells((), next(self._segments), 0)
+            return seq
         assert base.seq is not None
         protected = base.seq not in self._busy
         self._busy.add(base.seq)  # eviction must not take the copy's source
@@ -206,15 +224,23 @@ class BranchEngine:
         finally:
             if protected:
                 self._busy.discard(base.seq)
+        src = self._cells[base.seq]
+        end = len(base.tokens) - 1  # a handle's KV stops before its pending token
+        self._cells[seq] = _Cells((*src.inherited, (src.own, src.start, end)), next(self._segments), end)
         return seq
 
-    def _evict_one(self) -> None:
+    def _lru_victim(self) -> Handle | None:
+        """The least recently used cached handle that nobody is decoding or has pinned."""
         victims = [h for s, h in self._cached.items() if s not in self._busy and not h.pinned]
-        if not victims:
+        return min(victims, key=lambda h: h.last_used) if victims else None
+
+    def _evict_one(self) -> None:
+        victim = self._lru_victim()
+        if victim is None:
             raise ModelError(
                 f"more than {self.n_seq_max} live branches: raise n_seq_max or lower N"
             )
-        self._drop_kv(min(victims, key=lambda h: h.last_used))
+        self._drop_kv(victim)
 
     def _drop_kv(self, handle: Handle) -> None:
         seq = handle.seq
@@ -222,8 +248,7 @@ class BranchEngine:
             return
         handle.seq = None
         self._cached.pop(seq, None)
-        L.llama_memory_seq_rm(self.mem, seq, -1, -1)
-        self._free_seqs.append(seq)
+        self._free_seq(seq)
 
     def release(self, handle: Handle) -> None:
         """The caller will not grow from `handle` again: free its sequence."""
@@ -238,6 +263,18 @@ class BranchEngine:
     @property
     def free_sequences(self) -> int:
         return len(self._free_seqs)
+
+    @property
+    def free_cells(self) -> int:
+        """KV cells no sequence holds, between calls (when every sequence in use belongs
+        to a cached handle). A run shared by seq_cp counts once, however many hold it."""
+        reach: dict[int, tuple[int, int]] = {}  # segment -> (start, furthest end)
+        for seq, handle in self._cached.items():
+            cells = self._cells[seq]
+            for seg, start, end in (*cells.inherited, (cells.own, cells.start, len(handle.tokens) - 1)):
+                if seg not in reach or end > reach[seg][1]:
+                    reach[seg] = (start, end)
+        return self.n_ctx - sum(max(0, end - start) for start, end in reach.values())
 
     # -- prompt -------------------------------------------------------------------
     def prefill(self, tokens: Sequence[int], min_new: int = 16) -> Handle:
@@ -272,21 +309,24 @@ class BranchEngine:
                 raise ModelError(f"the KV cache is full ({self.n_ctx} tokens): lower N or the budget")
 
     def _decode(self) -> int:
-        t0 = time.perf_counter()
-        rc = L.llama_decode(self.ctx, self.batch)
-        self.stats.decode_seconds += time.perf_counter() - t0
+        """llama_decode the batch; 1 = no room in the KV cache even after evicting."""
         self.stats.decode_calls += 1
-        if rc == 1 and self._evictable():
-            # No KV slot: drop cached handles nobody is decoding and retry once.
-            for h in [h for s, h in self._cached.items() if s not in self._busy and not h.pinned]:
-                self._drop_kv(h)
-            rc = L.llama_decode(self.ctx, self.batch)
+        rc = self._timed_decode()
+        # No room: drop the least recently used cached handle and retry, one at a time,
+        # so recent nodes (the ones a search grows next) keep their KV. A handle whose
+        # cells are shared frees none; a refused decode is cheap, so just try again.
+        while rc == 1 and (victim := self._lru_victim()) is not None:
+            self._drop_kv(victim)
+            rc = self._timed_decode()
         if rc not in (0, 1):
             raise ModelError(f"llama_decode failed with code {rc}")
         return rc
 
-    def _evictable(self) -> bool:
-        return any(s not in self._busy and not h.pinned for s, h in self._cached.items())
+    def _timed_decode(self) -> int:
+        t0 = time.perf_counter()
+        rc = L.llama_decode(self.ctx, self.batch)
+        self.stats.decode_seconds += time.perf_counter() - t0
+        return rc
 
     def _best_cached(self, tokens: tuple[int, ...]) -> Handle | None:
         """The cached handle with the longest token path that is a prefix of `tokens`."""
@@ -398,11 +438,14 @@ class BranchEngine:
         handle.seq = seq
         self._cached[seq] = handle
         todo = list(handle.tokens[start:-1])
+        self._busy.add(seq)  # a full cache must not evict the handle being decoded
         try:
             self._decode_plain(seq, start, todo)
         except ModelError:
             self._drop_kv(handle)
             raise
+        finally:
+            self._busy.discard(seq)
         return len(todo)
 
     def _decode_step(self, live: list[_Branch], want_lp: bool) -> list[tuple[_Branch, int, float]] | None:
@@ -545,6 +588,7 @@ class BranchEngine:
 
     def _free_seq(self, seq: int) -> None:
         L.llama_memory_seq_rm(self.mem, seq, -1, -1)
+        self._cells.pop(seq, None)
         self._free_seqs.append(seq)
 
     def _free_branch_seq(self, br: _Branch) -> None:
@@ -563,32 +607,42 @@ class BranchEngine:
         """For each handle (+ `suffix`), log p(t) for each t in its token set.
 
         The pending token and the suffix of every handle go into one batch (scratch
-        sequences, freed at once): how a judge reads P("Yes") or a PRM P("+").
+        sequences, freed at once): how a judge reads P("Yes") or a PRM P("+"). A suffix
+        longer than a batch is decoded ahead in batch-sized chunks, and only each
+        handle's last token shares the batch.
         """
-        per = 1 + len(suffix)
-        group = max(1, min(self.n_batch // per, self.n_seq_max // 2))
+        suffix = tuple(suffix)
+        tail = 1 + len(suffix) if 1 + len(suffix) <= self.n_batch else 1
+        group = max(1, min(self.n_batch // tail, self.n_seq_max // 2))
         results: list[list[float]] = []
         for start in range(0, len(handles), group):
             chunk = handles[start : start + group]
-            results.extend(self._score_group(chunk, token_sets[start : start + len(chunk)], tuple(suffix)))
+            results.extend(self._score_group(chunk, token_sets[start : start + len(chunk)], suffix, tail))
         return results
 
-    def _score_group(self, handles: Sequence[Handle], token_sets, suffix: tuple[int, ...]) -> list[list[float]]:
+    def _score_group(self, handles: Sequence[Handle], token_sets, suffix: tuple[int, ...],
+                     tail: int) -> list[list[float]]:
+        """Score one group; the last `tail` tokens of each scratch sequence share a batch."""
         for h in handles:
             h.last_used = time.monotonic()
             self.stats.rehydrated_tokens += self._ensure_kv(h)
             self._busy.add(h.seq)  # type: ignore[arg-type]
         scratch: list[int] = []
         try:
-            b = self.batch
-            n = 0
-            for h in handles:
+            for h in handles:  # every lead first: _decode_plain uses the batch too
                 seq = self._alloc_from(h)
                 scratch.append(seq)
                 self._busy.add(seq)
-                for j, tok in enumerate((h.tokens[-1], *suffix)):
+                lead = list((h.tokens[-1], *suffix)[: 1 + len(suffix) - tail])
+                if lead:
+                    self._decode_plain(seq, len(h.tokens) - 1, lead)
+            b = self.batch
+            n = 0
+            for h, seq in zip(handles, scratch):
+                pos0 = len(h.tokens) + len(suffix) - tail
+                for j, tok in enumerate((h.tokens[-1], *suffix)[-tail:]):
                     b.token[n] = tok
-                    b.pos[n] = len(h.tokens) - 1 + j
+                    b.pos[n] = pos0 + j
                     b.n_seq_id[n] = 1
                     b.seq_id[n][0] = seq
                     b.logits[n] = 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -10,6 +11,9 @@ from tts_tui.search.protocol import Expand
 
 JUDGE_SYSTEM = "You are a careful math teacher who checks solutions."
 JUDGE_QUESTION = "Which solution is correct, A or B? Answer with a single letter."
+# The share of the context a judge group leaves free: slack, should the engine's count
+# of free cells ever run ahead of llama.cpp's.
+JUDGE_SLACK = 0.03
 
 SYSTEM_PROMPT = (
     "Solve the problem step by step. Write each step as a short paragraph and separate "
@@ -52,33 +56,66 @@ class LlamaGenerator:
 
     def compare(self, problem: str, pairs: Sequence[tuple[str, str]]) -> list[float]:
         """P(A is correct) per pair from next-token logits of "A" vs "B", asked in both
-        orders (averaged, which cancels the judge's position bias), one batched decode."""
-        import math
+        orders (averaged, which cancels the judge's position bias).
 
+        The prompts are judged in groups that fit the KV cells free at the time, each
+        group released before the next, so a long bracket never fills the cache. A pair
+        with a prompt the context cannot hold at all gets 0.5, no opinion, rather than
+        an error that would lose the whole search: the bracket then decides that match
+        by its votes, as it does a match it never asks the judge about.
+        """
         model = self.engine.model
-        letter_a = model.tokenize("A", add_special=False, parse_special=False)[0]
-        letter_b = model.tokenize("B", add_special=False, parse_special=False)[0]
-        handles = []
-        try:
-            for a, b in pairs:
-                for first, second in ((a, b), (b, a)):
-                    user = (f"Problem: {problem}\n\nSolution A:\n{first.strip()}\n\n"
-                            f"Solution B:\n{second.strip()}\n\n{JUDGE_QUESTION}")
-                    toks = self.engine.model.chat_tokens(
-                        [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": user}])
-                    handles.append(self.engine.prefill(toks))
-                    handles[-1].pinned = False
-            lps = self.engine.next_token_logprobs(handles, [[letter_a, letter_b]] * len(handles))
-        finally:
-            for h in handles:
-                self.engine.release(h)
+        letters = [model.tokenize(x, add_special=False, parse_special=False)[0] for x in ("A", "B")]
+        prompts = [self._judge_prompt(problem, x, y) for a, b in pairs for x, y in ((a, b), (b, a))]
+        fits = [len(p) < self.engine.n_ctx for p in prompts]  # the prompt and the letter
+        asked = [i for i in range(len(prompts)) if fits[i] and fits[i ^ 1]]
+        lps: dict[int, list[float]] = {}
+        while len(lps) < len(asked):
+            group = self._judge_group(asked[len(lps):], prompts)
+            lps.update(zip(group, self._judge_once([prompts[i] for i in group], letters)))
         out = []
         for k in range(len(pairs)):
+            if 2 * k not in lps:
+                out.append(0.5)
+                continue
             (a1, b1), (a2, b2) = lps[2 * k], lps[2 * k + 1]
             p_first = math.exp(a1) / (math.exp(a1) + math.exp(b1))  # A shown first
             p_second = math.exp(b2) / (math.exp(a2) + math.exp(b2))  # A shown second, as "B"
             out.append((p_first + p_second) / 2)
         return out
+
+    def _judge_prompt(self, problem: str, first: str, second: str) -> list[int]:
+        user = (f"Problem: {problem}\n\nSolution A:\n{first.strip()}\n\n"
+                f"Solution B:\n{second.strip()}\n\n{JUDGE_QUESTION}")
+        return self.engine.model.chat_tokens(
+            [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": user}])
+
+    def _judge_group(self, todo: list[int], prompts: list[list[int]]) -> list[int]:
+        """The next prompts that fit the free KV cells (a prompt's cells and its letter's)
+        and sequences (its own and a scratch one), with a margin; at least one, for which
+        the engine evicts cached nodes if it must."""
+        room = self.engine.free_cells - int(self.engine.n_ctx * JUDGE_SLACK)
+        seqs = self.engine.free_sequences // 2
+        group = todo[:1]
+        room -= len(prompts[todo[0]])
+        for i in todo[1:]:
+            room -= len(prompts[i])
+            if room < 0 or len(group) >= seqs:
+                break
+            group.append(i)
+        return group
+
+    def _judge_once(self, prompts: list[list[int]], letters: list[int]) -> list[list[float]]:
+        """Prefill `prompts` (pinned: no prompt of the group evicts another) and read the
+        letters' logprobs in one batch; every prompt's KV is freed before returning."""
+        handles = []
+        try:
+            for toks in prompts:
+                handles.append(self.engine.prefill(toks, min_new=1))
+            return self.engine.next_token_logprobs(handles, [letters] * len(handles))
+        finally:
+            for h in handles:
+                self.engine.release(h)
 
     def follow_up(self, text: str) -> str:
         # Render a conversation around a marker and keep what the template puts after
