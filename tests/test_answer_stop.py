@@ -82,6 +82,16 @@ def test_a_sample_cut_unanswered_has_no_answer_and_is_not_guessed_from_a_number(
     ("To get the final answer, we add:\n", False),
     ("Final Answer: \\[\n", False),
     ("\\boxed{1} first, then \\boxed{2", False),
+    # prose that mentions a final answer, and a marker whose answer follows on the next line
+    ("To find the final answer: we add April and May.\n", False),
+    ("**Final Answer**: The total is\n", False),
+    ("**Final Answer**: The total is 72.\n", True),
+    ("### Final Answer: 72\n", True),
+    # a box the model writes in code is not its answer
+    ("```python\nprint(\"\\\\boxed{5}\")\n", False),
+    ('print(f"\\\\boxed{{{ans}}}")', False),
+    ("```python\nx = 1\n```\nSo \\boxed{72}", True),
+    ("Put the final answer within \\boxed{}.\nFinal Answer: 72\n", True),
 ])
 def test_answer_complete(text, done):
     assert answer_complete(text) is done
@@ -107,3 +117,36 @@ def test_the_engine_ends_a_branch_when_its_boxed_answer_closes(engine, tiny_mode
     assert on.text.rstrip().endswith("}") and off.text.startswith(on.text)  # same tokens, cut at the answer
     assert answer_complete(on.forced + on.text)
     assert engine.free_sequences == free  # both branches gave their sequences back
+
+
+class Scripted(FakeGenerator):
+    """Every branch writes the same steps; the last one ends the solution (eos)."""
+
+    def __init__(self, steps: list[str], **kw) -> None:
+        super().__init__(depth=len(steps), **kw)
+        self.steps = steps
+
+    def _step(self, i, parent, prefix, answer_stop=False):
+        res = super()._step(i, parent, prefix, answer_stop)
+        res.text = self.steps[min(res.handle.depth, len(self.steps)) - 1]
+        return res
+
+
+@pytest.mark.parametrize("strategy", ["beam", "dvts", "mcts", "majority"])
+def test_a_step_that_only_mentions_a_final_answer_does_not_finish_later_steps(strategy):
+    # One step at a time (beam, DVTS, MCTS), every step ends its branch: a number in the
+    # working must not become the answer because an earlier step said "final answer".
+    gen = Scripted(["To get the final answer we add the clips of both months.\n\n",
+                    "In April she sold 50 clips.\n\n", "Altogether she sold \\boxed{72}."])
+    search = make(gen, n=4, m=2, max_steps=8)
+    assert run_strategy(strategy, search).answer == "72"
+
+
+def test_a_branch_that_answered_and_wrote_on_finishes_once():
+    gen = Scripted(["First we add.\n\n", "So the answer is 41.\n\n", "```python\nprint(41)\n```\n\n",
+                    "```python\nprint(41)\n```"])
+    search = make(gen, n=4)
+    leaves = sample_full(search, 4)
+    assert [n.answer for n in leaves] == ["41"] * 4
+    finished = search.tree.finished()
+    assert sorted(n.id for n in finished) == sorted(n.id for n in leaves)  # one vote per sample

@@ -407,3 +407,16 @@ def test_auto_hard_search_gets_what_the_probes_left_of_n():
     assert result.stats["difficulty"] == "hard" and result.stats["chosen_strategy"] == "beam"
     assert len(_root_children(search)) == 8 and gen.calls[1] == 4
     assert result.answer == "42"
+
+
+def test_mcts_keeps_half_of_what_is_left_for_roll_outs_when_some_budget_is_spent():
+    # Under `auto` the probes spend part of the budget first; half of the run's whole
+    # budget would then leave the tree phase nothing.
+    from tts_tui.search.strategies.mcts import mcts
+
+    search, gen, _ = make({"n": 4, "m": 2, "budget": 400}, gen=FakeGenerator(depth=6, step_tokens=5))
+    search.spent = 200  # what probes would have taken
+    mcts(search)
+    tree_steps = [n for n in search.tree.nodes.values() if n.kind != "root" and n.depth == 1]
+    assert len(tree_steps) > 0 and search.spent <= 400
+    assert gen.calls[0] == 2  # the first engine call is a tree round (N/M leaves), not the roll-out

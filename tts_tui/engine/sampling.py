@@ -43,24 +43,43 @@ class StopRule:
 
 
 _OPEN_BOX = re.compile(r"\\(?:boxed|fbox)\s*\{")
-# "Final Answer: 18" up to the end of its line; the marker alone ("**Final Answer:**",
-# then a display formula on the next lines) is not an answer yet.
-_FINAL_LINE = re.compile(r"final answer(?:\s+is)?\s*\**\s*:\**(?P<rest>[^\n]*)\n", re.I)
+# "Final Answer: 18" at the start of a line (after markdown), up to the end of its line.
+# The marker alone ("**Final Answer:**", the formula on the next lines) is not an
+# answer yet, nor is prose that mentions one ("To find the final answer: we add ...").
+_FINAL_LINE = re.compile(r"^[ \t>*#_-]*(?:the\s+)?final answer(?:\s+is)?\s*\**\s*:\**(?P<rest>[^\n]*)\n",
+                         re.I | re.M)
 _ANSWER_CHAR = re.compile(r"[0-9A-Za-z]")
+# A line that ends on one of these leads in to an answer on the next line.
+_LEAD_IN = re.compile(r"(?:\b(?:is|are|was|be|equals?|of|to|the|an?|by|as)|[:=,])\s*$", re.I)
 
 
 def answer_complete(text: str) -> bool:
-    """True when `text` ends a final answer: its last \\boxed{...} has closed, or a
-    "Final Answer: ..." line with something in it has ended (and no box is left open)."""
-    opens = list(_OPEN_BOX.finditer(text))
-    if opens:
-        depth, i = 1, opens[-1].end()
-        while i < len(text) and depth:
-            depth += (text[i] == "{") - (text[i] == "}")
-            i += 1
-        return depth == 0 and bool(text[opens[-1].end() : i - 1].strip())
+    """True when `text` ends a final answer: its last \\boxed{...} outside code has
+    closed on something, or a "Final Answer: ..." line with an answer in it has ended."""
+    boxes = [m for m in _OPEN_BOX.finditer(text) if not _in_code(text, m.start())]
+    if boxes:
+        state = _box_state(text, boxes[-1].end())
+        if state != "empty":  # an empty box is the prompt's "\\boxed{}", quoted back
+            return state == "closed"
     for m in _FINAL_LINE.finditer(text):
-        rest = m.group("rest").replace("\\[", "").replace("\\(", "").replace("$", "")
-        if _ANSWER_CHAR.search(rest):
+        rest = m.group("rest").replace("\\[", "").replace("\\(", "").replace("$", "").strip(" *")
+        if _ANSWER_CHAR.search(rest) and not _LEAD_IN.search(rest):
             return True
     return False
+
+
+def _box_state(text: str, start: int) -> str:
+    """"open", "empty" or "closed" (on something) for the box whose body starts at `start`."""
+    depth, i = 1, start
+    while i < len(text) and depth:
+        depth += (text[i] == "{") - (text[i] == "}")
+        i += 1
+    if depth:
+        return "open"
+    return "closed" if text[start : i - 1].strip() else "empty"
+
+
+def _in_code(text: str, at: int) -> bool:
+    """A box inside a code fence, or escaped as in a string literal
+    (`print(f"\\\\boxed{{{ans}}}")`), is code the model writes, not its answer."""
+    return text.count("```", 0, at) % 2 == 1 or (at > 0 and text[at - 1] == "\\")

@@ -135,7 +135,7 @@ class Search:
 
         def on_step(out: Any) -> None:
             scope = made[out.request] if states or scoped else None
-            node = self._add_step(current[out.request], out, kind, scope)
+            node = self._add_step(current[out.request], out, kind, scope, made[out.request])
             current[out.request] = node
             made[out.request].append(node)
 
@@ -147,7 +147,10 @@ class Search:
         self._seeds = getattr(self, "_seeds", 0) + 1
         return self._seeds
 
-    def _add_step(self, parent: Node, out: Any, kind: str, scope: list[Node] | None = None) -> Node:
+    def _add_step(self, parent: Node, out: Any, kind: str, scope: list[Node] | None = None,
+                  branch: Sequence[Node] = ()) -> Node:
+        """Add one step of a branch. `branch` holds the branch's earlier steps of this
+        call: a branch that answered and wrote on votes once, with its last node."""
         node = self.tree.add(
             parent,
             text=out.text,
@@ -165,18 +168,25 @@ class Search:
         else:
             text = "".join(n.text for n in scope) + node.text
         ended = getattr(out, "ended", False) or out.finish in ("budget", "cancelled", "context")
-        if out.done:
-            node.status = FINISHED
+        if out.done or _has_final_marker(out.text):
+            # The step itself ends the solution or writes a marked answer.
             node.answer = self.answers.extract(text)
-        elif _has_final_marker(out.text if not ended else text):
-            # A marked answer in this step finishes it; a branch that ends for any other
-            # reason (its share, its last step, the budget) keeps the answer its path gave.
-            node.answer = self.answers.extract(text)
-            if node.answer is not None:
+            if out.done or node.answer is not None:
                 node.status = FINISHED
+                node.meta["answered"] = node.answer is not None
+        elif ended:
+            # A branch that ends for any other reason (its share, its last step, the
+            # budget) keeps the answer it wrote earlier in this call, if it wrote one.
+            said = next((n for n in reversed(branch) if n.meta.get("answered")), None)
+            if said is not None:
+                node.answer, node.status = said.answer, FINISHED
         if ended and node.status == LIVE and out.finish in ("budget", "cancelled", "context"):
             node.status = PRUNED  # cut off unanswered
         self.emit(ev.node_added(node))
+        if node.status == FINISHED:
+            for n in branch:  # one finished node per branch: the vote is its last answer's
+                if n.status == FINISHED:
+                    self.set_status(n, LIVE)
         return node
 
     def score(self, nodes: Sequence[Node]) -> list[float]:

@@ -129,9 +129,9 @@ def _roll_out(search: Search, bounds: _Bounds) -> None:
 
 
 def mcts(search: Search) -> Result:
-    p = search.params
     bounds = _Bounds()
-    _grow(search, bounds, reserve=int(p.budget * ROLLOUT_SHARE))
+    # Half of what is left, not of the run's budget: under `auto` the probes spent some.
+    _grow(search, bounds, reserve=int(search.budget_left * ROLLOUT_SHARE))
     _roll_out(search, bounds)
     done = _finished(search)
     groups = search.vote(done, [_q(n) for n in done])
