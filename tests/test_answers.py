@@ -352,3 +352,138 @@ def test_worker_ends_with_its_process():
             return
         time.sleep(0.1)
     pytest.fail(f"worker {pid} outlived its parent")
+
+
+# --- the worker's failure modes -----------------------------------------------------
+
+
+def _alive(pid: int) -> bool:
+    """Whether pid runs; a zombie (an orphan that no init has reaped yet) does not."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+
+def _wait_gone(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_no_verdict_is_not_remembered(monkeypatch):
+    pair = ("(x+11)^2", "x^2 + 22x + 121")
+    answers._VERDICTS.clear()
+    monkeypatch.setattr(answers, "_CALL_LIMIT_S", 1e-4)  # a slow moment: the call times out
+    assert not equivalent(*pair)
+    assert not answers._VERDICTS
+    monkeypatch.undo()
+    assert equivalent(*pair)  # tried again, not the remembered timeout
+
+
+def test_dead_worker_is_not_remembered(monkeypatch):
+    pair = ("(x+12)^2", "x^2 + 24x + 144")
+    answers._VERDICTS.clear()
+    monkeypatch.setattr(answers._WORKER, "call", lambda *args, **kwargs: None)
+    assert not equivalent(*pair)
+    assert not answers._VERDICTS
+    monkeypatch.undo()
+    assert equivalent(*pair)
+
+
+def test_outer_limit_exceeds_the_inner_limits():
+    # _serve_equal parses twice and verifies twice, each under math-verify's own limit: a
+    # comparison that math-verify finishes must not be killed from outside first.
+    assert answers._CALL_LIMIT_S >= 4 * answers._INNER_LIMIT_S + 5
+
+
+def test_stale_reply_is_dropped():
+    w = answers._WORKER
+    assert w.call("equal", "x^2", "x^2") is True  # a worker is up
+    w._lines.put("true")  # replies to requests that nobody waits for any more
+    w._lines.put('[-1, true]')
+    assert w.call("equal", "x^2", "x^3") is False
+    assert w.call("equal", "x^3", "x^3") is True
+
+
+class _InterruptOnce:
+    """A worker's queue whose first read is interrupted, as by Ctrl-C."""
+
+    def __init__(self, lines):
+        self._lines, self._done = lines, False
+
+    def get(self, *args, **kwargs):
+        if not self._done:
+            self._done = True
+            raise KeyboardInterrupt
+        return self._lines.get(*args, **kwargs)
+
+    def put(self, item):
+        self._lines.put(item)
+
+
+def test_interrupt_mid_call_kills_the_worker():
+    w = answers._WORKER
+    assert w.call("equal", "x^2", "x^2") is True
+    w._lines = _InterruptOnce(w._lines)  # the next start replaces it
+    with pytest.raises(KeyboardInterrupt):
+        w.call("equal", "x^2 - 1", "(x-1)(x+1)")  # True, answered after the interrupt
+    assert w._proc is None  # killed, with that answer on its way
+    assert w.call("equal", "x^2", "x^3") is False  # not the previous request's True
+
+
+def test_cwd_does_not_shadow_the_worker_imports(tmp_path):
+    (tmp_path / "sympy.py").write_text("raise ImportError('a sympy.py in the cwd')\n")
+    (tmp_path / "tts_tui").mkdir()
+    (tmp_path / "tts_tui" / "__init__.py").write_text("raise ImportError('a tts_tui/ in the cwd')\n")
+    code = (
+        "from tts_tui.verify.answers import equivalent, _WORKER\n"
+        "assert equivalent('x^2-1', '(x-1)(x+1)'), 'no worker'\n"
+        "assert _WORKER._proc is not None\n"
+    )
+    # -P for this parent too, which finds the installed package from another cwd
+    proc = subprocess.run(
+        [sys.executable, "-P", "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_forked_child_lets_go_of_the_worker():
+    code = (
+        "import os, time\n"
+        "from tts_tui.verify.answers import equivalent, _WORKER\n"
+        "assert equivalent('x^2-1', '(x-1)(x+1)')\n"
+        "proc = _WORKER._proc  # a reference: the child must not count on finalizing the pipes\n"
+        "worker = proc.pid\n"
+        "child = os.fork()\n"
+        "if child == 0:\n"
+        "    null = os.open(os.devnull, os.O_RDWR)\n"
+        "    os.dup2(null, 1), os.dup2(null, 2)  # so that subprocess.run need not wait for it\n"
+        "    time.sleep(60)\n"
+        "    os._exit(0)\n"
+        "time.sleep(0.3)\n"
+        "assert equivalent('x^2-4', '(x-2)(x+2)'), 'the child disturbed the worker'\n"
+        "print(worker, child, flush=True)\n"
+        "os._exit(0)  # no atexit hook: the worker ends when its input closes\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    worker, child = map(int, proc.stdout.split())
+    try:
+        assert _wait_gone(worker, 10), f"worker {worker} lives on while the forked child {child} does"
+    finally:
+        for pid in (child, worker):
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass

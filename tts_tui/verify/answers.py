@@ -12,8 +12,8 @@ Units count only as whole trailing words ("5 kg", "18 dollars", never the g of
 "x^2 + 2g"), and two different units are never equal. Everything else goes to
 math-verify in a persistent worker subprocess, so that a call is bounded in time from
 any thread (math-verify's own limit uses SIGALRM, which only the main thread may set):
-a call past its limit kills the worker and answers False, the next call starts a new
-one, and the worker ends with this process.
+a call past its limit kills the worker and answers False without remembering it, the
+next call starts a new one, and the worker ends with this process.
 
 Both never raise, whatever the input string.
 """
@@ -30,6 +30,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from fractions import Fraction
 from typing import IO, Any, NamedTuple
 
@@ -317,7 +318,9 @@ def equivalent(a: str, b: str) -> bool:
         verdict = _VERDICTS.get(key)
         if verdict is None:
             verdict = _equivalent(*key)
-            if verdict is None:  # the worker could not start: do not remember a guess
+            # No verdict (no worker, past the limit, a crash): a guess, answered but not
+            # remembered, so that a slow moment does not mark the pair wrong for good.
+            if verdict is None:
                 return False
             if len(_VERDICTS) >= 8192:
                 _VERDICTS.clear()
@@ -342,9 +345,7 @@ def _equivalent(a: str, b: str) -> bool | None:
     if numeric is not None:
         return numeric
     out = _WORKER.call("equal", _for_sympy(pa), _for_sympy(pb))
-    if out is _NOT_STARTED:
-        return None
-    return out is True
+    return out if isinstance(out, bool) else None
 
 
 def _for_sympy(p: _Parts) -> str:
@@ -354,21 +355,34 @@ def _for_sympy(p: _Parts) -> str:
 # --- the worker ---------------------------------------------------------------------
 
 _START_LIMIT_S = 60.0  # python + sympy import, on a busy machine
-_CALL_LIMIT_S = 10.0  # one extraction or comparison, parsing included
 _INNER_LIMIT_S = 3  # math-verify's own limit inside the worker, per parse or verify
+_INNER_STEPS = 4  # the most limited steps in one request: _serve_equal's 2 parses + 2 verifies
+_CALL_MARGIN_S = 8.0  # the unlimited rest (JSON, the size guard, printing LaTeX), under load
+# One extraction or comparison. Above the inner limits' sum, so that math-verify's own
+# limits end a slow request (an answer) before this one kills the worker (a restart).
+_CALL_LIMIT_S = _INNER_STEPS * _INNER_LIMIT_S + _CALL_MARGIN_S
 _MAX_FAILED_STARTS = 3  # then extraction and equivalence go on without math-verify
 _NOT_STARTED = object()
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# -P: the cwd is not put first on the worker's sys.path, so a tts_tui/ or sympy.py there
+# cannot shadow the real one; _ROOT on PYTHONPATH (and site-packages) finds this package.
+_WORKER_ARGV = ("-P", "-c", "from tts_tui.verify.answers import _serve; _serve()")
+# A forked child's copies of a parent worker's pipe objects: kept, never finalized (see
+# _release_in_child).
+_ORPHANED: list[Any] = []
 
 
 class _Worker:
     """One math-verify subprocess shared by all threads, one request at a time. A
-    request past its limit kills the process; the next request starts a new one."""
+    request past its limit kills the process; the next request starts a new one.
+    Requests carry ids, and a reply to another id (a request given up on) is dropped."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[str] | None = None
+        self._fds: tuple[int, ...] = ()  # the pipes, as numbers: a forked child uses only these
         self._lines: queue.Queue[str | None] = queue.Queue()
+        self._next_id = 0
         self._unavailable = False  # math-verify is not installed: stop trying
         self._failed_starts = 0
         atexit.register(self.close)
@@ -376,29 +390,57 @@ class _Worker:
             os.register_at_fork(after_in_child=self._forget)
 
     def _forget(self) -> None:
+        """In a forked child: drop the parent's worker, without signalling it, and let go
+        of its pipes so that the worker still sees its input end when the parent dies."""
         self._lock = threading.Lock()
-        self._proc = None
+        self._lines = queue.Queue()  # the parent's pump may have held its lock
+        proc, fds, self._proc, self._fds = self._proc, self._fds, None, ()
+        if proc is not None:
+            _release_in_child(proc, fds)
 
     def call(self, op: str, *args: Any, limit: float | None = None) -> Any:
         """The worker's answer; None on a timeout or an error; _NOT_STARTED when no
         worker could be started."""
         with self._lock:
-            if not self._ensure_started():
-                return _NOT_STARTED
-            assert self._proc is not None and self._proc.stdin is not None
             try:
-                self._proc.stdin.write(json.dumps([op, *args]) + "\n")
-                self._proc.stdin.flush()
-                line = self._lines.get(timeout=_CALL_LIMIT_S if limit is None else limit)
-            except (OSError, ValueError, queue.Empty):
+                if not self._ensure_started():
+                    return _NOT_STARTED
+                return self._request(op, args, _CALL_LIMIT_S if limit is None else limit)
+            except BaseException:
+                # An interrupt (Ctrl-C) mid-request leaves its answer on the way: a new
+                # worker is the sure way to keep requests and answers in step.
+                self._kill()
+                raise
+
+    def _request(self, op: str, args: tuple[Any, ...], limit: float) -> Any:
+        assert self._proc is not None and self._proc.stdin is not None
+        deadline = time.monotonic() + limit
+        self._next_id += 1
+        try:
+            self._proc.stdin.write(json.dumps([self._next_id, op, *args]) + "\n")
+            self._proc.stdin.flush()
+        except (OSError, ValueError):  # the worker died
+            self._kill()
+            return None
+        return self._reply(self._next_id, deadline)
+
+    def _reply(self, rid: int, deadline: float) -> Any:
+        """The answer to request rid, skipping any other line; None (the worker killed)
+        past the deadline or when the worker died."""
+        while True:
+            try:
+                line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
                 line = None
-            if line is None:  # past the limit, or the worker died
+            if line is None:
                 self._kill()
                 return None
             try:
-                return json.loads(line)
+                got = json.loads(line)
             except ValueError:
-                return None
+                continue
+            if isinstance(got, list) and len(got) == 2 and type(got[0]) is int and got[0] == rid:
+                return got[1]
 
     def _ensure_started(self) -> bool:
         if self._proc is not None and self._proc.poll() is None:
@@ -409,13 +451,15 @@ class _Worker:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (_ROOT, os.environ.get("PYTHONPATH")) if p))
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-c", "from tts_tui.verify.answers import _serve; _serve()"],
+                [sys.executable, *_WORKER_ARGV],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                 text=True, encoding="utf-8", env=env,
             )
         except OSError:
             self._unavailable = True
             return False
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._fds = (self._proc.stdin.fileno(), self._proc.stdout.fileno())
         self._lines = queue.Queue()
         threading.Thread(target=_pump, args=(self._proc.stdout, self._lines), daemon=True).start()
         try:
@@ -431,7 +475,7 @@ class _Worker:
         return True
 
     def _kill(self) -> None:
-        proc, self._proc = self._proc, None
+        proc, self._proc, self._fds = self._proc, None, ()
         if proc is None:
             return
         try:
@@ -460,6 +504,27 @@ class _Worker:
         self._kill()
 
 
+def _release_in_child(proc: subprocess.Popen[str], fds: tuple[int, ...]) -> None:
+    """Close a forked child's ends of the parent worker's pipes, by pointing their
+    descriptors at /dev/null. Not stream.close(): that would flush a half-written request
+    into the parent's worker, or wait forever on a buffer lock that a parent thread (the
+    pump, blocked in a read) held at the fork. The stream objects are kept, never
+    finalized, for the same reason; their descriptors now hold nothing."""
+    try:
+        devnull = os.open(os.devnull, os.O_RDWR)
+    except OSError:
+        return
+    try:
+        for fd in fds:
+            try:
+                os.dup2(devnull, fd, inheritable=False)
+            except OSError:
+                pass
+    finally:
+        os.close(devnull)
+    _ORPHANED.append(proc)
+
+
 def _pump(stream: IO[str], lines: queue.Queue[str | None]) -> None:
     """Move the worker's output lines to a queue, so a read can time out."""
     try:
@@ -477,7 +542,8 @@ _WORKER = _Worker()
 
 
 def _serve() -> None:
-    """The worker's loop: one JSON request per input line, one JSON answer per line."""
+    """The worker's loop: one JSON request [id, op, *args] per input line, one JSON
+    answer [id, result] per line."""
     # Ctrl-C in a terminal reaches the whole process group; the parent decides when we end.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     out = sys.stdout
@@ -490,12 +556,13 @@ def _serve() -> None:
     print("ready", file=out, flush=True)
     ops = {"extract": _serve_extract, "equal": _serve_equal}
     for line in sys.stdin:
+        rid, result = None, None
         try:
-            op, *args = json.loads(line)
+            rid, op, *args = json.loads(line)
             result = ops[op](*args)
         except Exception:
-            result = None
-        print(json.dumps(result), file=out, flush=True)
+            pass
+        print(json.dumps([rid, result]), file=out, flush=True)  # the id: see _Worker._reply
 
 
 def _inner_limit() -> int | None:
