@@ -12,7 +12,13 @@ Mean tokens are generated tokens; mean prefill counts the tokens decoded but not
 (the prompt, self-judge questions, bracket judge prompts, a PRM's inputs, forced text),
 "-" for rows logged before it was recorded. A failed row (the run raised) counts as wrong
 and is counted in its own column. "from N=8" marks a row read from a larger run; "N=8*"
-from DVTS subtrees that shared that run's budget.
+from DVTS subtrees that shared that run's budget. A row read from a larger run counts the
+prompt (decoded once for all its samples) in full and its share of the samples' own
+prefill; a majority row never counts the verifier's inputs.
+
+A log is read as `tts eval` reads it: the latest row per key, and, where its directory
+has a settings.json, only the rows made with the current settings (those made with
+others before --allow-settings-change are left out, and the count of them is printed).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from tts_tui.evaluate import DERIVED_NOTE, chain_flips, read_rows, summarize, verifier_auroc, versus
+from tts_tui.evaluate import DERIVED_NOTE, chain_flips, current_rows, read_rows, summarize, verifier_auroc, versus
 
 
 def chain_stats(rows: list[dict]) -> str:
@@ -53,8 +59,17 @@ def cot_note(rows: list[dict], cot: list[dict]) -> str:
             f"gains {short(v['gained'])}; loses {short(v['lost'])}")
 
 
+def load(path: str) -> list[dict]:
+    """The log's current rows; says on stderr how many were made with other settings."""
+    rows = read_rows(Path(path))
+    current = current_rows(rows, Path(path).parent)
+    if len(current) < len(rows):
+        print(f"# {path}: {len(rows) - len(current)} rows made with other settings left out", file=sys.stderr)
+    return current
+
+
 def main(paths: list[str]) -> None:
-    logs = {p: read_rows(Path(p)) for p in paths}
+    logs = {p: load(p) for p in paths}
     any_cot = [r for rows in logs.values() for r in rows if r["strategy"] == "cot"]
     print("| strategy | N | problems | accuracy | failed | mean tokens | mean prefill | median s | from | log "
           "| notes |")

@@ -156,10 +156,49 @@ def test_eval_refuses_a_resume_with_other_settings(tmp_path, tiny_path):
     (row,) = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
     doc = json.loads((out / "settings.json").read_text())
     assert row["settings_digest"] == doc["current"] and row["code"].startswith("0.")
+    assert row["llama_cpp_python"] and row["math_verify"]  # the libraries that decide the numbers
     settings = doc["settings"][doc["current"]]["settings"]
     assert settings["model"] == "smollm2-135m-instruct-q4_1" and settings["temperature"] == 0.3
     assert row["prefill_tokens"] > 0 and row["tokens"] <= 16  # the prompt is prefill, not generated
     assert_one_line_error(tts(*args, "--temperature", "0.7"), match="temperature: 0.3 -> 0.7")
     again = tts(*args, "--temperature", "0.7", "--allow-settings-change")
     assert again.returncode == 0, again.stderr
-    assert len((out / "log.jsonl").read_text().splitlines()) == 1  # its row kept, nothing rerun
+    old, new = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]  # the old row kept
+    current = json.loads((out / "settings.json").read_text())["current"]
+    assert old == row and new["settings_digest"] == current != row["settings_digest"]  # and run again
+    assert tts(*args, "--temperature", "0.7").returncode == 0
+    assert len((out / "log.jsonl").read_text().splitlines()) == 2  # now done with these settings
+
+
+@pytest.mark.model
+def test_eval_stops_when_problems_keep_failing(tmp_path, tiny_path):
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"id": f"q{i}", "problem": f"What is {i} + 3?", "answer": str(i + 3)}) + "\n"
+                            for i in range(5)))
+    out = tmp_path / "out"
+    code = ("import sys; from tts_tui.session import Solver\n"
+            "def dead(*a, **k): raise RuntimeError('CUDA error: out of memory')\n"
+            "Solver.solve = dead\n"
+            "from tts_tui.cli.app import main\n"
+            f"sys.argv = ['tts', 'eval', '--data', {str(data)!r}, '--strategy', 'cot', '--model', 'tiny', "
+            f"'--budget-per-sample', '16', '--out', {str(out)!r}]\n"
+            "main()")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    last = [x for x in proc.stderr.splitlines() if x.strip()][-1]
+    assert last.startswith("error: stopped: 3 problems in a row failed, each with RuntimeError: CUDA error")
+    rows = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["q0", "q1", "q2"] and all(r["failed"] for r in rows)
+
+
+def test_two_runs_saved_in_the_same_second_keep_both(tmp_path):
+    from tts_tui.runlog import list_runs, load_run, save_run
+
+    rec = {"created": "2025-01-02T03:04:05", "problem": "What is 2 + 3?", "settings": {"strategy": "cot"}}
+    first = save_run({**rec, "result": 1}, tmp_path)
+    second = save_run({**rec, "result": 2}, tmp_path)
+    assert first != second and first.name == "20250102T030405-cot-" + second.name.split("-")[2].split("_")[0] + ".json"
+    assert (load_run(first)["result"], load_run(second)["result"]) == (1, 2)
+    assert list_runs(tmp_path) == [second, first]  # the later one lists first
+    assert not list(tmp_path.glob(".*"))  # no temporary file left

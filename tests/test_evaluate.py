@@ -176,11 +176,13 @@ def test_the_auto_table_is_compared_only_when_auto_runs(tmp_path):
 
     from tts_tui.evaluate import SettingsMismatch, open_settings
 
-    open_settings(tmp_path, SETTINGS, ["cot", "majority"])
+    first = open_settings(tmp_path, SETTINGS, ["cot", "majority"])
     refitted = {**SETTINGS, "auto_table": "t2"}
-    open_settings(tmp_path, refitted, ["cot"])  # a refitted table does not lock a directory without auto
-    with pytest.raises(SettingsMismatch, match="auto_table"):
-        open_settings(tmp_path, SETTINGS, ["auto"])
+    # a refitted table does not lock a directory without auto, nor becomes its table
+    assert open_settings(tmp_path, refitted, ["cot"]) == first
+    with pytest.raises(SettingsMismatch, match="auto_table: t1 -> t2"):
+        open_settings(tmp_path, refitted, ["auto"])
+    assert open_settings(tmp_path, SETTINGS, ["auto"]) == first
 
 
 def test_a_directory_from_before_settings_takes_them_with_a_note(tmp_path):
@@ -287,3 +289,234 @@ def test_dvts_rows_read_from_a_larger_run_are_marked_as_derived(tmp_path):
     assert table[("majority", 2)]["derived_from"] == "N=4"  # independent samples: the same as a run
     text = format_table(list(table.values()))
     assert "N=4*" in text and "shared its budget" in text
+
+
+# -- review of issue 15: settings changes rerun, prefill of derived rows, systemic failures ----
+def stamped(tmp_path, settings, strategies, **kw):
+    """What `tts eval` does before running: record the settings, stamp rows with them, and
+    count as done only the rows made with them."""
+    from tts_tui.evaluate import current_filter, open_settings
+
+    digest = open_settings(tmp_path, settings, strategies, **kw)
+    return {"stamp": {"settings_digest": digest}, "is_current": current_filter(tmp_path)}
+
+
+def test_allow_settings_change_reruns_the_rows_made_with_other_settings(tmp_path):
+    first = stamped(tmp_path, SETTINGS, ["cot", "majority"])
+    run_eval(PROBLEMS, ["cot", "majority"], [2], SearchParams(m=2), solver([]), tmp_path, 64, **first)
+    other = {**SETTINGS, "temperature": 0.7}
+    second = stamped(tmp_path, other, ["cot", "majority"], allow_change=True)
+    calls = []
+    rows = run_eval(PROBLEMS, ["cot", "majority"], [2], SearchParams(m=2), solver(calls), tmp_path, 64, **second)
+    assert calls == [("cot", 1)] * 3 + [("weighted", 2)] * 3  # nothing counts as done
+    new = second["stamp"]["settings_digest"]
+    assert len(rows) == 6 and all(r["settings_digest"] == new for r in rows)  # the tables read the new rows
+    assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 12  # the old ones stay in the log
+    again = []
+    run_eval(PROBLEMS, ["cot", "majority"], [2], SearchParams(m=2), solver(again), tmp_path, 64, **second)
+    assert again == []
+    # back to the first settings: the latest rows are the second's, so the first's are run again
+    back = stamped(tmp_path, SETTINGS, ["cot"], allow_change=True)
+    run_eval(PROBLEMS, ["cot"], [1], SearchParams(m=2), solver(again), tmp_path, 64, **back)
+    assert again == [("cot", 1)] * 3
+
+
+def test_m_is_compared_only_when_a_strategy_that_uses_it_runs(tmp_path):
+    import pytest
+
+    from tts_tui.evaluate import SettingsMismatch
+
+    base = {**SETTINGS, "m": 2, "n_seq_max": 64}
+    first = stamped(tmp_path, base, ["cot", "beam"])
+    run_eval(PROBLEMS, ["cot", "beam"], [2], SearchParams(m=2), solver([]), tmp_path, 64, **first)
+    # CoT runs with M=1 and one sequence whatever --m says: another M or sequence count is no change for it
+    cot_only = stamped(tmp_path, {**base, "m": 4, "n_seq_max": 8}, ["cot"])
+    assert cot_only["stamp"] == first["stamp"]  # and the M no beam row was made with does not become current
+    calls = []
+    run_eval(PROBLEMS, ["cot"], [1], SearchParams(m=4), solver(calls), tmp_path, 64, **cot_only)
+    assert calls == []
+    with pytest.raises(SettingsMismatch, match="m: 2 -> 4") as err:
+        stamped(tmp_path, {**base, "m": 4}, ["cot", "beam"])
+    assert "n_seq_max" not in str(err.value)
+    changed = stamped(tmp_path, {**base, "m": 4}, ["cot", "beam"], allow_change=True)
+    run_eval(PROBLEMS, ["cot", "beam"], [4], SearchParams(m=4), solver(calls), tmp_path, 64, **changed)
+    assert calls == [("beam", 4)] * 3  # the CoT rows stay current: M is not theirs
+
+
+def test_unstamped_rows_count_only_with_the_settings_that_took_them_over(tmp_path):
+    from tts_tui.evaluate import done_keys
+
+    old = [{"key": f"cot|1|p{i}", "id": f"p{i}", "strategy": "cot", "n": 1, "gold": "42", "answer": "42",
+            "correct": True, "tokens": 10, "seconds": 1.0} for i in range(3)]
+    (tmp_path / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in old))
+    taken = stamped(tmp_path, SETTINGS, ["cot"], note=lambda _: None)
+    assert json.loads((tmp_path / "settings.json").read_text())["legacy"] == taken["stamp"]["settings_digest"]
+    calls = []
+    run_eval(PROBLEMS, ["cot"], [1], SearchParams(), solver(calls), tmp_path, 64, **taken)
+    assert calls == []  # as before digests: the directory took the settings over
+    other = stamped(tmp_path, {**SETTINGS, "temperature": 0.7}, ["cot"], allow_change=True)
+    assert done_keys(tmp_path / "log.jsonl", is_current=other["is_current"]) == set()
+
+
+def test_eval_table_leaves_out_rows_made_with_other_settings(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    first = stamped(tmp_path, SETTINGS, ["cot"])
+    run_eval(PROBLEMS, ["cot"], [1], SearchParams(), solver([]), tmp_path, 64, **first)
+    second = stamped(tmp_path, {**SETTINGS, "temperature": 0.7}, ["cot"], allow_change=True)
+    run_eval(PROBLEMS[:1], ["cot"], [1], SearchParams(), solver([]), tmp_path, 64, **second)  # cut short
+    script = Path(__file__).resolve().parent.parent / "scripts" / "eval_table.py"
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "log.jsonl")], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    (row,) = [x for x in proc.stdout.splitlines() if x.startswith("| cot")]
+    assert row.split("|")[3].strip() == "1"  # one problem made with the current settings, not three mixed
+    assert "2 rows made with other settings left out" in proc.stderr
+
+
+def test_rows_are_stamped_with_the_libraries_that_decide_their_numbers():
+    import importlib.metadata
+
+    from tts_tui.evaluate import library_versions
+
+    found = library_versions()
+    assert found["llama_cpp_python"] == importlib.metadata.version("llama-cpp-python")
+    assert found["math_verify"] == importlib.metadata.version("math-verify")
+
+
+PROMPT, JUDGE, VERIFY = 50, 30, 7
+
+
+def metered_solver(phases, counts):
+    """The fake with engine-like prefill: a PROMPT-token prompt decoded once per problem,
+    one fork token per branch, JUDGE tokens per judged pair, VERIFY per scored node;
+    wrapped as `tts eval` wraps the real generator and scorer."""
+    from fakes import FakeGenerator, FakeScorer
+
+    class Generator(FakeGenerator):
+        def root(self, problem, system=None):
+            counts["prefill"] += PROMPT
+            return super().root(problem, system)
+
+        def expand(self, requests, **kw):
+            counts["prefill"] += len(requests)
+            return super().expand(requests, **kw)
+
+        def compare(self, problem, pairs):
+            counts["prefill"] += JUDGE * len(pairs)
+            return super().compare(problem, pairs)
+
+    class Scorer(FakeScorer):
+        def score(self, search, nodes):
+            counts["prefill"] += VERIFY * len(nodes)
+            return super().score(search, nodes)
+
+    def solve(problem, strategy, params):
+        gen = phases.wrap(Generator(), {"root": "prompt", "compare": "judge"})
+        search = Search(gen, problem, params, MathAnswers(), phases.wrap(Scorer(), {"score": "verifier"}))
+        result = run_strategy(strategy, search)
+        counts["generated"] += result.tokens
+        return result, search
+
+    return solve
+
+
+def metered_eval(tmp_path, strategies, ns, m=1):
+    from tts_tui.evaluate import PhaseMeter
+
+    counts = {"generated": 0, "prefill": 0}
+    phases = PhaseMeter(lambda: counts["prefill"])
+    rows = run_eval(PROBLEMS[:1], strategies, ns, SearchParams(m=m, max_steps=6), metered_solver(phases, counts),
+                    tmp_path, 64, meter=lambda: {**counts, **phases.totals})
+    return {(r["strategy"], r["n"]): r for r in rows}
+
+
+def test_a_vote_read_from_the_first_samples_pays_the_whole_prompt_and_majority_no_verifier(tmp_path):
+    by = metered_eval(tmp_path, ["cot", "majority", "weighted"], [1, 4])
+    assert by[("cot", 1)]["prefill_tokens"] == PROMPT + 1
+    # one weighted run of 4 equal samples: the prompt once, 4 forks, 4 scored samples
+    assert by[("weighted", 4)]["prefill_tokens"] == PROMPT + 4 + 4 * VERIFY
+    assert by[("weighted", 4)]["verifier_prefill_tokens"] == 4 * VERIFY
+    assert by[("majority", 4)]["prefill_tokens"] == PROMPT + 4  # majority never asks the verifier
+    assert by[("majority", 4)]["verifier_prefill_tokens"] == 0
+    # N=1 read from it: the whole prompt (as CoT@1 pays it), one sample's fork and score
+    assert by[("majority", 1)]["prefill_tokens"] == PROMPT + 1 == by[("cot", 1)]["prefill_tokens"]
+    assert by[("weighted", 1)]["prefill_tokens"] == PROMPT + 1 + VERIFY
+    assert by[("weighted", 1)]["verifier_prefill_tokens"] == VERIFY
+
+
+def test_a_bracket_carrier_charges_its_judge_to_bracket_alone(tmp_path):
+    by = metered_eval(tmp_path, ["majority", "weighted", "bracket"], [2, 4])
+    bracket = by[("bracket", 4)]["prefill_tokens"]
+    assert bracket == PROMPT + 4 + 4 * VERIFY + JUDGE  # 42 x3 against 41: one pair judged
+    assert by[("weighted", 4)]["prefill_tokens"] == PROMPT + 4 + 4 * VERIFY
+    assert by[("majority", 4)]["prefill_tokens"] == PROMPT + 4
+    assert by[("majority", 2)]["prefill_tokens"] == PROMPT + 2
+
+
+def test_dvts_read_from_its_first_subtrees_pays_the_whole_prompt(tmp_path):
+    by = metered_eval(tmp_path, ["dvts"], [2, 4], m=2)
+    full, half = by[("dvts", 4)], by[("dvts", 2)]
+    own = full["prefill_tokens"] - PROMPT  # forks and verifier inputs of both subtrees
+    assert half["prefill_tokens"] == PROMPT + round(own * half["tokens"] / full["tokens"])
+    assert half["prefill_tokens"] > PROMPT and half["verifier_prefill_tokens"] < full["verifier_prefill_tokens"]
+
+
+def test_a_phase_inside_another_is_counted_once():
+    from tts_tui.evaluate import PhaseMeter
+
+    counts = {"prefill": 0}
+    phases = PhaseMeter(lambda: counts["prefill"])
+
+    def inner():
+        counts["prefill"] += 5
+
+    def outer():
+        counts["prefill"] += 10
+        phases.call("verifier", inner)
+
+    phases.call("judge", outer)
+    assert phases.totals == {"prompt": 0, "judge": 15, "verifier": 0}
+
+
+def test_problems_failing_in_a_row_stop_the_evaluation_with_one_line(tmp_path):
+    import pytest
+
+    from tts_tui.errors import EXIT_BAD_INPUT
+    from tts_tui.evaluate import MAX_FAILED_IN_A_ROW, EvalStopped
+
+    problems = [Problem(f"p{i}", f"problem {i}", "42") for i in range(6)]
+    calls = []
+
+    def dead(problem, strategy, params):
+        calls.append(problem)
+        raise RuntimeError("CUDA error: out of memory\n  current device: 0")
+
+    with pytest.raises(EvalStopped) as err:
+        run_eval(problems, ["cot", "majority"], [2], SearchParams(m=2), dead, tmp_path, 64)
+    msg = str(err.value)
+    assert len(calls) == MAX_FAILED_IN_A_ROW == 3  # not the other three problems, nor majority
+    assert "\n" not in msg and "3 problems in a row failed" in msg
+    assert "each with RuntimeError: CUDA error: out of memory current device: 0" in msg and "--retry-failed" in msg
+    assert err.value.exit_code not in (0, EXIT_BAD_INPUT)
+    logged = read_rows(tmp_path / "log.jsonl")
+    assert sorted(r["id"] for r in logged if r["failed"]) == ["p0", "p1", "p2"]  # kept, for --retry-failed
+    calls.clear()
+    rows = run_eval(problems, ["cot", "majority"], [2], SearchParams(m=2), solver(calls), tmp_path, 64,
+                    retry_failed=True)
+    assert len(rows) == 12 and not any(r.get("failed") for r in rows)
+
+
+def test_a_success_between_failures_keeps_the_evaluation_going(tmp_path):
+    problems = [Problem(f"p{i}", f"problem {i}", "42") for i in range(6)]
+    ok = solver([])
+
+    def flaky(problem, strategy, params):
+        if problem in ("problem 0", "problem 1", "problem 3", "problem 4"):  # two in a row, twice
+            raise ValueError("bad problem")
+        return ok(problem, strategy, params)
+
+    rows = run_eval(problems, ["cot"], [1], SearchParams(), flaky, tmp_path, 64)
+    assert sum(bool(r.get("failed")) for r in rows) == 4 and len(rows) == 6

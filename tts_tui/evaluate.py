@@ -12,13 +12,18 @@ compared on the very same candidates, and the generation is paid once.
 
 Figures carry their settings: the output directory holds `settings.json` (every setting
 that changes results, keyed by a short digest), a resume with other settings is refused,
-and every row records the digest and the code version that produced it. A problem whose
-run raises is logged as a failed row (counted wrong) and the evaluation goes on.
+and every row records the digest and the code version that produced it. A logged row
+counts as done only while the settings its strategy reads are the current ones: after
+--allow-settings-change the rest are run again, and the tables read the latest row per
+key. A problem whose run raises is logged as a failed row (counted wrong) and the
+evaluation goes on, unless MAX_FAILED_IN_A_ROW problems fail in a row: then it stops.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib.metadata
 import json
 import statistics
 import subprocess
@@ -31,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from tts_tui.atomic import append_line, write_json, write_text
-from tts_tui.errors import CancelledError, InputError
+from tts_tui.errors import EXIT_NO_ANSWER, CancelledError, InputError, TTSError
 from tts_tui.search.protocol import SearchParams
 from tts_tui.search.tree import CHOSEN, FINISHED
 from tts_tui.search.votes import group_answers
@@ -79,25 +84,42 @@ def load_problems(
     return out
 
 
-def done_keys(log: Path, retry_failed: bool = False) -> set[str]:
-    """Keys a resume skips: every logged row, except failed ones when `retry_failed`
-    (a later row for the same key replaces an earlier one, so a retry's row wins)."""
-    last: dict[str, bool] = {}
+RowFilter = Callable[[dict[str, Any]], bool]
+
+
+def done_keys(log: Path, retry_failed: bool = False, is_current: RowFilter | None = None) -> set[str]:
+    """Keys a resume skips: those whose latest row (a later row replaces an earlier one,
+    as in the tables) was made with the current settings (`is_current`, see
+    `current_filter`; None: any row), except failed ones when `retry_failed`."""
+    last: dict[str, dict[str, Any]] = {}
     if log.is_file():
         for line in log.read_text(encoding="utf-8").splitlines():
             try:
                 row = json.loads(line)
-                last[row["key"]] = bool(row.get("failed"))
+                last[row["key"]] = row
             except (json.JSONDecodeError, KeyError, TypeError):
                 continue  # a line cut by a kill: that problem is redone
-    return {k for k, failed in last.items() if not (failed and retry_failed)}
+    return {k for k, row in last.items()
+            if not (row.get("failed") and retry_failed) and (is_current is None or is_current(row))}
 
 
 # -- settings: what produced a directory's rows ---------------------------------------------
 SETTINGS_FILE = "settings.json"
-# Settings compared only when a strategy that reads them runs: refitting auto's table must
-# not lock every older directory.
-COMPARED_ONLY_FOR = {"auto_table": "auto"}
+
+
+def compared_only_for() -> dict[str, set[str]]:
+    """Settings that change only some strategies' rows, and which: refitting auto's table
+    must not lock every older directory, and CoT runs with M=1 and one sequence whatever
+    --m and the engine's sequence count say (`job_params`)."""
+    from tts_tui.search.strategies import STRATEGIES, USES_M
+
+    return {"auto_table": {"auto"}, "m": set(USES_M), "n_seq_max": set(STRATEGIES) - SINGLE}
+
+
+def matters(key: str, strategies: Iterable[str]) -> bool:
+    """Whether setting `key` can change the rows of any of `strategies`."""
+    only = compared_only_for().get(key)
+    return only is None or not only.isdisjoint(strategies)
 
 
 class SettingsMismatch(InputError):
@@ -148,14 +170,29 @@ def code_version() -> str:
     return f"{__version__}+g{commit}" + (".dirty" if dirty.returncode == 1 else "")
 
 
+NUMERIC_LIBRARIES = {"llama_cpp_python": "llama-cpp-python", "math_verify": "math-verify"}
+
+
+def library_versions() -> dict[str, str | None]:
+    """The installed versions of the libraries that decide a row's numbers: llama.cpp
+    (the logits, so the samples) and math-verify (`correct`). Recorded in every row
+    beside the code version, not compared; None where one is not installed."""
+    out: dict[str, str | None] = {}
+    for field, dist in NUMERIC_LIBRARIES.items():
+        try:
+            out[field] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            out[field] = None
+    return out
+
+
 def settings_diff(old: dict[str, Any], new: dict[str, Any], strategies: Iterable[str]) -> list[str]:
-    """'key: old -> new' for each compared setting that differs. A key only one side has
-    differs too (a PRM added or dropped), except those compared only for a strategy."""
+    """'key: old -> new' for each setting that differs and matters to `strategies`. A key
+    only one side has differs too (a PRM added or dropped)."""
     running = set(strategies)
     out = []
     for key in sorted(set(old) | set(new)):
-        only = COMPARED_ONLY_FOR.get(key)
-        if only is not None and only not in running:
+        if not matters(key, running):
             continue
         if old.get(key) != new.get(key):
             out.append(f"{key}: {_short(old.get(key))} -> {_short(new.get(key))}")
@@ -173,27 +210,27 @@ def open_settings(out_dir: Path, settings: dict[str, Any], strategies: Iterable[
     """Check `settings` against `out_dir/settings.json` and record them; return their digest.
 
     The file maps each digest that wrote rows to its full settings (and the code that
-    first used it), and names the current one. A directory made with other settings is
-    refused (SettingsMismatch, one line naming what differs) unless `allow_change`: then
-    its rows are kept and the new settings become current (each row keeps its own digest).
-    A directory with rows but no settings file (from before they were recorded) takes
-    these settings, with a note: nothing is known to contradict them."""
+    first used it), and names the current one. A directory made with other settings (of
+    those `strategies` read) is refused (SettingsMismatch, one line naming what differs)
+    unless `allow_change`: then the new settings become current, and rows made with others
+    stay in the log but no longer count (`current_filter`: they are run again). A setting
+    none of `strategies` reads keeps its current value: a CoT resume with another --m must
+    not make that M current, or a later beam resume would be compared against an M no beam
+    row was made with. A directory with rows but no settings file (from before they were
+    recorded) takes these settings, with a note, and records that its unstamped rows are
+    theirs."""
     note = note or (lambda text: print(text, file=sys.stderr))
     path = out_dir / SETTINGS_FILE
-    digest = digest_of(settings)
-    doc = _load_settings(path)
-    if doc is None:
-        rows = len(read_rows(out_dir / "log.jsonl"))
-        if rows:
-            note(f"note: {out_dir} has {rows} rows from before settings were recorded; taking them as made "
-                 f"with these settings ({path.name} written)")
-        doc = {"current": digest, "settings": {}}
+    doc = _load_settings(path) or _adopt(out_dir, digest_of(settings), note)
     current = doc["settings"].get(doc["current"], {}).get("settings")
     if current is not None:
         diffs = settings_diff(current, settings, strategies)
         if diffs and not allow_change:
             raise SettingsMismatch(f"{out_dir} holds rows made with other settings ({'; '.join(diffs)}); "
-                                   f"use another --out, or --allow-settings-change to keep its rows")
+                                   "use another --out, or --allow-settings-change to make these current "
+                                   "(rows made with the others are run again)")
+        settings = _carry(current, settings, strategies)
+    digest = digest_of(settings)
     if digest not in doc["settings"]:
         doc["settings"][digest] = {"settings": settings, "code": code, "first_used": time.strftime("%Y-%m-%dT%H:%M:%S")}
     if doc["current"] != digest or not path.is_file():
@@ -201,6 +238,53 @@ def open_settings(out_dir: Path, settings: dict[str, Any], strategies: Iterable[
         out_dir.mkdir(parents=True, exist_ok=True)
         write_json(path, doc)
     return digest
+
+
+def _adopt(out_dir: Path, digest: str, note: Callable[[str], None]) -> dict[str, Any]:
+    """A new settings document; rows already logged (unstamped, from before settings were
+    recorded) are taken as made with `digest`, and the document says so ("legacy")."""
+    doc: dict[str, Any] = {"current": digest, "settings": {}}
+    rows = len(read_rows(out_dir / "log.jsonl"))
+    if rows:
+        note(f"note: {out_dir} has {rows} rows from before settings were recorded; taking them as made "
+             f"with these settings ({SETTINGS_FILE} written)")
+        doc["legacy"] = digest
+    return doc
+
+
+def _carry(current: dict[str, Any], settings: dict[str, Any], strategies: Iterable[str]) -> dict[str, Any]:
+    """`settings`, with the current value of every setting none of `strategies` reads."""
+    running = set(strategies)
+    return {**settings, **{k: v for k, v in current.items() if not matters(k, running)}}
+
+
+def current_filter(out_dir: Path) -> RowFilter | None:
+    """Whether a logged row was made with the current settings, as far as its strategy
+    reads them (a CoT row stays current when only M changed). A row without a digest
+    (from before digests) counts only in a directory that took its settings over (those
+    are its rows' settings). None when the directory records no settings: every row
+    counts, as before settings were recorded."""
+    doc = _load_settings(out_dir / SETTINGS_FILE)
+    if doc is None:
+        return None
+    known = doc["settings"]
+    now = known.get(doc["current"], {}).get("settings")
+    # files written before "legacy" was recorded: the first entry is the one that took
+    # the unstamped rows over (every row written since carries its digest)
+    legacy = doc.get("legacy") or next(iter(known), None)
+
+    @functools.cache
+    def same(digest: str | None, strategy: str) -> bool:
+        made = known.get(digest, {}).get("settings") if digest else None
+        return made is not None and now is not None and not settings_diff(made, now, [strategy])
+
+    return lambda row: same(row.get("settings_digest") or legacy, str(row.get("strategy")))
+
+
+def current_rows(rows: list[dict[str, Any]], out_dir: Path) -> list[dict[str, Any]]:
+    """The rows a table may show: those `current_filter` keeps (all, without settings)."""
+    keep = current_filter(out_dir)
+    return rows if keep is None else [r for r in rows if keep(r)]
 
 
 def _load_settings(path: Path) -> dict[str, Any] | None:
@@ -251,9 +335,90 @@ def _expected(names: list[str], n: int, yields: list[int]) -> list[tuple[str, in
 
 
 SolveFn = Callable[[str, str, SearchParams], tuple[Any, Any]]
-# Cumulative token counters of the engines a solve uses: {"generated": ..., "prefill": ...}.
-# run_eval reads them before and after each problem; the difference is that problem's cost.
+# Cumulative token counters of the engines a solve uses: "generated" and "prefill" (every
+# token decoded but not generated), and, where the meter tells them apart, the prefill's
+# phases (PHASES). run_eval reads them before and after each problem; the difference is
+# that problem's cost.
 Meter = Callable[[], dict[str, int]]
+# Prefill by what decoded it: the problem's prompt (decoded once, shared by every branch),
+# bracket's A/B judge prompts, the verifier's inputs (a self-judge's question, a PRM's
+# prompts). The rest of a problem's prefill is its branches' own: forks, forced text,
+# re-decoding after eviction.
+PHASES = ("prompt", "judge", "verifier")
+
+
+class PhaseMeter:
+    """Counts the prefill decoded during each phase: `read` gives the engines' cumulative
+    prefill, and a call wrapped by `wrap` adds what it decoded to its phase. Only the
+    outermost phase counts a decode, so no token is counted twice."""
+
+    def __init__(self, read: Callable[[], int]) -> None:
+        self.read = read
+        self.totals = dict.fromkeys(PHASES, 0)
+        self._active = False
+
+    def call(self, phase: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if self._active:
+            return fn(*args, **kwargs)
+        self._active = True
+        before = self.read()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self.totals[phase] += self.read() - before
+            self._active = False
+
+    def wrap(self, inner: Any, methods: dict[str, str]) -> Any:
+        """`inner` with each method named in `methods` counted in its phase."""
+        return _Metered(inner, methods, self)
+
+
+class _Metered:
+    """A generator or scorer whose named methods run inside a PhaseMeter phase; every
+    other attribute is the wrapped object's."""
+
+    def __init__(self, inner: Any, methods: dict[str, str], meter: PhaseMeter) -> None:
+        self._inner, self._methods, self._meter = inner, methods, meter
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("_inner", "_methods", "_meter"):  # not set yet (copy, pickle): no recursion
+            raise AttributeError(name)
+        value = getattr(self._inner, name)
+        phase = self._methods.get(name)
+        return functools.partial(self._meter.call, phase, value) if phase and callable(value) else value
+
+
+@dataclass(frozen=True)
+class Prefill:
+    """One problem's prefill, split as PHASES says. `split` is False when the meter did not
+    tell the phases apart: then only the whole run's figure is known (prompt and verifier
+    0, the judge from bracket's own count)."""
+
+    total: int
+    prompt: int = 0
+    judge: int = 0
+    verifier: int = 0
+    split: bool = False
+
+    @property
+    def branches(self) -> int:
+        """What the branches decoded themselves: forks, forced text, re-decoding."""
+        return max(0, self.total - self.prompt - self.judge - self.verifier)
+
+    def shared_plus(self, per_branch: int, frac: float) -> int | None:
+        """The whole prompt plus `frac` of `per_branch`: the prefill of a run read from the
+        first branches of this one (None when the phases are not known and frac < 1)."""
+        if not self.split and frac < 1:
+            return None
+        return self.prompt + round(per_branch * frac)
+
+
+def _prefill(cost: dict[str, int] | None, result: Any) -> Prefill | None:
+    if cost is None:
+        return None
+    if all(k in cost for k in PHASES):
+        return Prefill(cost["prefill"], cost["prompt"], cost["judge"], cost["verifier"], split=True)
+    return Prefill(cost["prefill"], judge=int(result.stats.get("judge_prompt_tokens", 0)))
 
 
 def check_m(strategies: Iterable[str], ns: Iterable[int], m: int) -> None:
@@ -279,6 +444,19 @@ def job_params(base: SearchParams, strategy: str, n: int, budget_per_sample: int
     return SearchParams(**{**base.__dict__, "n": n, "m": m, "budget": budget_per_sample * n})
 
 
+# Problems failing in a row before the evaluation stops: an error that fails every problem
+# (a dead context, the GPU out of memory) would otherwise fill the rest of the log with
+# failed rows that a resume keeps.
+MAX_FAILED_IN_A_ROW = 3
+
+
+class EvalStopped(TTSError):
+    """The evaluation stopped: MAX_FAILED_IN_A_ROW problems in a row raised. Not bad input
+    (the settings were accepted), so not exit 2."""
+
+    exit_code = EXIT_NO_ANSWER
+
+
 def run_eval(
     problems: list[Problem],
     strategies: list[str],
@@ -292,23 +470,28 @@ def run_eval(
     meter: Meter | None = None,
     stamp: dict[str, Any] | None = None,
     retry_failed: bool = False,
+    is_current: RowFilter | None = None,
 ) -> list[dict[str, Any]]:
     """Run what the log lacks, one fsynced row per (strategy, N, problem); return all rows.
 
-    `stamp` (the settings digest and code version) goes into every new row. A problem
-    whose solve raises gets failed rows and the run goes on; a resume skips them unless
-    `retry_failed`."""
+    A logged row counts as done only when `is_current` keeps it (rows made with other
+    settings are run again; None: every row counts). `stamp` (the settings digest, code
+    and library versions) goes into every new row. A problem whose solve raises gets
+    failed rows and the run goes on (a resume skips them unless `retry_failed`), until
+    MAX_FAILED_IN_A_ROW problems fail in a row: then EvalStopped, the rows kept."""
     check_m(strategies, ns, base.m)
     log = out_dir / "log.jsonl"
     out_dir.mkdir(parents=True, exist_ok=True)
-    done = done_keys(log, retry_failed)
+    done = done_keys(log, retry_failed, is_current)
+    errors: list[tuple[str, str]] = []  # (problem id, error) of the problems failing in a row now
     for strategy, n, yields, names in plan(strategies, ns, base.m):
         for p in problems:
             want = _expected(names, n, yields)
             if all(_key(name, k, p.id) in done for name, k in want):
                 continue
             params = job_params(base, strategy, n, budget_per_sample)
-            for row in _run_job(strategy, n, yields, names, p, params, solve, meter):
+            rows = _run_job(strategy, n, yields, names, p, params, solve, meter)
+            for row in rows:
                 if row["key"] in done:
                     continue
                 row.update(stamp or {})
@@ -316,7 +499,19 @@ def run_eval(
                 done.add(row["key"])
                 if on_row:
                     on_row(row)
+            failed = bool(rows) and bool(rows[0].get("failed"))  # a job's rows fail together
+            errors = [*errors, (p.id, rows[0]["failed"])] if failed else []
+            if len(errors) >= MAX_FAILED_IN_A_ROW:
+                raise EvalStopped(_stopped_message(errors))
     return read_rows(log)
+
+
+def _stopped_message(errors: list[tuple[str, str]]) -> str:
+    """One line: the repeated error, and what to do."""
+    causes = {error for _, error in errors}
+    what = f"each with {causes.pop()}" if len(causes) == 1 else f"the last ({errors[-1][0]}) with {errors[-1][1]}"
+    return (f"stopped: {len(errors)} problems in a row failed, {what}; the rows logged so far are kept "
+            "(the failed ones too); fix the cause, then run the same command with --retry-failed")
 
 
 def _run_job(strategy: str, n: int, yields: list[int], names: list[str], p: Problem, params: SearchParams,
@@ -332,15 +527,16 @@ def _run_job(strategy: str, n: int, yields: list[int], names: list[str], p: Prob
         seconds = time.monotonic() - t0
         return [_failed_row(name, k, p, exc, cost, seconds) for name, k in _expected(names, n, yields)]
     seconds = time.monotonic() - t0
-    cost = _cost(meter, before)
-    return [r for name in names for r in _rows(name, n, yields, p, result, search, seconds, cost)]
+    prefill = _prefill(_cost(meter, before), result)
+    return [r for name in names for r in _rows(name, n, yields, p, result, search, seconds, prefill)]
 
 
 def _cost(meter: Meter | None, before: dict[str, int] | None) -> dict[str, int] | None:
+    """What the meter's counters rose by (every counter it reports)."""
     if meter is None or before is None:
         return None
     after = meter()
-    return {k: int(after.get(k, 0) - before.get(k, 0)) for k in ("generated", "prefill")}
+    return {k: int(v - before.get(k, 0)) for k, v in after.items()}
 
 
 def _failed_row(strategy: str, n: int, p: Problem, exc: Exception, cost: dict[str, int] | None,
@@ -354,28 +550,32 @@ def _failed_row(strategy: str, n: int, p: Problem, exc: Exception, cost: dict[st
             "failed": f"{type(exc).__name__}: {message}"}
 
 
+def _direct_prefill(pf: Prefill | None) -> dict[str, int | None]:
+    """A row of the run itself: all its prefill, the verifier's part apart."""
+    if pf is None:
+        return {"prefill_tokens": None}
+    return {"prefill_tokens": pf.total, "verifier_prefill_tokens": pf.verifier if pf.split else None}
+
+
 def _rows(strategy: str, n: int, yields: list[int], p: Problem, result: Any, search: Any, seconds: float,
-          cost: dict[str, int] | None = None):
+          prefill: Prefill | None = None):
     base = {"id": p.id, "strategy": strategy, "gold": p.answer, "level": p.level}
     extra = {k: result.stats.get(k) for k in ("difficulty", "chosen_strategy") if k in result.stats}
     if "chains" in result.stats:  # revise: how often a later revision turned a right answer wrong
         extra["chains"] = result.stats["chains"]
         extra["attempt_tokens"] = result.stats.get("attempt_tokens")
         extra["right_to_wrong"] = chain_flips(result.stats["chains"], p.answer)[0]
-    prefill = cost["prefill"] if cost else None
     if strategy in SUBTREES and yields != [n]:
         yield from _subtree_rows(strategy, n, yields, p, result, search, seconds, base, extra, prefill)
         return
     if strategy not in SUBSAMPLED:
         yield {**base, "key": _key(strategy, n, p.id), "n": n, "answer": result.answer,
                "correct": bool(result.answer is not None and equivalent(result.answer, p.answer)),
-               "tokens": result.tokens, "prefill_tokens": prefill, "seconds": round(seconds, 2), **extra}
+               "tokens": result.tokens, **_direct_prefill(prefill), "seconds": round(seconds, 2), **extra}
         return
     samples = _samples(search)
     # a carrier (bracket) spends time after sampling: count only the sampling
     sample_seconds = result.stats.get("sample_seconds", seconds)
-    # ... and its judge's prompts: the votes read the samples without a judge
-    sample_prefill = None if prefill is None else max(0, prefill - int(result.stats.get("judge_prompt_tokens", 0)))
     base["probe_agree"] = probe_agreement(samples)
     for k in yields:
         sub = samples[:k]
@@ -383,40 +583,60 @@ def _rows(strategy: str, n: int, yields: list[int], p: Problem, result: Any, sea
         frac = sum(s["tokens"] for s in sub) / max(1, sum(s["tokens"] for s in samples))
         yield {**base, "key": _key(strategy, k, p.id), "n": k, "answer": answer,
                "correct": bool(answer is not None and equivalent(answer, p.answer)),
-               "tokens": sum(s["tokens"] for s in sub),
-               "prefill_tokens": None if sample_prefill is None else round(sample_prefill * frac),
+               "tokens": sum(s["tokens"] for s in sub), **_sample_prefill(prefill, strategy, frac),
                "seconds": round(sample_seconds * frac, 2),
                "subsampled_from": n if k != n else None,
                # every sample's answer and score, so other votes can be tried from the log
                **({"samples": [[s["answer"], round(s["score"], 4)] for s in samples]} if k == n else {})}
 
 
+def _sample_prefill(pf: Prefill | None, strategy: str, frac: float) -> dict[str, int | None]:
+    """A vote read from the first samples (`frac` of the generated tokens): the prompt,
+    decoded once for all samples, in full; the samples' own prefill in proportion; the
+    verifier's only for the votes that read its scores (majority never asks it); a
+    carrier's judge prompts never (the votes read the samples without a judge)."""
+    if pf is None:
+        return {"prefill_tokens": None}
+    verifier = pf.verifier if strategy != "majority" else 0
+    return {"prefill_tokens": pf.shared_plus(pf.branches + verifier, frac),
+            "verifier_prefill_tokens": round(verifier * frac) if pf.split else None}
+
+
 def _subtree_rows(strategy: str, n: int, yields: list[int], p: Problem, result: Any, search: Any,
-                  seconds: float, base: dict[str, Any], extra: dict[str, Any], prefill: int | None = None):
+                  seconds: float, base: dict[str, Any], extra: dict[str, Any], prefill: Prefill | None = None):
     """DVTS at N, read as runs at each smaller N in `yields`: the first N'/M subtrees,
     their finished paths weighted-voted as the strategy itself votes. Such a row is
     derived, not a run of its own: its subtrees shared the larger run's budget (one that
     ended early left more to the others), so it says `subsampled_from` and the tables
-    mark it."""
+    mark it. Its prefill is the whole prompt (every subtree grows from it) plus its
+    subtrees' share, by generated tokens, of the rest (forks, verifier inputs)."""
     m = search.params.m
     nodes = [x for x in search.tree.nodes.values() if "subtree" in x.meta]
     done = [x for x in nodes if x.status in (FINISHED, CHOSEN) and x.answer]
     spent = max(1, sum(x.n_tokens for x in nodes))
     for k in yields:
-        if k == n:
-            answer, tokens = result.answer, result.tokens
+        if k == n:  # the run itself
+            answer, tokens, share = result.answer, result.tokens, 1.0
+            cost = _direct_prefill(prefill)
         else:
             keep = k // m
             items = [(x.answer, search.path_score(x), x.id) for x in done if x.meta["subtree"] < keep]
             groups = group_answers(items, equivalent)
             answer = groups[0].answer if groups else None
             tokens = sum(x.n_tokens for x in nodes if x.meta["subtree"] < keep)
-        share = min(1.0, tokens / spent)
+            share = min(1.0, tokens / spent)
+            cost = _subtree_prefill(prefill, share)
         yield {**base, "key": _key(strategy, k, p.id), "n": k, "answer": answer,
                "correct": bool(answer is not None and equivalent(answer, p.answer)),
-               "tokens": tokens, "prefill_tokens": None if prefill is None else round(prefill * share),
-               "seconds": round(seconds * share, 2),
+               "tokens": tokens, **cost, "seconds": round(seconds * share, 2),
                "subsampled_from": n if k != n else None, **extra}
+
+
+def _subtree_prefill(pf: Prefill | None, share: float) -> dict[str, int | None]:
+    if pf is None:
+        return {"prefill_tokens": None}
+    return {"prefill_tokens": pf.shared_plus(pf.branches + pf.verifier, share),
+            "verifier_prefill_tokens": round(pf.verifier * share) if pf.split else None}
 
 
 def chain_flips(chains: list[list[str | None]], gold: str) -> tuple[int, int]:
@@ -566,6 +786,9 @@ def format_table(table: list[dict[str, Any]]) -> str:
         lines.append(line.rstrip())
     lines.append("# mean tokens: generated; prefill: tokens decoded but not generated (prompts, verifier, "
                  "judge and PRM inputs, forced text, re-decoding); a failed row counts as wrong")
+    if any(t.get("derived_from") for t in table):
+        lines.append("# a row read from a larger run: its prefill is the whole prompt (decoded once for every "
+                     "sample) and its samples' share of the rest; majority pays no verifier")
     if any("*" in t.get("derived_from", "") for t in table):
         lines.append("# " + DERIVED_NOTE)
     return "\n".join(lines)

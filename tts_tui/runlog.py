@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from tts_tui import paths
-from tts_tui.atomic import write_json
 from tts_tui.search.run import Result, Search
 
 RUN_VERSION = 1
@@ -30,12 +32,60 @@ def run_record(search: Search, result: Result, settings: dict[str, Any], model: 
 
 
 def save_run(record: dict[str, Any], runs_dir: Path | None = None) -> Path:
+    """Write `record` as a new file; never over another run's. The name is the time (to
+    the second), the strategy and the problem's tag; a second run with the same name (the
+    same problem and strategy ending in the same second) gets "_2", then "_3", ..., which
+    sort after it, so the newest still lists first."""
     runs_dir = runs_dir or paths.runs_dir()
     stamp = record["created"].replace(":", "").replace("-", "")
     strategy = record["settings"].get("strategy", "run")
-    dest = runs_dir / f"{stamp}-{strategy}-{problem_tag(record['problem'])}.json"
-    write_json(dest, record)
+    stem = f"{stamp}-{strategy}-{problem_tag(record['problem'])}"
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{stem}.", suffix=".tmp", dir=runs_dir)  # not *.json: never listed
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(record, fh, ensure_ascii=False, indent=1)
+            fh.flush()
+            os.fsync(fh.fileno())
+        dest = _link_new(tmp, runs_dir, stem)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(runs_dir)  # the new name itself survives a crash
     return dest
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return  # a platform that cannot open a folder (Windows) orders this itself
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _link_new(tmp: Path, runs_dir: Path, stem: str) -> Path:
+    """Give the finished file `tmp` the first free name: a hard link is created whole and
+    fails if the name exists, so two savers can never take one name, and a reader never
+    sees a half-written run. Where links are not supported, the name is reserved by
+    exclusive creation and then replaced."""
+    for k in itertools.count(1):
+        dest = runs_dir / (f"{stem}.json" if k == 1 else f"{stem}_{k}.json")
+        try:
+            os.link(tmp, dest)
+        except FileExistsError:
+            continue
+        except OSError:  # no hard links here (some network or FAT file systems)
+            try:
+                with open(dest, "x"):
+                    pass
+            except FileExistsError:
+                continue
+            os.replace(tmp, dest)
+        return dest
+    raise AssertionError("unreachable")
 
 
 def problem_tag(problem: str) -> str:

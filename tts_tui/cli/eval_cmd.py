@@ -42,14 +42,15 @@ def eval_command(
                                     help="Refit auto's table per difficulty bin from this log (user config)."),
     allow_settings_change: bool = typer.Option(
         False, "--allow-settings-change",
-        help="Resume into an output dir made with other settings, keeping its rows (each keeps its digest)."),
+        help="Make these settings current in an output dir made with others: its rows stay in the log, "
+             "those made with other settings are run again and replaced in the tables."),
     retry_failed: bool = typer.Option(False, "--retry-failed",
                                       help="Run again the problems logged as failed (their new rows replace them)."),
 ) -> None:
     """Accuracy, mean tokens and time per strategy x N; resumable; writes log.jsonl and plot.svg."""
     from tts_tui.catalog import resolve_model
-    from tts_tui.evaluate import (check_m, code_version, format_table, job_params, load_problems, open_settings,
-                                  plot_svg, run_eval, summarize)
+    from tts_tui.evaluate import (check_m, code_version, current_filter, current_rows, format_table, job_params,
+                                  library_versions, load_problems, open_settings, plot_svg, run_eval, summarize)
     from tts_tui.refit import format_bins
     from tts_tui.search.protocol import SearchParams
     from tts_tui.search.strategies import validate
@@ -86,11 +87,13 @@ def eval_command(
     def solve(problem: str, strat: str, params: SearchParams):
         return solver.solve(problem, strat, params, verifier)
 
+    stamp = {"settings_digest": digest, "code": code, **library_versions()}
     rows = run_eval(problems, strategies, ns, base, solve, out, budget_per_sample, _print_row,
-                    meter=engine_meter(solver), stamp={"settings_digest": digest, "code": code},
-                    retry_failed=retry_failed)
+                    meter=engine_meter(solver), stamp=stamp, retry_failed=retry_failed,
+                    is_current=current_filter(out))
     keep = {p.id for p in problems}
-    mine = [r for r in rows if r["id"] in keep]
+    # rows made with other settings (other Ns than these, say) stay out of the figures
+    mine = [r for r in current_rows(rows, out) if r["id"] in keep]
     table = summarize([r for r in mine if r["strategy"] in strategies])
     print(format_table(table))
     plot_svg(table, out / "plot.svg", title=f"{data.name}: accuracy vs tokens ({model_path.stem})")
@@ -134,19 +137,34 @@ def eval_settings(data: Path, model_path: Path, prm_path: Optional[Path], verifi
     return settings
 
 
+def engine_prefill(solver) -> int:
+    """Every token the solver's engines decoded that was not generated: prompts, the
+    self-judge's question, the bracket judge's prompts, forced text, forks, re-decoding
+    after eviction, and all a PRM reads."""
+    engines = [solver.engine]
+    prm = getattr(solver, "_prm", None)  # made on first use by the PRM verifier
+    if prm is not None:
+        engines.append(prm.engine)
+    return int(sum(e.stats.prompt_tokens + e.stats.fork_tokens + e.stats.forced_tokens + e.stats.rehydrated_tokens
+                   for e in engines))
+
+
 def engine_meter(solver):
-    """Cumulative {"generated", "prefill"} tokens of the solver's engines. Prefill is every
-    token decoded that was not generated: prompts, the self-judge's question, the bracket
-    judge's prompts, forced text, forks, re-decoding after eviction, and all a PRM reads."""
+    """Cumulative generated and prefill tokens of the solver's engines, the prefill also by
+    phase (evaluate.PHASES): the solver's generator counts its prompts (`root`) and judge
+    prompts (`compare`) apart, and each scorer it makes counts what it decodes (`score`).
+    A vote read from a larger run's first samples can then be charged the shared prompt
+    in full, and majority never the verifier's inputs."""
+    from tts_tui.evaluate import PhaseMeter
+
+    phases = PhaseMeter(lambda: engine_prefill(solver))
+    solver.generator = phases.wrap(solver.generator, {"root": "prompt", "compare": "judge"})
+    make_scorer = solver.scorer  # the bound method; the instance attribute below shadows it
+    solver.scorer = lambda verifier: phases.wrap(make_scorer(verifier), {"score": "verifier"})
 
     def read() -> dict[str, int]:
-        engines = [solver.engine]
-        prm = getattr(solver, "_prm", None)  # made on first use by the PRM verifier
-        if prm is not None:
-            engines.append(prm.engine)
-        prefill = sum(e.stats.prompt_tokens + e.stats.fork_tokens + e.stats.forced_tokens + e.stats.rehydrated_tokens
-                      for e in engines)
-        return {"generated": int(solver.engine.stats.generated_tokens), "prefill": int(prefill)}
+        return {"generated": int(solver.engine.stats.generated_tokens), "prefill": engine_prefill(solver),
+                **phases.totals}
 
     return read
 
