@@ -26,11 +26,16 @@ from tts_tui.atomic import append_line
 from tts_tui.engine.sampling import answer_complete
 from tts_tui.evaluate import done_keys, load_problems
 from tts_tui.search.protocol import SearchParams
-from tts_tui.search.run import Search, _has_final_marker
+from tts_tui.search.run import Search
 from tts_tui.search.tree import Node
 from tts_tui.session import Solver
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gsm8k_dev.jsonl"
+
+
+def _has_final_marker(text: str) -> bool:
+    """The marker test of the rule before the fix."""
+    return "\\boxed" in text or "answer is" in text.lower() or "final answer" in text.lower()
 
 
 def old_answer(search: Search, leaf: Node) -> str | None:

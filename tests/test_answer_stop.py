@@ -85,7 +85,15 @@ def test_a_sample_cut_unanswered_has_no_answer_and_is_not_guessed_from_a_number(
     # prose that mentions a final answer, and a marker whose answer follows on the next line
     ("To find the final answer: we add April and May.\n", False),
     ("**Final Answer**: The total is\n", False),
-    ("**Final Answer**: The total is 72.\n", True),
+    ("**Final Answer**: The total is 72.\n", False),  # a sentence: left to the box or the end
+    ("Final Answer: A\n", True),
+    ("Final Answer: (3, -1)\n", True),
+    ("Final Answer: \\(x \\leq 2\\)\n", True),
+    # an answer the line has not finished
+    ("**Final Answer:** \\[ \\begin{pmatrix}\n", False),
+    ("Final Answer: \\frac{3}{\n", False),
+    ("Final Answer: 3 +\n", False),
+    ("The final answer is: we need to add 3 and 4.\n", False),
     ("### Final Answer: 72\n", True),
     # a box the model writes in code is not its answer
     ("```python\nprint(\"\\\\boxed{5}\")\n", False),
@@ -136,7 +144,8 @@ class Scripted(FakeGenerator):
 def test_a_step_that_only_mentions_a_final_answer_does_not_finish_later_steps(strategy):
     # One step at a time (beam, DVTS, MCTS), every step ends its branch: a number in the
     # working must not become the answer because an earlier step said "final answer".
-    gen = Scripted(["To get the final answer we add the clips of both months.\n\n",
+    gen = Scripted(["In May she sold 48/2 = 24 clips.\n\n",
+                    "To get the final answer we add April and May.\n\n",
                     "In April she sold 50 clips.\n\n", "Altogether she sold \\boxed{72}."])
     search = make(gen, n=4, m=2, max_steps=8)
     assert run_strategy(strategy, search).answer == "72"
@@ -150,3 +159,16 @@ def test_a_branch_that_answered_and_wrote_on_finishes_once():
     assert [n.answer for n in leaves] == ["41"] * 4
     finished = search.tree.finished()
     assert sorted(n.id for n in finished) == sorted(n.id for n in leaves)  # one vote per sample
+
+
+def test_a_fence_opened_in_an_earlier_step_keeps_its_box_code():
+    assert answer_complete("x\n```\nSo \\boxed{72}", in_code=True)  # the fence closes first
+    assert not answer_complete("print(\"\\boxed{5}\")", in_code=True)
+
+
+def test_a_later_step_that_only_mentions_the_answer_does_not_replace_it():
+    gen = Scripted(["So the answer is 41.\n\n",
+                    "To double-check the final answer, note that 6 times 7 is 42.\n\n", "More.\n\n"])
+    search = make(gen, n=2, max_steps=2)
+    leaves = sample_full(search, 2)
+    assert [n.answer for n in leaves] == ["41", "41"]

@@ -277,3 +277,41 @@ def test_judge_groups_fit_the_free_kv_cells(tiny_model):
     # Where a prompt's KV lands in the cache moves this model's near-even verdicts a little.
     assert got[:3] == pytest.approx(want, abs=0.05)
     assert got[3] == 0.5  # no opinion: the bracket decides that match by its votes
+
+
+def test_a_judge_prompt_the_pinned_prompt_leaves_no_room_for_is_no_opinion(tiny_model):
+    # Shorter than the context, longer than what the search's own pinned prompt leaves:
+    # the judge must answer 0.5 for that pair, not raise and lose the search.
+    problem = "What is 12 times 7? " + "Think it through carefully. " * 40
+    with BranchEngine(tiny_model, n_ctx=1024, n_seq_max=16) as eng:
+        gen = LlamaGenerator(eng)
+        root = gen.root(problem)  # pinned for the whole search
+        pair = (solution(0, steps=40), solution(1, steps=1))
+        lengths = [len(gen._judge_prompt(problem, a, b)) for a, b in (pair, pair[::-1])]
+        assert eng.n_ctx - len(root) < max(lengths) < eng.n_ctx  # passes the context check
+        free = eng.free_cells, eng.free_sequences
+        assert gen.compare(problem, [pair]) == [0.5]
+        assert (eng.free_cells, eng.free_sequences) == free  # nothing left behind
+        assert root.seq is not None  # the pinned prompt was never evicted
+
+
+def test_a_scoring_failure_part_way_leaves_no_handle_busy(engine, tiny_model):
+    from tts_tui.errors import ModelError
+
+    root = engine.prefill(prompt(tiny_model))
+    outs = engine.generate([BranchRequest(root, NO_EOS, fixed(8)) for _ in range(2)])
+    handles = [o[-1].handle for o in outs]
+    real = engine._ensure_kv
+    calls = []
+
+    def failing(h):
+        calls.append(h)
+        if len(calls) == 2:
+            raise ModelError("the KV cache is full")
+        return real(h)
+
+    engine._ensure_kv = failing
+    with pytest.raises(ModelError):
+        engine.next_token_logprobs(handles, [[1]] * 2)
+    engine._ensure_kv = real
+    assert not engine._busy  # the first handle's sequence is not protected for good

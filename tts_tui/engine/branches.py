@@ -160,6 +160,7 @@ class _Branch:
     live: bool = True
     fed: int = 0  # tokens of `queue` put into the current batch
     generated: int = 0  # tokens sampled in this generate() call
+    fences: int = 0  # code fences in the branch's earlier steps (odd: a step starts in code)
 
 
 class BranchEngine:
@@ -517,7 +518,8 @@ class BranchEngine:
         tail = bytes(br.step_bytes[-(len(piece) + 16):]).decode("utf-8", "ignore")
         if rule.stop and any(s in tail for s in rule.stop):
             self._finish(br, FINISH_STOP, on_step)
-        elif rule.answer_stop and (b"}" in piece or b"\n" in piece) and answer_complete(self._step_text(br)):
+        elif rule.answer_stop and (b"}" in piece or b"\n" in piece) and answer_complete(
+                self._step_text(br), in_code=br.fences % 2 == 1):
             self._finish(br, FINISH_STOP, on_step)
         elif rule.max_total is not None and br.generated >= rule.max_total:
             self._finish(br, FINISH_LENGTH, on_step)
@@ -558,6 +560,7 @@ class BranchEngine:
             ended=ended,
         )
         br.steps.append(out)
+        br.fences += (out.forced + out.text).count("```")
         br.step_tokens, br.step_logprobs, br.step_bytes = [], [], bytearray()
         br.started = time.monotonic()
         if on_step is not None:
@@ -623,12 +626,15 @@ class BranchEngine:
     def _score_group(self, handles: Sequence[Handle], token_sets, suffix: tuple[int, ...],
                      tail: int) -> list[list[float]]:
         """Score one group; the last `tail` tokens of each scratch sequence share a batch."""
-        for h in handles:
-            h.last_used = time.monotonic()
-            self.stats.rehydrated_tokens += self._ensure_kv(h)
-            self._busy.add(h.seq)  # type: ignore[arg-type]
+        held: list[int] = []  # handles' sequences this call marked busy (and must unmark)
         scratch: list[int] = []
         try:
+            for h in handles:
+                h.last_used = time.monotonic()
+                self.stats.rehydrated_tokens += self._ensure_kv(h)
+                if h.seq not in self._busy:
+                    self._busy.add(h.seq)  # type: ignore[arg-type]
+                    held.append(h.seq)  # type: ignore[arg-type]
             for h in handles:  # every lead first: _decode_plain uses the batch too
                 seq = self._alloc_from(h)
                 scratch.append(seq)
@@ -665,9 +671,8 @@ class BranchEngine:
             for seq in scratch:
                 self._busy.discard(seq)
                 self._free_seq(seq)
-            for h in handles:
-                if h.seq is not None:
-                    self._busy.discard(h.seq)
+            for seq in held:  # a failure part-way leaves no handle protected for good
+                self._busy.discard(seq)
 
     def close(self) -> None:
         if getattr(self, "ctx", None):

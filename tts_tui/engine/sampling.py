@@ -48,24 +48,35 @@ _OPEN_BOX = re.compile(r"\\(?:boxed|fbox)\s*\{")
 # answer yet, nor is prose that mentions one ("To find the final answer: we add ...").
 _FINAL_LINE = re.compile(r"^[ \t>*#_-]*(?:the\s+)?final answer(?:\s+is)?\s*\**\s*:\**(?P<rest>[^\n]*)\n",
                          re.I | re.M)
-_ANSWER_CHAR = re.compile(r"[0-9A-Za-z]")
-# A line that ends on one of these leads in to an answer on the next line.
-_LEAD_IN = re.compile(r"(?:\b(?:is|are|was|be|equals?|of|to|the|an?|by|as)|[:=,])\s*$", re.I)
+# What an answer opens with: a number, a formula, a tuple or interval, a choice letter,
+# yes/no. A sentence ("The total is 72.", "we need to add 3 and 4") is left to the box or
+# the end of the solution: a missed stop costs tokens, a false one loses the sample.
+_ANSWER_START = re.compile(r"^(?:[-+]?\.?\d|\\|\(|\[|\{|[A-E](?:\W|$)|(?:yes|no|true|false)\b"
+                           r"|[A-Za-z]\s*(?:[=<>]|\\[lg]eq?\b|\\neq\b))", re.I)
+# ...and what a finished one cannot end with.
+_OPEN_END = re.compile(r"(?:[-+*/^=({\[&,:\\]|\b(?:is|are|and|or|of|to)\b)\s*$", re.I)
 
 
-def answer_complete(text: str) -> bool:
+def answer_complete(text: str, in_code: bool = False) -> bool:
     """True when `text` ends a final answer: its last \\boxed{...} outside code has
-    closed on something, or a "Final Answer: ..." line with an answer in it has ended."""
-    boxes = [m for m in _OPEN_BOX.finditer(text) if not _in_code(text, m.start())]
+    closed on something, or a "Final Answer: ..." line holding a whole answer has ended.
+    `in_code`: the text starts inside a code fence opened earlier."""
+    boxes = [m for m in _OPEN_BOX.finditer(text) if not _in_code(text, m.start(), in_code)]
     if boxes:
         state = _box_state(text, boxes[-1].end())
         if state != "empty":  # an empty box is the prompt's "\\boxed{}", quoted back
             return state == "closed"
-    for m in _FINAL_LINE.finditer(text):
-        rest = m.group("rest").replace("\\[", "").replace("\\(", "").replace("$", "").strip(" *")
-        if _ANSWER_CHAR.search(rest) and not _LEAD_IN.search(rest):
-            return True
-    return False
+    return any(_whole_answer(m.group("rest")) for m in _FINAL_LINE.finditer(text))
+
+
+def _whole_answer(rest: str) -> bool:
+    """Is the rest of a "Final Answer:" line a complete answer on its own?"""
+    rest = rest.strip(" *.")
+    for wrap in ("$", "\\(", "\\)", "\\[", "\\]"):
+        rest = rest.replace(wrap, "")
+    rest = rest.strip()
+    balanced = rest.count("{") == rest.count("}") and rest.count("\\begin") == rest.count("\\end")
+    return bool(rest) and balanced and bool(_ANSWER_START.match(rest)) and not _OPEN_END.search(rest)
 
 
 def _box_state(text: str, start: int) -> str:
@@ -79,7 +90,7 @@ def _box_state(text: str, start: int) -> str:
     return "closed" if text[start : i - 1].strip() else "empty"
 
 
-def _in_code(text: str, at: int) -> bool:
+def _in_code(text: str, at: int, in_code: bool = False) -> bool:
     """A box inside a code fence, or escaped as in a string literal
     (`print(f"\\\\boxed{{{ans}}}")`), is code the model writes, not its answer."""
-    return text.count("```", 0, at) % 2 == 1 or (at > 0 and text[at - 1] == "\\")
+    return (in_code + text.count("```", 0, at)) % 2 == 1 or (at > 0 and text[at - 1] == "\\")

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from tts_tui.engine.branches import BranchEngine, BranchRequest, Handle
+from tts_tui.errors import ModelError
 from tts_tui.search.protocol import Expand
 
 JUDGE_SYSTEM = "You are a careful math teacher who checks solutions."
@@ -70,18 +71,34 @@ class LlamaGenerator:
         fits = [len(p) < self.engine.n_ctx for p in prompts]  # the prompt and the letter
         asked = [i for i in range(len(prompts)) if fits[i] and fits[i ^ 1]]
         lps: dict[int, list[float]] = {}
-        while len(lps) < len(asked):
-            group = self._judge_group(asked[len(lps):], prompts)
-            lps.update(zip(group, self._judge_once([prompts[i] for i in group], letters)))
+        pos = 0
+        while pos < len(asked):
+            group = self._judge_group(asked[pos:], prompts)
+            pos += len(group)
+            lps.update(self._judge_safely(group, prompts, letters))
         out = []
         for k in range(len(pairs)):
-            if 2 * k not in lps:
+            if 2 * k not in lps or 2 * k + 1 not in lps:
                 out.append(0.5)
                 continue
             (a1, b1), (a2, b2) = lps[2 * k], lps[2 * k + 1]
             p_first = math.exp(a1) / (math.exp(a1) + math.exp(b1))  # A shown first
             p_second = math.exp(b2) / (math.exp(a2) + math.exp(b2))  # A shown second, as "B"
             out.append((p_first + p_second) / 2)
+        return out
+
+    def _judge_safely(self, group: list[int], prompts: list[list[int]], letters: list[int]) -> dict[int, list[float]]:
+        """Judge a group; if the cache cannot hold it (cells pinned by the search's own
+        prompts are not free), one prompt at a time; a prompt that fits nowhere gets no
+        verdict (its pair is then 0.5)."""
+        try:
+            return dict(zip(group, self._judge_once([prompts[i] for i in group], letters)))
+        except ModelError:
+            if len(group) == 1:
+                return {}
+        out: dict[int, list[float]] = {}
+        for i in group:
+            out.update(self._judge_safely([i], prompts, letters))
         return out
 
     def _judge_prompt(self, problem: str, first: str, second: str) -> list[int]:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tts_tui.engine.sampling import StopRule
+from tts_tui.engine.sampling import StopRule, answer_complete
 from tts_tui.search import events as ev
 from tts_tui.search.protocol import Answers, Expand, Generator, Scorer, SearchParams
 from tts_tui.search.tree import CHOSEN, FINISHED, LIVE, PRUNED, Node, Tree
@@ -168,8 +169,8 @@ class Search:
         else:
             text = "".join(n.text for n in scope) + node.text
         ended = getattr(out, "ended", False) or out.finish in ("budget", "cancelled", "context")
-        if out.done or _has_final_marker(out.text):
-            # The step itself ends the solution or writes a marked answer.
+        if out.done or _states_answer(out.text):
+            # The step itself ends the solution or states its answer.
             node.answer = self.answers.extract(text)
             if out.done or node.answer is not None:
                 node.status = FINISHED
@@ -288,8 +289,16 @@ class Search:
             self.tree.root.state = None
 
 
-def _has_final_marker(text: str) -> bool:
-    return "\\boxed" in text or "answer is" in text.lower() or "final answer" in text.lower()
+# "the answer is 41", "Final Answer: $\\frac{1}{3}$": a marker followed by the answer itself,
+# not by prose ("the answer is not 5", "to check the final answer, note that 6 x 7 is 42").
+_STATED = re.compile(r"\b(?:answer is|final answer(?: is)?)\s*[:*]*\s*\**\s*(?:\$|\\\(|\\\[)?\s*"
+                     r"(?:[-+]?\d|\\(?:frac|dfrac|sqrt|boxed|pi)\b|\()", re.I)
+
+
+def _states_answer(text: str) -> bool:
+    """Does this step itself state a final answer (a closed box, a complete "Final
+    Answer:" line, or "the answer is" followed by a number or formula)?"""
+    return answer_complete(text) or bool(_STATED.search(text))
 
 
 def aggregate(scores: Sequence[float], how: str) -> float:

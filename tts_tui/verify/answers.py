@@ -617,17 +617,31 @@ def _parse_answer(s: str) -> list[Any]:
     return found if found and not isinstance(found[0], str) else []
 
 
-def _serve_equal(a: str, b: str) -> bool:
-    """math-verify's verdict in either direction (gold and prediction alike)."""
+def _serve_equal(a: str, b: str) -> bool | None:
+    """math-verify's verdict in either direction (gold and prediction alike); None when
+    its own time limit ran out, so the parent does not remember a verdict it never got."""
     from math_verify import verify
 
+    t0 = time.monotonic()
     pa, pb = _parse_answer(a), _parse_answer(b)
     if not pa or not pb:
-        return False
+        return None if _ran_out(t0) else False
     if _too_big(pa[0]) or _too_big(pb[0]):  # 9^{9^{9^9}}: sympy would not come back
         return bool(pa[0] == pb[0])
     limit = _inner_limit()
-    return bool(verify(pa, pb, timeout_seconds=limit) or verify(pb, pa, timeout_seconds=limit))
+    for x, y in ((pa, pb), (pb, pa)):
+        t0 = time.monotonic()
+        if verify(x, y, timeout_seconds=limit):
+            return True
+        if _ran_out(t0):  # math-verify swallows its timeout and answers False
+            return None
+    return False
+
+
+def _ran_out(t0: float) -> bool:
+    """Did a math-verify call that started at `t0` reach its own time limit?"""
+    limit = _inner_limit()
+    return limit is not None and time.monotonic() - t0 >= 0.9 * limit
 
 
 def _too_big(expr: Any) -> bool:
