@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 
 from fakes import FakeGenerator, FakeScorer
-from tts_tui.evaluate import (Problem, format_table, load_problems, plan, plot_svg, read_rows, run_eval, summarize,
+from tts_tui.evaluate import (EvalStopped, Problem, format_table, load_problems, plan, plot_svg, read_rows, run_eval, summarize,
                               verifier_auroc, versus)
 from tts_tui.search.protocol import SearchParams
 from tts_tui.search.run import Search
@@ -520,3 +522,27 @@ def test_a_success_between_failures_keeps_the_evaluation_going(tmp_path):
 
     rows = run_eval(problems, ["cot"], [1], SearchParams(), flaky, tmp_path, 64)
     assert sum(bool(r.get("failed")) for r in rows) == 4 and len(rows) == 6
+
+
+def test_a_problem_whose_rows_fail_to_read_is_a_failed_row(tmp_path):
+    # Reading a run's rows scores and votes (the verifier may raise there too).
+    calls = []
+    ok = solver(calls)
+
+    class BrokenScorer:
+        name = "broken"
+
+        def score(self, search, nodes):
+            raise RuntimeError("the verifier fell over")
+
+    def solve(problem, strategy, params):
+        result, search = ok(problem, strategy, params)
+        search.scorer = BrokenScorer()
+        for n in search.tree.nodes.values():
+            n.scores.clear()
+        return result, search
+
+    with pytest.raises(EvalStopped):  # three in a row: the evaluation stops, rows kept
+        run_eval(PROBLEMS, ["weighted"], [2], SearchParams(m=2), solve, tmp_path, 64)
+    rows = read_rows(tmp_path / "log.jsonl")
+    assert len(rows) == 3 and all(r["failed"].startswith("RuntimeError: the verifier") for r in rows)

@@ -520,15 +520,16 @@ def _run_job(strategy: str, n: int, yields: list[int], names: list[str], p: Prob
     t0 = time.monotonic()
     try:
         result, search = solve(p.problem, strategy, params)
+        seconds = time.monotonic() - t0
+        prefill = _prefill(_cost(meter, before), result)
+        # the rows are read inside the guard too: reading them scores and votes
+        return [r for name in names for r in _rows(name, n, yields, p, result, search, seconds, prefill)]
     except CancelledError:
         raise
     except Exception as exc:  # one problem's failure must not stop the evaluation
         cost = _cost(meter, before)
         seconds = time.monotonic() - t0
         return [_failed_row(name, k, p, exc, cost, seconds) for name, k in _expected(names, n, yields)]
-    seconds = time.monotonic() - t0
-    prefill = _prefill(_cost(meter, before), result)
-    return [r for name in names for r in _rows(name, n, yields, p, result, search, seconds, prefill)]
 
 
 def _cost(meter: Meter | None, before: dict[str, int] | None) -> dict[str, int] | None:
