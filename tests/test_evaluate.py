@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
-
 import json
 
+import pytest
+
 from fakes import FakeGenerator, FakeScorer
-from tts_tui.evaluate import (EvalStopped, Problem, format_table, load_problems, plan, plot_svg, read_rows, run_eval, summarize,
-                              verifier_auroc, versus)
+from tts_tui.evaluate import (EvalStopped, Problem, format_table, load_problems, plan, plot_svg, read_rows,
+                              run_eval, summarize, verifier_auroc, versus)
 from tts_tui.search.protocol import SearchParams
 from tts_tui.search.run import Search
 from tts_tui.search.strategies import run_strategy
