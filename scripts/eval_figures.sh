@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The evaluations behind the README's figures (issues #3 and #5), in priority order.
+# The evaluations behind the README's figures (issues #3, #5 and #15), in priority order.
 # Each `tts eval` is resumable: rerun this script after a kill and finished problems are kept.
 # Default model, first 20 problems, matched budget of 512 tokens per sample (4096 at N=8);
 # MATH gets 1024 per sample, since at 512 most CoT misses were cut off unanswered.
@@ -7,11 +7,11 @@
 set -u
 G=../shared/data/gsm8k_dev.jsonl
 M=../shared/data/math_dev.jsonl
-step() {  # [B=tokens-per-sample] step NUMBER OUT ARGS...
+step() {  # [B=tokens-per-sample] [LIMIT=problems] step NUMBER OUT ARGS...
   local k=$1 out=$2 budget=${B:-512}; shift 2
   if (( k < ${FIRST:-1} || k > ${LAST:-99} )); then return; fi
   echo "== step $k: tts eval $* --budget-per-sample $budget --out eval-out/$out" >&2
-  tts eval "$@" --limit 20 --budget-per-sample "$budget" --out "eval-out/$out" || echo "step $k failed" >&2
+  tts eval "$@" --limit "${LIMIT:-20}" --budget-per-sample "$budget" --out "eval-out/$out" || echo "step $k failed" >&2
 }
 FIRST=${1:-1}; LAST=${2:-99}
 step 1 gsm8k20 --data $G --strategy cot --n 8
@@ -35,3 +35,13 @@ B=1024 step 10 gsm8k20-b1024 --data $G --strategy cot,majority,weighted,bracket 
 step 11 gsm8k-next20 --data $G --skip 20 --strategy cot,majority,weighted --n 8
 step 12 gsm8k-next20 --data $G --skip 20 --strategy auto --n 8 --m 4
 step 13 gsm8k-next20 --data $G --skip 20 --strategy dvts --n 8 --m 4
+# Issue 15: the vote rows again after the answer fixes (a sample that answered and wrote
+# on is counted; the engine stops at a complete answer; math-verify extracts answers), on
+# the first 40 GSM8K problems and the 20 MATH level 1-2 problems; one sample run each.
+LIMIT=40 step 14 fix-gsm8k40 --data $G --strategy majority,weighted,bracket --n 8
+B=1024 step 15 fix-math20-l12 --data $M --levels 1,2 --strategy majority,weighted,bracket --n 8
+# The same 40 GSM8K problems sampled as before the fix (answer stop off), read by the old
+# and the new leaf rule: answered samples the old rule dropped, tokens after the answer.
+if (( FIRST <= 16 && 16 <= LAST )); then
+  python3 bench/dropped_samples.py --limit 40 --out eval-out/dropped-gsm8k40.jsonl
+fi
