@@ -429,14 +429,21 @@ def assert_one_consistent_tree(app, runner, applied) -> None:
     assert app.record["tree"] == final.tree.to_dict() and app.record["result"]["cancelled"] is False
 
 
+async def start_mid_run(pilot, app):
+    """Press ctrl+r and let the run get going; the events the view applies are recorded."""
+    applied = record_applied(app.view)
+    await pilot.press("ctrl+r")
+    await pilot.pause(0.4)
+    assert app.view.running
+    return applied
+
+
 async def test_ctrl_r_three_times_mid_run_shows_one_run():
     runner = TrackingFakeRunner(delay=0.03, linger=0.2)
     app = tracking_app(runner)
     async with app.run_test(size=SIZE) as pilot:
-        applied = record_applied(app.view)
-        await pilot.press("ctrl+r")
-        await pilot.pause(0.4)
-        assert app.view.running and runner.inside == 1
+        applied = await start_mid_run(pilot, app)
+        assert runner.inside == 1
         for _ in range(3):  # three within a second, mid-run
             await pilot.press("ctrl+r")
             await pilot.pause(0.15)
@@ -449,10 +456,7 @@ async def test_model_switch_mid_run_never_frees_the_model_under_a_run():
     runner = TrackingFakeRunner(delay=0.03, linger=0.2)
     app = tracking_app(runner)
     async with app.run_test(size=SIZE) as pilot:
-        applied = record_applied(app.view)
-        await pilot.press("ctrl+r")
-        await pilot.pause(0.4)
-        assert app.view.running
+        applied = await start_mid_run(pilot, app)
         app.query_one("#model", Select).value = "absent-model"
         await pilot.pause()
         await pilot.press("ctrl+r")
