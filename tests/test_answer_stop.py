@@ -120,6 +120,9 @@ def test_the_engine_ends_a_branch_when_its_boxed_answer_closes(engine, tiny_mode
 
     free = engine.free_sequences
     on, off = run(True), run(False)
+    in_code = engine.generate([BranchRequest(root, greedy, StopRule(delimiter=None, max_tokens=32, answer_stop=True,
+                                                                   in_code=True), prefix=prefix, keep_kv=False)])[0][-1]
+    assert in_code.text == off.text  # a box inside an open code fence is code: no stop
     assert "}" in off.text and len(off.tokens) > len(on.tokens)  # the model writes on after the box
     assert on.finish == "stop" and on.ended
     assert on.text.rstrip().endswith("}") and off.text.startswith(on.text)  # same tokens, cut at the answer
@@ -172,3 +175,28 @@ def test_a_later_step_that_only_mentions_the_answer_does_not_replace_it():
     search = make(gen, n=2, max_steps=2)
     leaves = sample_full(search, 2)
     assert [n.answer for n in leaves] == ["41", "41"]
+
+
+def test_a_step_that_closes_an_earlier_fence_and_boxes_its_answer_is_answered():
+    # Seen on gsm8k test/74: code opened in one step, closed in the next, which then
+    # boxed the answer and was cut by its share. The box comes after the fence closes:
+    # it is the answer, not code.
+    gen = Scripted(["We compute it.\n```python\nprice = 2.74\n\n",
+                    "print(price * 12)\n```\n```output\n60.0\n```\nArtie makes \\(\\boxed{60}\\) dollars\n\n",
+                    "More words.\n\n", "The end."], stops_at_answer=False)
+    search = make(gen, n=2, max_steps=2)  # the boxed step is each branch's last
+    leaves = sample_full(search, 2)
+    assert [n.answer for n in leaves] == ["60", "60"]
+    assert all(n.status == FINISHED for n in leaves)
+
+
+def test_a_branch_that_starts_inside_a_fence_tells_the_engine():
+    gen = Scripted(["We compute it.\n```python\nx = 1\n\n", "print(x)\n```\n\n", "Done: \\boxed{1}"])
+    search = make(gen, n=1, max_steps=1)
+    first = search.expand([search.tree.root])[0][-1]
+    seen = []
+    expand = gen.expand
+    gen.expand = lambda reqs, **kw: seen.extend(r.stop.in_code for r in reqs) or expand(reqs, **kw)
+    second = search.expand([first])[0][-1]
+    search.expand([second])
+    assert seen == [True, False]  # inside the fence, then after it closed

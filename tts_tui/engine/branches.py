@@ -419,6 +419,7 @@ class BranchEngine:
             queue=queue,
             path=list(parent.tokens) + list(req.prefix),
             sampler=make_sampler(req.sampling, self.model),
+            fences=int(req.stop.in_code),
         )
         b.forced_text = self.model.detokenize(list(req.prefix)) if req.prefix else ""
         if len(b.path) + 1 > self.n_ctx:

@@ -32,6 +32,8 @@ class StopRule:
     answer_stop: end the branch (finish "stop") as soon as its final answer is
       complete (see `answer_complete`): tokens after the answer are never spent, and
       the sample is not lost to a later step that repeats no answer.
+    in_code: the branch starts inside a code fence opened earlier on its path, so a
+      box before that fence closes is code the model writes, not its answer.
     """
 
     delimiter: str | None = "\n\n"
@@ -40,6 +42,7 @@ class StopRule:
     max_steps: int = 1
     max_total: int | None = None
     answer_stop: bool = False
+    in_code: bool = False
 
 
 _OPEN_BOX = re.compile(r"\\(?:boxed|fbox)\s*\{")

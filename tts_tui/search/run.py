@@ -6,7 +6,7 @@ import re
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tts_tui.engine.sampling import StopRule, answer_complete
@@ -126,11 +126,15 @@ class Search:
         if not parents or self.stopped or cap <= 0:
             return [[] for _ in parents]
         reqs = []
-        rule = self.stop_rule(max_steps, max_total=max_total, answer_stop=answer_stop)  # one frozen rule serves every branch
+        rule = self.stop_rule(max_steps, max_total=max_total, answer_stop=answer_stop)
+        in_code = replace(rule, in_code=True)  # for a branch that starts inside a code fence
         for i, p in enumerate(parents):
             sampling = samplings[i] if samplings else self.params.sampling(self._seed_counter())
             state = states[i] if states and states[i] is not None else p.state
-            reqs.append(Expand(state, sampling, rule, prefixes[i] if prefixes else "", keep, template))
+            new_turn = bool(states and states[i] is not None) or scoped
+            starts_in_code = not new_turn and _in_fence(self.tree.path_text(p))
+            reqs.append(Expand(state, sampling, in_code if starts_in_code else rule,
+                               prefixes[i] if prefixes else "", keep, template))
         current = list(parents)
         made: list[list[Node]] = [[] for _ in parents]
 
@@ -169,7 +173,7 @@ class Search:
         else:
             text = "".join(n.text for n in scope) + node.text
         ended = getattr(out, "ended", False) or out.finish in ("budget", "cancelled", "context")
-        if out.done or _states_answer(out.text):
+        if out.done or _states_answer(out.text, in_code=_in_fence(text[: len(text) - len(out.text)])):
             # The step itself ends the solution or states its answer.
             node.answer = self.answers.extract(text)
             if out.done or node.answer is not None:
@@ -295,10 +299,16 @@ _STATED = re.compile(r"\b(?:answer is|final answer(?: is)?)\s*[:*]*\s*\**\s*(?:\
                      r"(?:[-+]?\d|\\(?:frac|dfrac|sqrt|boxed|pi)\b|\()", re.I)
 
 
-def _states_answer(text: str) -> bool:
+def _states_answer(text: str, in_code: bool = False) -> bool:
     """Does this step itself state a final answer (a closed box, a complete "Final
-    Answer:" line, or "the answer is" followed by a number or formula)?"""
-    return answer_complete(text) or bool(_STATED.search(text))
+    Answer:" line, or "the answer is" followed by a number or formula)? `in_code`: the
+    step starts inside a code fence that an earlier step opened."""
+    return answer_complete(text, in_code=in_code) or bool(_STATED.search(text))
+
+
+def _in_fence(text: str) -> bool:
+    """Does `text` end inside a code fence (an odd number of ``` marks)?"""
+    return text.count("```") % 2 == 1
 
 
 def aggregate(scores: Sequence[float], how: str) -> float:
