@@ -21,12 +21,15 @@ class FakeGenerator:
     honoured like the engine does. Branches in `loops` never finish ("0.000...").
     Branches in `chatter` write their answer mid-solution and then go on writing code
     (as Qwen-Coder does) until their steps or share run out, unless the request's stop
-    rule ends them at the answer, as the engine does.
+    rule ends them at the answer, as the engine does. Branch k's tokens have confidence
+    `confidences[k % len]` (reported when the rule asks); a branch under the rule's
+    `cut_below` is cut after its first step, as the engine cuts a weak trace.
     """
 
     def __init__(self, answers=("42", "42", "41", "42", "7"), depth: int = 3, step_tokens: int = 5,
                  loops: frozenset[int] = frozenset(), chatter: frozenset[int] = frozenset(),
-                 stops_at_answer: bool = True) -> None:
+                 stops_at_answer: bool = True, confidences=(10.0,)) -> None:
+        self.confidences = list(confidences)
         self.answers = list(answers)
         self.stops_at_answer = stops_at_answer  # False: an engine that writes on past an answer
         self.loops = loops
@@ -83,15 +86,21 @@ class FakeGenerator:
                     out[i].append(res)
                     on_step(res)
                     continue
+                rule = requests[i].stop
                 res = self._step(i, states[i], requests[i].prefix if not out[i] else "",
-                                 requests[i].stop.answer_stop and self.stops_at_answer)
+                                 rule.answer_stop and self.stops_at_answer)
+                conf = self.confidences[res.handle.branch % len(self.confidences)]
+                if rule.conf_top_k or rule.cut_below is not None:
+                    res.confidences = [conf] * len(res.tokens)
+                if rule.cut_below is not None and conf < rule.cut_below and not res.done:
+                    res.finish = "cut"
                 spent += len(res.tokens)
                 used[i] += len(res.tokens)
                 cap = requests[i].stop.max_total
                 if cap is not None and used[i] >= cap and res.finish == "delimiter":
                     res.finish = "length"  # the branch's share is spent
                 steps_done[i] += 1
-                goes_on = res.finish == "delimiter" and steps_done[i] < requests[i].stop.max_steps
+                goes_on = res.finish == "delimiter" and steps_done[i] < rule.max_steps
                 res.ended = not goes_on
                 states[i] = res.handle
                 out[i].append(res)

@@ -129,7 +129,7 @@ class SettingsMismatch(InputError):
 def params_settings(base: SearchParams, budget_per_sample: int) -> dict[str, Any]:
     """The search knobs that change results. N and the budget are per row (the budget is
     N x the per-sample budget); `extra` is a strategy's scratch space."""
-    knobs = {k: v for k, v in base.__dict__.items() if k not in ("n", "budget", "extra")}
+    knobs = {k: v for k, v in base.settings().items() if k not in ("n", "budget", "extra")}
     return {**knobs, "budget_per_sample": budget_per_sample}
 
 

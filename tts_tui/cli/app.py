@@ -100,7 +100,7 @@ def solve(
     except KeyboardInterrupt:
         cancel.set()
         raise
-    record = run_record(search, result, settings={"strategy": strategy, "verifier": verifier, **params.__dict__},
+    record = run_record(search, result, settings={"strategy": strategy, "verifier": verifier, **params.settings()},
                         model=str(solver.model_path.name))
     try:
         save_run(record)

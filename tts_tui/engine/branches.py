@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -40,6 +41,7 @@ FINISH_LENGTH = "length"
 FINISH_CONTEXT = "context"  # context window or KV cache full
 FINISH_BUDGET = "budget"
 FINISH_CANCELLED = "cancelled"
+FINISH_CUT = "cut"  # its confidence fell below the rule's floor: a weak trace, ended early
 DONE_REASONS = {FINISH_EOS, FINISH_STOP}  # the model ended the solution itself
 
 
@@ -108,6 +110,7 @@ class StepOutput:
     forced: str = ""  # text of the request's forced prefix (first step only)
     seconds: float = 0.0
     ended: bool = False  # the branch ends with this step (whatever the finish says)
+    confidences: list[float] = field(default_factory=list)  # per token, when the rule asks
 
     @property
     def done(self) -> bool:
@@ -161,6 +164,9 @@ class _Branch:
     fed: int = 0  # tokens of `queue` put into the current batch
     generated: int = 0  # tokens sampled in this generate() call
     fences: int = 0  # code fences in the branch's earlier steps (odd: a step starts in code)
+    step_conf: list[float] = field(default_factory=list)
+    window: deque = field(default_factory=deque)  # the last cut_window token confidences
+    window_sum: float = 0.0
 
 
 class BranchEngine:
@@ -386,9 +392,9 @@ class BranchEngine:
                 if sampled is None:
                     self._finish_all(live, FINISH_CONTEXT, on_step)
                     break
-                for b, tok, lp in sampled:
+                for b, tok, lp, conf in sampled:
                     generated += 1
-                    self._advance(b, tok, lp, on_step)
+                    self._advance(b, tok, lp, on_step, conf)
                 if on_tokens is not None:
                     on_tokens(len(sampled))
                 live = [b for b in live if b.live]
@@ -450,7 +456,8 @@ class BranchEngine:
             self._busy.discard(seq)
         return len(todo)
 
-    def _decode_step(self, live: list[_Branch], want_lp: bool) -> list[tuple[_Branch, int, float]] | None:
+    def _decode_step(self, live: list[_Branch], want_lp: bool
+                     ) -> list[tuple[_Branch, int, float, float | None]] | None:
         """One llama_decode for every live branch; sample each. None = KV cache full."""
         b = self.batch
         n = 0
@@ -479,14 +486,20 @@ class BranchEngine:
             del br.queue[: br.fed]
             br.fed = 0
         toks = [int(L.llama_sampler_sample(br.sampler, self.ctx, idx)) for br, idx in outputs]
-        lps = self._logprobs(toks) if want_lp else [0.0] * len(toks)
-        return [(br, t, lp) for (br, _), t, lp in zip(outputs, toks, lps)]
+        top_k = [br.req.stop.conf_top_k for br, _ in outputs]
+        if want_lp or any(top_k):
+            lps, confs = self._logprobs(toks, top_k)
+        else:
+            lps, confs = [0.0] * len(toks), [None] * len(toks)
+        return [(br, t, lp, c) for (br, _), t, lp, c in zip(outputs, toks, lps, confs)]
 
-    def _logprobs(self, toks: list[int]) -> list[float]:
-        """log p(token) under the raw model, for all outputs at once (vectorized)."""
+    def _logprobs(self, toks: list[int], top_k: list[int] | None = None) -> tuple[list[float], list[float | None]]:
+        """log p(token) under the raw model, for all outputs at once (vectorized); and
+        for each row with top_k > 0, its token confidence: minus the mean logprob of its
+        k likeliest tokens (DeepConf; high when the distribution is peaked)."""
         n = len(toks)
         if n == 0:
-            return []
+            return [], []
         v = self.model.n_vocab
         rows = np.ctypeslib.as_array(L.llama_get_logits(self.ctx), shape=(n, v))
         if self._lse_buf.shape[0] < n:
@@ -497,9 +510,14 @@ class BranchEngine:
         np.exp(buf, out=buf)
         lse = np.log(buf.sum(axis=1)) + m[:, 0]
         picked = rows[np.arange(n), np.asarray(toks)]
-        return (picked - lse).astype(float).tolist()
+        confs: list[float | None] = [None] * n
+        for i, k in enumerate(top_k or []):
+            if k > 0:  # a partial sort of one row: ~1 ms on a 150k vocabulary
+                top = np.partition(rows[i], v - k)[v - k:]
+                confs[i] = float(lse[i] - top.mean())
+        return (picked - lse).astype(float).tolist(), confs
 
-    def _advance(self, br: _Branch, tok: int, lp: float, on_step) -> None:
+    def _advance(self, br: _Branch, tok: int, lp: float, on_step, conf: float | None = None) -> None:
         """Take the sampled token into the branch; end the step or branch if a rule says so."""
         model = self.model
         rule = br.req.stop
@@ -512,6 +530,12 @@ class BranchEngine:
         br.generated += 1
         br.step_tokens.append(tok)
         br.step_logprobs.append(lp)
+        if conf is not None:
+            br.step_conf.append(conf)
+            br.window.append(conf)
+            br.window_sum += conf
+            if len(br.window) > rule.cut_window:
+                br.window_sum -= br.window.popleft()
         br.path.append(tok)
         br.queue.append(tok)
         piece = model.piece(tok)
@@ -522,6 +546,9 @@ class BranchEngine:
         elif rule.answer_stop and (b"}" in piece or b"\n" in piece) and answer_complete(
                 self._step_text(br), in_code=br.fences % 2 == 1):
             self._finish(br, FINISH_STOP, on_step)
+        elif rule.cut_below is not None and len(br.window) >= rule.cut_window and (
+                br.window_sum / rule.cut_window < rule.cut_below):
+            self._finish(br, FINISH_CUT, on_step)
         elif rule.max_total is not None and br.generated >= rule.max_total:
             self._finish(br, FINISH_LENGTH, on_step)
         elif rule.delimiter and rule.delimiter in tail and br.step_bytes.strip():
@@ -559,10 +586,11 @@ class BranchEngine:
             forced=br.forced_text if not br.steps else "",
             seconds=time.monotonic() - br.started,
             ended=ended,
+            confidences=br.step_conf,
         )
         br.steps.append(out)
         br.fences += (out.forced + out.text).count("```")
-        br.step_tokens, br.step_logprobs, br.step_bytes = [], [], bytearray()
+        br.step_tokens, br.step_logprobs, br.step_bytes, br.step_conf = [], [], bytearray(), []
         br.started = time.monotonic()
         if on_step is not None:
             on_step(out)
@@ -573,6 +601,8 @@ class BranchEngine:
         self._busy.discard(br.seq)
         keep = br.req.keep_kv
         handle = Handle(tuple(br.path), None, finished=finish in DONE_REASONS)
+        if finish == FINISH_CUT:
+            keep = False  # a cut trace is not grown again: its cells go back at once
         if uncache_last:
             L.llama_memory_seq_rm(self.mem, br.seq, len(br.path) - 1, -1)
         elif len(br.queue) != 1:

@@ -34,6 +34,10 @@ class StopRule:
       the sample is not lost to a later step that repeats no answer.
     in_code: the branch starts inside a code fence opened earlier on its path, so a
       box before that fence closes is code the model writes, not its answer.
+    conf_top_k: report each token's confidence over its k likeliest tokens (0 = off).
+    cut_below: end the branch (finish "cut") when the mean confidence of its last
+      `cut_window` tokens falls below this (needs conf_top_k): a weak trace stops
+      spending tokens, and does not vote.
     """
 
     delimiter: str | None = "\n\n"
@@ -43,6 +47,9 @@ class StopRule:
     max_total: int | None = None
     answer_stop: bool = False
     in_code: bool = False
+    conf_top_k: int = 0
+    cut_window: int = 32
+    cut_below: float | None = None
 
 
 _OPEN_BOX = re.compile(r"\\(?:boxed|fbox)\s*\{")

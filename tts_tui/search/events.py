@@ -18,6 +18,7 @@ NODE_STATUS = "node_status"  # pruned / finished / chosen
 BUDGET = "budget"  # tokens spent so far
 INFO = "info"  # a line for the user (auto strategy's choice, context trimming...)
 VOTES = "votes"  # current answer groups
+STOP_RULE = "stop_rule"  # an adaptive vote's posterior after a wave (samples used, P(leader holds))
 DONE = "done"  # run finished with the answer
 
 

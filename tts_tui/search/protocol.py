@@ -43,6 +43,7 @@ class StepResult:
     forced: str = ""
     seconds: float = 0.0
     ended: bool = False  # the branch ends with this step
+    confidences: list[float] = field(default_factory=list)  # per token, when asked
 
     @property
     def done(self) -> bool:
@@ -90,6 +91,20 @@ class Answers(Protocol):
 
 
 @dataclass
+class AdaptiveParams:
+    """Adaptive votes: sample in waves of `wave` and stop once P(the leader holds) >=
+    `stop_at` (N is then the most samples drawn). `cut`: DeepConf online, traces after the
+    first wave whose `window`-token confidence falls below the floor the first wave set
+    (its `keep` quantile) are cut and do not vote."""
+
+    stop_at: float = 0.95
+    wave: int = 4
+    cut: bool = False
+    keep: float = 0.9
+    window: int = 32
+
+
+@dataclass
 class SearchParams:
     """One run's knobs. N = total generations/beams; M = expansions per kept beam."""
 
@@ -106,7 +121,13 @@ class SearchParams:
     min_think: int = 256  # keep-thinking: tokens before an end is accepted
     max_waits: int = 2
     revise_context_chars: int = 6000  # earlier attempts kept in a revision prompt
+    adaptive: AdaptiveParams | None = None  # None: every vote spends its whole N
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def settings(self) -> dict[str, Any]:
+        """The knobs as JSON-able data (a run record's settings, an eval's fingerprint)."""
+        a = self.adaptive
+        return {**self.__dict__, "adaptive": None if a is None else dict(a.__dict__)}
 
     @property
     def share(self) -> int:

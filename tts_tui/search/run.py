@@ -12,8 +12,12 @@ from typing import Any
 from tts_tui.engine.sampling import StopRule, answer_complete
 from tts_tui.search import events as ev
 from tts_tui.search.protocol import Answers, Expand, Generator, Scorer, SearchParams
+from tts_tui.search.stopping import lowest_window
 from tts_tui.search.tree import CHOSEN, FINISHED, LIVE, PRUNED, Node, Tree
 from tts_tui.search.votes import AnswerGroup, group_answers
+
+
+CONF_TOP_K = 20  # tokens a token confidence averages over (DeepConf's k)
 
 
 @dataclass
@@ -63,6 +67,7 @@ class Search:
         self.listeners: list[ev.Listener] = [listener] if listener else []
         self.cancel = cancel or threading.Event()
         self.spent = 0
+        self.cut_floor: float | None = None  # the DeepConf floor in force (adaptive votes set it)
         self.started = time.monotonic()
         self.events: list[ev.Event] = []
         self.info: list[str] = []
@@ -89,9 +94,13 @@ class Search:
 
     # -- growing the tree --------------------------------------------------------------
     def stop_rule(self, max_steps: int = 1, delimiter: str | None = "\n\n", max_total: int | None = None,
-                  answer_stop: bool = True) -> StopRule:
+                  answer_stop: bool = True, confidence: bool = False, cut_below: float | None = None) -> StopRule:
+        a = self.params.adaptive
+        window = a.window if a is not None else 32
         return StopRule(delimiter=delimiter, max_tokens=self.params.step_tokens, max_steps=max_steps,
-                        max_total=max_total, answer_stop=answer_stop)
+                        max_total=max_total, answer_stop=answer_stop,
+                        conf_top_k=CONF_TOP_K if confidence or cut_below is not None else 0,
+                        cut_window=window, cut_below=cut_below)
 
     def expand(
         self,
@@ -108,6 +117,8 @@ class Search:
         max_total: int | None = None,
         answer_stop: bool = True,
         budget: int | None = None,
+        confidence: bool = False,
+        cut_below: float | None = None,
     ) -> list[list[Node]]:
         """Grow one branch from each parent (repeat a parent for several children),
         all in one batched engine call; nodes appear (and are announced) step by step.
@@ -120,13 +131,16 @@ class Search:
         of each branch (a sample's share of the budget). A branch ends as soon as its final
         answer is complete unless `answer_stop` is off (to write on past an answer).
         `budget` caps the tokens this call may spend (all branches together), below
-        what the run has left: a phase can keep the rest for a later one.
+        what the run has left: a phase can keep the rest for a later one. `confidence`
+        records each token's confidence on the nodes (meta "conf"); `cut_below` ends a
+        branch whose sliding-window confidence falls below it (status pruned, no vote).
         """
         cap = self.budget_left if budget is None else min(self.budget_left, max(0, budget))
         if not parents or self.stopped or cap <= 0:
             return [[] for _ in parents]
         reqs = []
-        rule = self.stop_rule(max_steps, max_total=max_total, answer_stop=answer_stop)
+        rule = self.stop_rule(max_steps, max_total=max_total, answer_stop=answer_stop, confidence=confidence,
+                              cut_below=cut_below)
         in_code = replace(rule, in_code=True)  # for a branch that starts inside a code fence
         for i, p in enumerate(parents):
             sampling = samplings[i] if samplings else self.params.sampling(self._seed_counter())
@@ -167,13 +181,19 @@ class Search:
         )
         node.state = out.handle
         node.meta["seconds"] = round(out.seconds, 3)
+        if getattr(out, "confidences", None):
+            node.meta["conf"] = [round(c, 3) for c in out.confidences]
         self.spent += len(out.tokens)
         if scope is None:
             text = self.tree.path_text(node)
         else:
             text = "".join(n.text for n in scope) + node.text
-        ended = getattr(out, "ended", False) or out.finish in ("budget", "cancelled", "context")
-        if out.done or _states_answer(out.text, in_code=_in_fence(text[: len(text) - len(out.text)])):
+        ended = getattr(out, "ended", False) or out.finish in ("budget", "cancelled", "context", "cut")
+        if out.finish == "cut":
+            # A weak trace ended on purpose: it does not vote, whatever it wrote.
+            node.status = PRUNED
+            node.meta["cut"] = self._cut_reason([*branch, node])
+        elif out.done or _states_answer(out.text, in_code=_in_fence(text[: len(text) - len(out.text)])):
             # The step itself ends the solution or states its answer.
             node.answer = self.answers.extract(text)
             if out.done or node.answer is not None:
@@ -193,6 +213,16 @@ class Search:
                 if n.status == FINISHED:
                     self.set_status(n, LIVE)
         return node
+
+    def _cut_reason(self, steps: Sequence[Node]) -> str:
+        a = self.params.adaptive
+        window = a.window if a is not None else 32
+        conf = [c for n in steps for c in n.meta.get("conf", [])]
+        low = lowest_window(conf, window)
+        floor = self.cut_floor
+        shown = f"{low:.2f}" if low is not None else "?"
+        return f"confidence {shown} over {window} tokens fell below the floor {floor:.2f}" if floor is not None \
+            else f"confidence {shown} over {window} tokens fell below the floor"
 
     def score(self, nodes: Sequence[Node]) -> list[float]:
         """Verifier score of each node's last step (cached on the node)."""

@@ -172,7 +172,7 @@ class RunController(Generic[T]):
 
         try:
             result, search = self.runner.run(req, post, cancel, status)
-            settings = {"strategy": req.strategy, "verifier": req.verifier, **asdict(req.params)}
+            settings = {"strategy": req.strategy, "verifier": req.verifier, **req.params.settings()}
             model = getattr(self.runner, "model_name", lambda: req.model or "")()
             record = run_record(search, result, settings=settings, model=model)
             try:

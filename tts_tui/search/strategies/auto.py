@@ -51,7 +51,20 @@ def auto(search: Search) -> Result:
     table = load_table()
     p = search.params
     k = max(1, min(int(table.get("probe", 4)), p.n))
-    probes = [n for n in sampling.sample_full(search, k) if n.answer]
+    a = p.adaptive
+    probes = [n for n in sampling.sample_full(search, k, confidence=bool(a and a.cut)) if n.answer]
+    if a is not None:
+        # The probes are the adaptive loop's first wave: when they already decide the
+        # vote, an easy problem ends here.
+        got = sampling.draw(search, k, first=probes, drawn=k)
+        if got.stopped_by == "posterior":
+            search.note(f"the {k} probes decide it: P(leader holds) {got.posterior:.3f} >= {a.stop_at}",
+                        difficulty="easy", chosen_strategy="majority", chosen_n=k, pass_rate=1.0)
+            groups = search.vote(probes)
+            result = sampling.with_draw(search.finish("auto", groups, sampling._representative(search, groups)),
+                                        search, got)
+            result.stats.update({"difficulty": "easy", "chosen_strategy": "majority"})
+            return result
     groups = search.vote(probes)
     top = groups[0].count if groups else 0
     agree = top / k
@@ -72,7 +85,7 @@ def auto(search: Search) -> Result:
     if searches:
         result = _search(search, strategy, total)
     else:
-        result = _vote(search, strategy, probes, total - k)
+        result = _vote(search, strategy, probes, k, total - k)
     result.reason = search.info[0]
     result.stats["difficulty"] = label
     result.stats["chosen_strategy"] = strategy
@@ -82,15 +95,16 @@ def auto(search: Search) -> Result:
 VOTES = ("majority", "weighted", "best-of-n")
 
 
-def _vote(search: Search, strategy: str, probes: list[Node], extra: int) -> Result:
+def _vote(search: Search, strategy: str, probes: list[Node], drawn: int, extra: int) -> Result:
     """The probes and `extra` more samples vote: every probe drawn counts against N,
     answered or not, so a run never draws more than N samples."""
-    more = [x for x in sampling.sample_full(search, extra) if x.answer] if extra else []
-    done = probes + more
-    weights = search.path_scores(done) if strategy != "majority" else None
+    weigh = search.path_scores if strategy != "majority" else None
+    got = sampling.draw(search, drawn + extra, weigh, first=probes, drawn=drawn)
+    done = got.done
+    weights = search.path_scores(done) if weigh is not None else None
     groups = search.vote(done, weights)
     chosen = sampling._representative(search, groups, sampling._by_id(done, weights) if weights else None)
-    return search.finish("auto", groups, chosen)
+    return sampling.with_draw(search.finish("auto", groups, chosen), search, got)
 
 
 def _search(search: Search, strategy: str, n: int) -> Result:

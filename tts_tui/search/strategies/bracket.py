@@ -23,7 +23,7 @@ import time
 
 from tts_tui.search import events as ev
 from tts_tui.search.run import Result, Search
-from tts_tui.search.strategies.sampling import sample_full
+from tts_tui.search.strategies.sampling import draw, with_draw
 from tts_tui.search.tree import Node
 
 
@@ -38,12 +38,13 @@ def _judge(search: Search, pairs: list[tuple[Node, Node]]) -> list[float]:
 
 def bracket(search: Search) -> Result:
     t0 = time.monotonic()
-    done = [n for n in sample_full(search, search.params.n) if n.answer]
+    got = draw(search, search.params.n, search.path_scores)
+    done = got.done
     sample_seconds = time.monotonic() - t0
     weights = search.path_scores(done)
     groups = search.vote(done, weights)
     if not groups:
-        result = search.finish("bracket", [], None)
+        result = with_draw(search.finish("bracket", [], None), search, got)
         result.stats["sample_seconds"] = round(sample_seconds, 3)
         return result
     # merge equivalent answers: one representative each (its best path score), carrying the group
@@ -81,7 +82,7 @@ def bracket(search: Search) -> Result:
     champ = alive[0]
     champion_group = by_rep[champ.id]
     ordered = [champion_group] + [g for g in groups if g is not champion_group]
-    result = search.finish("bracket", ordered, champ)
+    result = with_draw(search.finish("bracket", ordered, champ), search, got)
     result.stats["rounds"] = rnd
     result.stats["sample_seconds"] = round(sample_seconds, 3)
     result.stats["judge_prompt_tokens"] = judge_tokens

@@ -1,13 +1,30 @@
-"""Independent full samples: CoT, best-of-N, majority vote, weighted vote."""
+"""Independent full samples: CoT, best-of-N, majority vote, weighted vote.
+
+A vote draws its samples all N at once, or, with `params.adaptive`, in waves until the
+vote is decided (`draw`). Each wave is one batched decode from the same prompt state
+(decoded once). After each wave the answer counts (weighted by the verifier's scores for
+a weighted vote, scaled to the number of votes) give the posterior that the leader stays
+the leader (`stopping.leader_holds`); at `stop_at` or more, sampling stops, so N is the
+most samples drawn. Every wave runs to its end: no sample is left half-decoded except one
+cut on purpose. With `cut`, the first wave sets DeepConf's confidence floor and later
+traces that fall below it end as cut, spending nothing more and casting no vote.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tts_tui.search import events as ev
 from tts_tui.search.run import Result, Search
+from tts_tui.search.stopping import cut_floor, leader_holds, lowest_window, normalised
 from tts_tui.search.tree import Node
 from tts_tui.search.votes import AnswerGroup
 
 
-def sample_full(search: Search, n: int, temperature: float | None = None, share: int | None = None) -> list[Node]:
+def sample_full(search: Search, n: int, temperature: float | None = None, share: int | None = None,
+                confidence: bool = False, cut_below: float | None = None) -> list[Node]:
     """N complete solutions in one batched call; returns each one's last node.
 
     Each sample may take `share` tokens, by default `params.share` (budget / N).
@@ -16,11 +33,100 @@ def sample_full(search: Search, n: int, temperature: float | None = None, share:
     samplings = [p.sampling(k, temperature) for k in range(n)] if temperature is not None else None
     share = share or p.share
     paths = search.expand([search.tree.root] * n, samplings=samplings, max_steps=p.max_steps, keep=False,
-                          max_total=share)
+                          max_total=share, confidence=confidence, cut_below=cut_below)
     return [path[-1] for path in paths if path]
 
 
-def _answered(nodes: list[Node]) -> list[Node]:
+Weigh = Callable[[list[Node]], "list[float] | None"]
+
+
+@dataclass
+class Draw:
+    """What a vote's sampling produced: the answered samples and how it ended."""
+
+    done: list[Node]
+    drawn: int  # samples decoded, answered or not (cut ones too)
+    n_max: int
+    stopped_by: str  # posterior | max-n | budget | cancelled (fixed N: max-n)
+    posterior: float | None = None
+    cut: int = 0
+    floor: float | None = None
+    tokens_per_sample: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def stats(self) -> dict[str, Any]:
+        return {"samples_used": self.drawn, "n_max": self.n_max, "stopped_by": self.stopped_by,
+                "posterior": None if self.posterior is None else round(self.posterior, 4),
+                "cut": self.cut, "cut_floor": None if self.floor is None else round(self.floor, 3),
+                "tokens_saved_est": round(self.tokens_per_sample * (self.n_max - self.drawn))}
+
+
+def draw(search: Search, n: int, weigh: Weigh | None = None, first: Sequence[Node] = (), drawn: int = 0) -> Draw:
+    """N samples for a vote, or fewer when adaptive and the vote is decided early.
+
+    `first`: samples already drawn (auto's probes, `drawn` of them, answered or not),
+    counted as the first wave."""
+    a = search.params.adaptive
+    if a is not None and a.cut and search.cut_floor is None and first:
+        search.cut_floor = _floor(search, list(first), a.window, a.keep)
+    if a is None:
+        more = sample_full(search, n - drawn) if n > drawn else []
+        done = [*first, *_answered(more)]
+        return Draw(done, max(n, drawn), max(n, drawn), "max-n")
+    out = Draw(list(first), drawn, n, "max-n", floor=search.cut_floor)
+    spent0 = search.spent
+    leaves: list[Node] = []
+    if drawn and _decided(search, out, weigh, a.stop_at):
+        return out
+    while out.drawn < n and not search.stopped:
+        k = min(a.wave, n - out.drawn)
+        wave = sample_full(search, k, confidence=a.cut, cut_below=search.cut_floor)
+        leaves += wave
+        out.drawn += k
+        out.cut += sum(x.finish == "cut" for x in wave)
+        out.done += _answered(wave)
+        if a.cut and search.cut_floor is None:
+            search.cut_floor = out.floor = _floor(search, _answered(leaves), a.window, a.keep)
+        if _decided(search, out, weigh, a.stop_at):
+            break
+    if out.stopped_by != "posterior" and search.stopped:  # a wave may have been cut short too
+        out.stopped_by = "cancelled" if search.cancel.is_set() else "budget"
+    out.tokens_per_sample = (search.spent - spent0) / max(1, out.drawn - drawn)
+    return out
+
+
+def _decided(search: Search, out: Draw, weigh: Weigh | None, stop_at: float) -> bool:
+    """Vote what is in; record and announce the posterior; True once it reaches stop_at."""
+    weights = weigh(out.done) if weigh is not None and out.done else None
+    groups = search.vote(out.done, weights)
+    masses = [float(g.count) for g in groups]
+    if weights is not None:  # confidence-weighted counts, as much evidence as the votes
+        scaled = dict(zip((x.id for x in out.done), normalised(weights)))
+        masses = [sum(scaled[i] for i in g.members) for g in groups]
+    out.posterior = leader_holds(masses)
+    stop = out.posterior >= stop_at
+    if stop:
+        out.stopped_by = "posterior"
+    info = {"samples_used": out.drawn, "n_max": out.n_max, "posterior": round(out.posterior, 4),
+            "stop_at": stop_at, "stop": stop, "leader": groups[0].answer if groups else None,
+            "cut": out.cut, "cut_floor": out.floor}
+    out.history.append(info)
+    search.emit(ev.Event(ev.STOP_RULE, data=info))
+    return stop
+
+
+def _floor(search: Search, warm: list[Node], window: int, keep: float) -> float | None:
+    """DeepConf's floor from the first wave's answered traces."""
+    lows = []
+    for leaf in warm:
+        conf = [c for x in search.tree.path(leaf) for c in x.meta.get("conf", [])]
+        low = lowest_window(conf, window)
+        if low is not None:
+            lows.append(low)
+    return cut_floor(lows, keep)
+
+
+def _answered(nodes: Sequence[Node]) -> list[Node]:
     return [n for n in nodes if n.answer]
 
 
@@ -32,16 +138,24 @@ def cot(search: Search) -> Result:
 
 
 def majority(search: Search) -> Result:
-    done = _answered(sample_full(search, search.params.n))
-    groups = search.vote(done)
-    return search.finish("majority", groups, _representative(search, groups))
+    got = draw(search, search.params.n)
+    groups = search.vote(got.done)
+    return with_draw(search.finish("majority", groups, _representative(search, groups)), search, got)
 
 
 def weighted(search: Search) -> Result:
-    done = _answered(sample_full(search, search.params.n))
-    weights = search.path_scores(done)
-    groups = search.vote(done, weights)
-    return search.finish("weighted", groups, _representative(search, groups, _by_id(done, weights)))
+    got = draw(search, search.params.n, search.path_scores)
+    weights = search.path_scores(got.done)
+    groups = search.vote(got.done, weights)
+    result = search.finish("weighted", groups, _representative(search, groups, _by_id(got.done, weights)))
+    return with_draw(result, search, got)
+
+
+def with_draw(result: Result, search: Search, got: Draw) -> Result:
+    """An adaptive vote's result says how many samples it used and why it stopped."""
+    if search.params.adaptive is not None:
+        result.stats.update(got.stats())
+    return result
 
 
 def best_of_n(search: Search) -> Result:

@@ -1,0 +1,179 @@
+"""Issue 17: adaptive votes (stop when the leader holds) and DeepConf cuts of weak traces."""
+
+from __future__ import annotations
+
+import pytest
+
+from fakes import FakeGenerator, FakeScorer
+from tts_tui.search import events as ev
+from tts_tui.search.protocol import AdaptiveParams, SearchParams
+from tts_tui.search.run import Search
+from tts_tui.search.stopping import cut_floor, leader_holds, lowest_window, normalised
+from tts_tui.search.strategies import run_strategy
+from tts_tui.search.tree import PRUNED
+from tts_tui.verify.answers import MathAnswers
+
+
+def make(gen, n=16, budget=100_000, **adaptive):
+    params = SearchParams(n=n, budget=budget, adaptive=AdaptiveParams(**adaptive))
+    return Search(gen, "What is 6*7?", params, MathAnswers(), FakeScorer())
+
+
+def stops(search):
+    return [e.data for e in search.events if e.kind == ev.STOP_RULE]
+
+
+@pytest.mark.parametrize("masses, p", [([4], 0.96875), ([5, 1], 0.9375), ([2, 2], 0.5), ([3], 0.9375),
+                                       ([1], 0.75), ([], 0.0)])
+def test_the_posterior_on_known_cases(masses, p):
+    assert leader_holds(masses) == pytest.approx(p, abs=1e-9)
+
+
+def test_weighted_counts_integrate_to_the_exact_tail():
+    assert leader_holds([4.0 + 1e-9]) == pytest.approx(0.96875, abs=2e-3)
+    assert leader_holds([5.0 + 1e-9, 1.0]) == pytest.approx(0.9375, abs=2e-3)
+    assert leader_holds([2.5, 0.5]) > leader_holds([2.0, 1.0])
+
+
+def test_three_answers_by_monte_carlo():
+    assert leader_holds([2, 2, 2]) == pytest.approx(1 / 3, abs=0.02)
+    assert leader_holds([6, 1, 1]) > leader_holds([6, 2]) - 0.05  # a split rest is weaker than one rival
+    assert leader_holds([6, 1, 1]) == leader_holds([6, 1, 1])  # deterministic
+
+
+def test_the_window_and_the_floor():
+    assert lowest_window([5, 5, 1, 1, 5], 2) == 1.0
+    assert lowest_window([4, 2], 8) == 3.0  # shorter than the window: its mean
+    assert lowest_window([], 4) is None
+    assert cut_floor([1.0, 2.0, 3.0, 4.0, 5.0], keep=1.0) == 1.0
+    assert cut_floor([], 0.9) is None
+    assert normalised([0.5, 1.5]) == [0.5, 1.5] and normalised([2.0, 2.0]) == [1.0, 1.0]
+
+
+def test_agreeing_first_wave_stops_there():
+    gen = FakeGenerator(answers=("42",))
+    search = make(gen, n=16, wave=4)
+    result = run_strategy("majority", search)
+    assert result.answer == "42"
+    assert result.stats["samples_used"] == 4 and result.stats["stopped_by"] == "posterior"
+    assert result.stats["posterior"] == pytest.approx(0.96875, abs=1e-4)
+    assert search.spent == 4 * gen.depth * gen.step_tokens  # four samples, nothing more
+    assert gen.calls == [4]  # one batched decode for the wave
+    assert result.stats["tokens_saved_est"] == 12 * gen.depth * gen.step_tokens
+
+
+def test_a_split_vote_goes_on_to_n_and_never_past_it():
+    gen = FakeGenerator(answers=("42", "41"))
+    search = make(gen, n=10, wave=4)
+    result = run_strategy("majority", search)
+    assert gen.calls == [4, 4, 2]
+    assert result.stats["samples_used"] == 10 and result.stats["stopped_by"] == "max-n"
+    assert [s["samples_used"] for s in stops(search)] == [4, 8, 10]
+    assert stops(search)[0]["posterior"] == pytest.approx(0.5)  # 2:2 is a tie
+
+
+def test_the_second_wave_can_decide():
+    gen = FakeGenerator(answers=("42", "42", "42", "41", "42", "42", "42", "42"))
+    search = make(gen, n=16, wave=4)
+    result = run_strategy("majority", search)
+    assert [round(s["posterior"], 4) for s in stops(search)] == [0.8125, 0.9805]  # 3:1, then 7:1
+    assert result.stats["samples_used"] == 8 and result.answer == "42"
+
+
+def test_unanswered_waves_go_on_and_vote_nothing():
+    gen = FakeGenerator(answers=("42",), depth=50, step_tokens=5)  # never reaches an answer
+    search = make(gen, n=8, budget=8 * 40, wave=4)  # each sample's share runs out first
+    result = run_strategy("majority", search)
+    assert result.answer is None
+    assert [s["posterior"] for s in stops(search)] == [0.0, 0.0]
+    assert result.stats["samples_used"] == 8
+
+
+def test_the_budget_running_out_mid_wave_stops_the_draw():
+    gen = FakeGenerator(answers=("42", "41"), depth=3, step_tokens=5)
+    search = make(gen, n=8, budget=50, wave=4)  # shares of 6: the first wave takes 40, the second runs dry
+    result = run_strategy("majority", search)
+    assert search.spent == 50
+    assert result.stats["stopped_by"] == "budget" and result.stats["samples_used"] == 8
+    assert len(stops(search)) == 2
+
+
+def test_weighted_counts_weigh_the_stop():
+    # Two answers 2:2 by count, but the verifier scores one side far higher.
+    gen = FakeGenerator(answers=("42", "41"))
+    scored = make(gen, n=4, wave=4)
+    scored.scorer = type("S", (), {"name": "fake", "score": lambda self, s, nodes: [
+        0.95 if n.answer == "42" else 0.05 for n in nodes]})()
+    result = run_strategy("weighted", scored)
+    assert result.answer == "42"
+    assert stops(scored)[0]["posterior"] > 0.9  # 3.8 : 0.2 weighted votes
+
+
+def test_weak_traces_after_the_first_wave_are_cut_and_do_not_vote():
+    # Branches 0-3 (the first wave) are confident; 4-7 are not and answer "7".
+    gen = FakeGenerator(answers=("42", "41", "42", "41", "7", "7", "7", "7"),
+                        confidences=(9.0, 9.0, 9.0, 9.0, 2.0, 2.0, 2.0, 2.0))
+    search = make(gen, n=8, wave=4, cut=True, keep=0.9, window=4)
+    result = run_strategy("majority", search)
+    cut = [n for n in search.tree.nodes.values() if n.finish == "cut"]
+    assert len(cut) == 4 and all(n.status == PRUNED and n.answer is None for n in cut)
+    assert all("below the floor 9.00" in n.meta["cut"] for n in cut)
+    assert all(n.n_tokens == gen.step_tokens for n in cut)  # one step each, then cut
+    assert "7" not in [g.answer for g in result.groups]
+    assert result.stats["cut"] == 4 and result.stats["cut_floor"] == 9.0
+    assert result.stats["samples_used"] == 8
+
+
+@pytest.mark.parametrize("strategy", ["weighted", "bracket", "auto"])
+def test_every_vote_strategy_stops_when_decided(strategy):
+    gen = FakeGenerator(answers=("42",))
+    search = make(gen, n=16, wave=4)
+    result = run_strategy(strategy, search)
+    assert result.answer == "42"
+    assert result.stats["samples_used"] == 4 and result.stats["stopped_by"] == "posterior"
+    assert sum(gen.calls) == 4
+
+
+def test_fixed_n_is_unchanged_without_adaptive():
+    gen = FakeGenerator(answers=("42",))
+    search = Search(gen, "q", SearchParams(n=8, budget=100_000), MathAnswers(), FakeScorer())
+    result = run_strategy("majority", search)
+    assert gen.calls == [8] and "samples_used" not in result.stats and not stops(search)
+
+
+@pytest.mark.model
+def test_an_adaptive_run_decodes_the_prompt_once_and_frees_every_sequence(tiny_path):
+    from tts_tui.session import EngineOptions, Solver
+
+    solver = Solver(str(tiny_path), options=EngineOptions(n_ctx=4096, n_seq_max=16))
+    try:
+        params = SearchParams(n=8, budget=8 * 48, max_steps=3, step_tokens=24, seed=1,
+                              adaptive=AdaptiveParams(wave=2, stop_at=0.999, cut=True, window=8))
+        result, search = solver.solve("What is 2 + 3?", "majority", params, "confidence")
+        waves = len(stops(search))
+        assert waves == 4 and result.stats["samples_used"] == 8  # 0.999 is not reached: every wave
+        prompt = solver.engine.stats.prompt_tokens
+        assert 0 < prompt < 200  # the prompt once, not once per wave
+        assert solver.engine.free_sequences == solver.engine.n_seq_max
+        confs = [c for n in search.tree.nodes.values() for c in n.meta.get("conf", [])]
+        assert confs and all(c > 0 for c in confs)
+    finally:
+        solver.close()
+
+
+@pytest.mark.model
+def test_the_engine_cuts_a_trace_below_the_floor_and_frees_it(engine, tiny_model):
+    from tts_tui.engine import BranchRequest, SamplingParams, StopRule
+
+    root = engine.prefill(tiny_model.chat_tokens([{"role": "user", "content": "Count to twenty."}]))
+    free = engine.free_sequences
+    rule = StopRule(delimiter=None, max_tokens=40, conf_top_k=20, cut_window=6, cut_below=1e9)
+    kept = StopRule(delimiter=None, max_tokens=40, conf_top_k=20)
+    greedy = SamplingParams(temperature=0.0)
+    cut = engine.generate([BranchRequest(root, greedy, rule)])[0][-1]  # keep_kv asked, yet freed
+    assert engine.free_sequences == free  # the cut branch's cells went back at once
+    whole = engine.generate([BranchRequest(root, greedy, kept, keep_kv=False)])[0][-1]
+    assert cut.finish == "cut" and cut.ended and len(cut.tokens) == 6  # the first full window
+    assert len(cut.confidences) == 6 and all(c > 0 for c in cut.confidences)
+    assert whole.tokens[:6] == cut.tokens and whole.finish != "cut"
+    assert cut.confidences == pytest.approx(whole.confidences[:6], rel=1e-4)
