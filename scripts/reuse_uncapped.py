@@ -31,7 +31,7 @@ def uncapped(rows: list[dict[str, Any]], share: int) -> bool:
             return False
         if r["strategy"] not in SINGLE and "samples" not in r and not sampled:
             return False
-    return all(r["tokens"] < share * r["n"] and all(a is not None for a, _ in r["samples"]) for r in sampled)
+    return all(r["tokens"] < share * r["n"] and all(s[0] is not None for s in r["samples"]) for r in sampled)
 
 
 def main() -> None:

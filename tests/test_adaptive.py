@@ -177,3 +177,59 @@ def test_the_engine_cuts_a_trace_below_the_floor_and_frees_it(engine, tiny_model
     assert len(cut.confidences) == 6 and all(c > 0 for c in cut.confidences)
     assert whole.tokens[:6] == cut.tokens and whole.finish != "cut"
     assert cut.confidences == pytest.approx(whole.confidences[:6], rel=1e-4)
+
+
+# -- replayed rows: an adaptive vote read from a fixed-N run's samples ------------------------
+def test_a_trace_record_marks_where_a_floor_would_cut():
+    from tts_tui.adaptive_replay import cut_at, trace_record
+
+    rec = trace_record([5.0, 5.0, 1.0, 1.0, 4.0, 0.5], window=2)  # window means 5, 3, 1, 2.5, 2.25
+    assert rec["low"] == 1.0
+    assert rec["drops"] == [[2, 5.0], [3, 3.0], [4, 1.0]]  # each new lowest, at its token count
+    assert cut_at(rec["drops"], floor=2.0) == 4 and cut_at(rec["drops"], floor=0.5) is None
+
+
+def replay_solver(gen_kw):
+    def solve(problem, strategy, params):
+        search = Search(FakeGenerator(**gen_kw), problem, params, MathAnswers(), FakeScorer())
+        return run_strategy(strategy, search), search
+    return solve
+
+
+@pytest.mark.parametrize("answers, confidences", [
+    (("42",), (9.0,)),  # decided by the first wave
+    (("42", "41", "42", "7", "42", "42", "42", "42", "42", "42", "42", "42"), (9.0,)),  # later
+    (("42", "41"), (9.0,)),  # never decided
+    (("42", "41", "42", "41", "7", "7", "7", "7", "42", "42", "42", "42"), (9.0,) * 4 + (2.0,) * 4 + (9.5,) * 4),
+])
+def test_replayed_rows_match_live_adaptive_runs(tmp_path, answers, confidences):
+    from tts_tui.evaluate import Problem, adaptive_names, run_eval
+    from tts_tui.search.protocol import AdaptiveParams
+
+    gen_kw = {"answers": answers, "confidences": confidences}
+    a = AdaptiveParams(wave=4, cut=True, window=5, keep=0.9)  # a window of one fake step
+    base = SearchParams(n=12, m=2, max_steps=6, adaptive=a)
+    names = adaptive_names(["majority", "weighted"], cut=True)
+    rows = run_eval([Problem("p", "q", "42")], names, [12], base, replay_solver(gen_kw), tmp_path, 64)
+    by = {r["strategy"]: r for r in rows}
+    assert set(by) == set(names)
+    for name in ("majority+adaptive", "weighted+adaptive", "majority+adaptive+cut", "weighted+adaptive+cut"):
+        live_params = SearchParams(n=12, m=2, max_steps=6, budget=64 * 12,
+                                   adaptive=AdaptiveParams(**{**a.__dict__, "cut": name.endswith("+cut")}))
+        result, search = replay_solver(gen_kw)("q", name.split("+")[0], live_params)
+        row = by[name]
+        assert row["subsampled_from"] == 12  # labelled derived
+        assert (row["answer"], row["tokens"], row["samples_used"], row["stopped_by"], row["cut"]) == (
+            result.answer, result.tokens, result.stats["samples_used"], result.stats["stopped_by"],
+            result.stats["cut"]), name
+        assert row["posterior"] == pytest.approx(result.stats["posterior"], abs=1e-3)
+
+
+def test_eval_names_for_adaptive():
+    from tts_tui.evaluate import adaptive_names, plan
+
+    names = adaptive_names(["cot", "majority", "auto"], cut=False)
+    assert names == ["cot", "majority", "majority+adaptive", "auto+adaptive"]
+    jobs = plan(names, [8], 4)
+    assert ("weighted", 8, [8], ["majority", "majority+adaptive"]) in jobs  # one fixed run carries both
+    assert ("auto+adaptive", 8, [8], ["auto+adaptive"]) in jobs  # auto runs adaptive live

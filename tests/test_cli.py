@@ -48,6 +48,10 @@ def test_truncated_model(tmp_path, tiny_path):
         (["solve", "1+1?", "--budget", "2"], "budget"),
         (["solve", "1+1?", "--verifier", "oracle"], "unknown verifier"),
         (["models", "pull", "no-such-model"], "unknown model id"),
+        (["solve", "1+1?", "--strategy", "beam", "--adaptive"], "--adaptive works with"),
+        (["solve", "1+1?", "--strategy", "majority", "--adaptive", "--stop-at", "1.5"], "--stop-at"),
+        (["solve", "1+1?", "--strategy", "majority", "--adaptive", "--wave", "0"], "--wave"),
+        (["solve", "1+1?", "--strategy", "majority", "--cut"], "--cut needs --adaptive"),
     ],
 )
 def test_bad_input(args, match):
@@ -69,6 +73,17 @@ def test_solve_on_the_tiny_model_json(tiny_path):
     assert record["result"]["tokens"] <= 300
     assert len(record["tree"]["nodes"]) > 1
     assert record["events"][-1]["kind"] == "done"
+
+
+@pytest.mark.model
+def test_an_adaptive_solve_reports_its_stop(tiny_path):
+    proc = tts("solve", "What is 2 + 3?", "--model", "tiny", "--strategy", "majority", "--n", "4", "--budget", "400",
+               "--adaptive", "--wave", "2", "--json")
+    assert proc.returncode in (0, 1), proc.stderr
+    stats = json.loads(proc.stdout)["result"]["stats"]
+    assert stats["samples_used"] in (2, 4) and stats["stopped_by"] in ("posterior", "max-n", "budget")
+    assert 0.0 <= stats["posterior"] <= 1.0
+    assert "P(leader holds)" in proc.stderr
 
 
 def test_models_list_and_path():
@@ -142,6 +157,24 @@ def test_eval_with_an_m_that_does_not_divide_n_is_bad_input(tmp_path):
     proc = tts("eval", "--data", str(data), "--strategy", "beam", "--n", "4,6", "--m", "4", "--model", "tiny",
                "--budget-per-sample", "16", "--out", str(tmp_path / "out"))
     assert_one_line_error(proc, match="beam at N=6: M (4) must divide N")
+
+
+@pytest.mark.model
+def test_eval_adaptive_writes_replayed_and_live_rows(tmp_path, tiny_path):
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"id": "q0", "problem": "What is 2 + 3?", "answer": "5"}) + "\n")
+    out = tmp_path / "out"
+    proc = tts("eval", "--data", str(data), "--strategy", "majority,auto", "--n", "4", "--model", "tiny",
+               "--budget-per-sample", "48", "--adaptive", "--wave", "2", "--cut", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["strategy"]: r for r in map(json.loads, (out / "log.jsonl").read_text().splitlines())}
+    assert set(rows) == {"majority", "majority+adaptive", "majority+adaptive+cut", "auto+adaptive+cut"}
+    for name in ("majority+adaptive", "majority+adaptive+cut"):
+        r = rows[name]
+        assert r["subsampled_from"] == 4 and r["samples_used"] in (2, 4) and r["tokens"] <= rows["majority"]["tokens"]
+    assert len(rows["majority"]["samples"][0]) == 5  # answer, score, tokens, lowest window, drops
+    assert rows["auto+adaptive+cut"]["samples_used"] >= 1
+    assert "majority+adaptive" in proc.stdout  # in the table
 
 
 @pytest.mark.model

@@ -36,7 +36,7 @@ def test_eval_subsamples_and_resumes(tmp_path):
     assert len(rows) == 3 * (1 + 2 + 2 + 2)
     # the full-N row keeps every sample, so another vote can be computed from the log alone
     full = [r for r in rows if r["strategy"] == "majority" and r["n"] == 4]
-    assert all(len(r["samples"]) == 4 and r["answer"] in [a for a, _ in r["samples"]] for r in full)
+    assert all(len(r["samples"]) == 4 and r["answer"] in [s[0] for s in r["samples"]] for r in full)
     assert not any("samples" in r for r in rows if r["n"] == 2)
     again = []
     run_eval(PROBLEMS, ["cot", "majority", "weighted", "beam"], [2, 4], base, solver(again), tmp_path, 64)

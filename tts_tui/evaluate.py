@@ -37,7 +37,8 @@ from typing import Any
 
 from tts_tui.atomic import append_line, write_json, write_text
 from tts_tui.errors import EXIT_NO_ANSWER, CancelledError, InputError, TTSError
-from tts_tui.search.protocol import SearchParams
+from tts_tui.adaptive_replay import replay, trace_record
+from tts_tui.search.protocol import AdaptiveParams, SearchParams
 from tts_tui.search.tree import CHOSEN, FINISHED
 from tts_tui.search.votes import group_answers
 from tts_tui.verify.answers import equivalent
@@ -45,6 +46,29 @@ from tts_tui.verify.answers import equivalent
 SUBSAMPLED = {"best-of-n", "majority", "weighted"}
 SUBTREES = {"dvts"}  # N/M independent subtrees: a smaller N is the first few of them
 SINGLE = {"cot", "keep-thinking"}  # N does not apply
+# Adaptive votes read from a fixed-N run's samples (adaptive_replay), at its N only.
+REPLAYED = {f"{s}+adaptive{cut}" for s in ("majority", "weighted") for cut in ("", "+cut")}
+ADAPTIVE_SUFFIX = "+adaptive"
+
+
+def base_strategy(name: str) -> str:
+    """The strategy a row name runs: "auto+adaptive+cut" runs auto (adaptive)."""
+    return name.split("+", 1)[0]
+
+
+def adaptive_names(strategies: list[str], cut: bool) -> list[str]:
+    """The row names `tts eval --adaptive` makes: majority and weighted gain replayed
+    adaptive rows beside their fixed ones (with --cut, DeepConf-cut ones too); auto and
+    bracket run adaptive live instead of fixed."""
+    out: list[str] = []
+    for s in strategies:
+        if s in ("majority", "weighted"):
+            out += [s, f"{s}+adaptive"] + ([f"{s}+adaptive+cut"] if cut else [])
+        elif s in ("auto", "bracket"):
+            out.append(f"{s}+adaptive" + ("+cut" if cut else ""))
+        else:
+            out.append(s)
+    return list(dict.fromkeys(out))
 
 
 @dataclass
@@ -113,7 +137,9 @@ def compared_only_for() -> dict[str, set[str]]:
     --m and the engine's sequence count say (`job_params`)."""
     from tts_tui.search.strategies import STRATEGIES, USES_M
 
-    return {"auto_table": {"auto"}, "m": set(USES_M), "n_seq_max": set(STRATEGIES) - SINGLE}
+    live = {f"{s}+adaptive{cut}" for s in ("auto", "bracket") for cut in ("", "+cut")}
+    return {"auto_table": {"auto"} | {x for x in live if x.startswith("auto")}, "m": set(USES_M) | live,
+            "n_seq_max": set(STRATEGIES) - SINGLE, "adaptive": REPLAYED | live}
 
 
 def matters(key: str, strategies: Iterable[str]) -> bool:
@@ -313,7 +339,7 @@ def plan(strategies: list[str], ns: list[int], m: int = 1) -> list[tuple[str, in
     short should still have it.
     """
     jobs = [(s, 1, [1], [s]) for s in strategies if s in SINGLE]
-    sampled = [s for s in strategies if s in SUBSAMPLED]
+    sampled = [s for s in strategies if s in SUBSAMPLED | REPLAYED]
     top = max(ns)
     carrier = "bracket" if "bracket" in strategies else "weighted"
     if sampled:
@@ -324,14 +350,15 @@ def plan(strategies: list[str], ns: list[int], m: int = 1) -> list[tuple[str, in
             jobs.extend((s, n, [n], [s]) for n in sorted(ns) if n not in whole)
             if whole:
                 jobs.append((s, top, whole, [s]))
-        elif s not in SUBSAMPLED and s not in SINGLE:
+        elif s not in SUBSAMPLED | REPLAYED and s not in SINGLE:
             jobs.extend((s, n, [n], [s]) for n in sorted(ns) if not (sampled and s == carrier and n == top))
     return jobs
 
 
 def _expected(names: list[str], n: int, yields: list[int]) -> list[tuple[str, int]]:
     """The (strategy, N) rows one job writes: sample-based names at every N it yields."""
-    return [(name, k) for name in names for k in (yields if name in SUBSAMPLED | SUBTREES else [n])]
+    return [(name, k) for name in names for k in (yields if name in SUBSAMPLED | SUBTREES else [n])
+            if name not in REPLAYED or k == max(yields)]
 
 
 SolveFn = Callable[[str, str, SearchParams], tuple[Any, Any]]
@@ -426,7 +453,7 @@ def check_m(strategies: Iterable[str], ns: Iterable[int], m: int) -> None:
     silently replaced M would label rows with an M they were not run with."""
     from tts_tui.search.strategies import NEEDS_M_DIVIDES_N, USES_M
 
-    for s in strategies:
+    for s in map(base_strategy, strategies):
         for n in ns:
             if s in NEEDS_M_DIVIDES_N and (m > n or n % m):
                 raise InputError(f"{s} at N={n}: M ({m}) must divide N; "
@@ -440,8 +467,9 @@ def job_params(base: SearchParams, strategy: str, n: int, budget_per_sample: int
     from tts_tui.search.strategies import USES_M
 
     # strategies that ignore M get one that is valid at any N; the others get M as given
-    m = base.m if strategy in USES_M else min(base.m, n)
-    return SearchParams(**{**base.__dict__, "n": n, "m": m, "budget": budget_per_sample * n})
+    m = base.m if base_strategy(strategy) in USES_M else min(base.m, n)
+    adaptive = base.adaptive if ADAPTIVE_SUFFIX in strategy else None  # a fixed run carries the replayed rows
+    return SearchParams(**{**base.__dict__, "n": n, "m": m, "budget": budget_per_sample * n, "adaptive": adaptive})
 
 
 # Problems failing in a row before the evaluation stops: an error that fails every problem
@@ -490,7 +518,7 @@ def run_eval(
             if all(_key(name, k, p.id) in done for name, k in want):
                 continue
             params = job_params(base, strategy, n, budget_per_sample)
-            rows = _run_job(strategy, n, yields, names, p, params, solve, meter)
+            rows = _run_job(strategy, n, yields, names, p, params, solve, meter, base.adaptive)
             for row in rows:
                 if row["key"] in done:
                     continue
@@ -515,15 +543,15 @@ def _stopped_message(errors: list[tuple[str, str]]) -> str:
 
 
 def _run_job(strategy: str, n: int, yields: list[int], names: list[str], p: Problem, params: SearchParams,
-             solve: SolveFn, meter: Meter | None) -> list[dict[str, Any]]:
+             solve: SolveFn, meter: Meter | None, adaptive: AdaptiveParams | None = None) -> list[dict[str, Any]]:
     before = meter() if meter else None
     t0 = time.monotonic()
     try:
-        result, search = solve(p.problem, strategy, params)
+        result, search = solve(p.problem, base_strategy(strategy), params)
         seconds = time.monotonic() - t0
         prefill = _prefill(_cost(meter, before), result)
         # the rows are read inside the guard too: reading them scores and votes
-        return [r for name in names for r in _rows(name, n, yields, p, result, search, seconds, prefill)]
+        return [r for name in names for r in _rows(name, n, yields, p, result, search, seconds, prefill, adaptive)]
     except CancelledError:
         raise
     except Exception as exc:  # one problem's failure must not stop the evaluation
@@ -559,15 +587,18 @@ def _direct_prefill(pf: Prefill | None) -> dict[str, int | None]:
 
 
 def _rows(strategy: str, n: int, yields: list[int], p: Problem, result: Any, search: Any, seconds: float,
-          prefill: Prefill | None = None):
+          prefill: Prefill | None = None, adaptive: AdaptiveParams | None = None):
     base = {"id": p.id, "strategy": strategy, "gold": p.answer, "level": p.level}
-    extra = {k: result.stats.get(k) for k in ("difficulty", "chosen_strategy") if k in result.stats}
+    extra = {k: result.stats.get(k) for k in ("difficulty", "chosen_strategy", *ADAPTIVE_STATS) if k in result.stats}
     if "chains" in result.stats:  # revise: how often a later revision turned a right answer wrong
         extra["chains"] = result.stats["chains"]
         extra["attempt_tokens"] = result.stats.get("attempt_tokens")
         extra["right_to_wrong"] = chain_flips(result.stats["chains"], p.answer)[0]
     if strategy in SUBTREES and yields != [n]:
         yield from _subtree_rows(strategy, n, yields, p, result, search, seconds, base, extra, prefill)
+        return
+    if strategy in REPLAYED:
+        yield _replayed_row(strategy, n, p, result, search, seconds, prefill, adaptive, base)
         return
     if strategy not in SUBSAMPLED:
         yield {**base, "key": _key(strategy, n, p.id), "n": n, "answer": result.answer,
@@ -588,7 +619,27 @@ def _rows(strategy: str, n: int, yields: list[int], p: Problem, result: Any, sea
                "seconds": round(sample_seconds * frac, 2),
                "subsampled_from": n if k != n else None,
                # every sample's answer and score, so other votes can be tried from the log
-               **({"samples": [[s["answer"], round(s["score"], 4)] for s in samples]} if k == n else {})}
+               **({"samples": [[s["answer"], round(s["score"], 4), s["tokens"], s["low"], s["drops"]]
+                               for s in samples]} if k == n else {})}
+
+
+ADAPTIVE_STATS = ("samples_used", "stopped_by", "posterior", "cut", "cut_floor")
+
+
+def _replayed_row(name: str, n: int, p: Problem, result: Any, search: Any, seconds: float,
+                  prefill: Prefill | None, adaptive: AdaptiveParams | None, base: dict[str, Any]) -> dict[str, Any]:
+    """An adaptive vote read from this fixed-N run's samples (see adaptive_replay)."""
+    a = adaptive or AdaptiveParams()
+    a = AdaptiveParams(**{**a.__dict__, "cut": name.endswith("+cut")})
+    samples = _samples(search, a.window)
+    got = replay(samples, a, weighted=base_strategy(name) == "weighted", equivalent=equivalent)
+    frac = got["tokens"] / max(1, sum(s["tokens"] for s in samples))
+    sample_seconds = result.stats.get("sample_seconds", seconds)
+    return {**base, "key": _key(name, n, p.id), "n": n, "answer": got["answer"],
+            "correct": bool(got["answer"] is not None and equivalent(got["answer"], p.answer)),
+            "tokens": got["tokens"], **_sample_prefill(prefill, base_strategy(name), frac),
+            "seconds": round(sample_seconds * frac, 2), "subsampled_from": n,
+            **{k: got[k] for k in ADAPTIVE_STATS}}
 
 
 def _sample_prefill(pf: Prefill | None, strategy: str, frac: float) -> dict[str, int | None]:
@@ -654,7 +705,7 @@ def verifier_auroc(rows: Iterable[dict[str, Any]]) -> tuple[float, int, int] | N
     right: list[float] = []
     wrong: list[float] = []
     for r in rows:
-        for answer, score in r.get("samples") or []:
+        for answer, score, *_ in r.get("samples") or []:
             if answer is not None:
                 (right if equivalent(answer, r["gold"]) else wrong).append(score)
     if not right or not wrong:
@@ -690,8 +741,9 @@ def probe_agreement(samples: list[dict[str, Any]], probe: int | None = None) -> 
     return round(groups[0].count / max(1, len(first)), 4) if groups else 0.0
 
 
-def _samples(search: Any) -> list[dict[str, Any]]:
-    """Each full sample: its answer, path score and tokens, in generation order."""
+def _samples(search: Any, window: int = 32) -> list[dict[str, Any]]:
+    """Each full sample: its answer, path score, tokens and confidence record
+    (`trace_record` over `window` tokens), in generation order."""
     tree = search.tree
     out = []
     for child in tree.children(tree.root):
@@ -708,6 +760,7 @@ def _samples(search: Any) -> list[dict[str, Any]]:
             "score": search.path_score(leaf) if ok and search.scorer else 0.0,
             "tokens": sum(x.n_tokens for x in path),
             "id": leaf.id,
+            **trace_record([c for x in path for c in x.meta.get("conf", [])], window),
         })
     return out
 

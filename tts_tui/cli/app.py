@@ -38,6 +38,21 @@ def root(ctx: typer.Context) -> None:
 
 # -- solve ---------------------------------------------------------------------------------
 STRATEGY_HELP = "cot, best-of-n, majority, weighted, beam, dvts, mcts, keep-thinking, revise, bracket, auto"
+ADAPTIVE_HELP = ("majority, weighted, bracket, auto: sample in waves and stop once the leading answer is "
+                 "likely to hold (N becomes the most samples).")
+CUT_HELP = "Adaptive: cut traces whose confidence falls below what the first wave reached (DeepConf)."
+DEFAULT_WAVE = 4  # see the README's wave figures (bench/engine_throughput.py)
+
+
+def adaptive_params(on: bool, stop_at: float, wave: int, cut: bool):
+    """The adaptive knobs, or None for a fixed-N vote (--stop-at, --wave, --cut need --adaptive)."""
+    from tts_tui.search.protocol import AdaptiveParams
+
+    if not on:
+        if cut:
+            raise TTSError("--cut needs --adaptive (the first wave sets the confidence floor)")
+        return None
+    return AdaptiveParams(stop_at=stop_at, wave=wave, cut=cut)
 
 
 def _read_problem(problem: Optional[str], file: Optional[Path]) -> str:
@@ -72,6 +87,10 @@ def solve(
     threads: Optional[int] = typer.Option(None, "--threads"),
     n_gpu_layers: int = typer.Option(-1, "--n-gpu-layers", help="-1 = all layers on the GPU when there is one."),
     as_json: bool = typer.Option(False, "--json", help="Print the whole tree and events as JSON."),
+    adaptive: bool = typer.Option(False, "--adaptive", help=ADAPTIVE_HELP),
+    stop_at: float = typer.Option(0.95, "--stop-at", help="Adaptive: stop once P(leader holds) reaches this."),
+    wave: int = typer.Option(DEFAULT_WAVE, "--wave", help="Adaptive: samples decoded together per wave."),
+    cut: bool = typer.Option(False, "--cut", help=CUT_HELP),
 ) -> None:
     """Solve one problem with a test-time scaling strategy."""
     from tts_tui.cli.progress import SearchProgress, download_progress
@@ -88,7 +107,8 @@ def solve(
     if aggregate not in ("last", "min", "prod", "mean"):
         raise TTSError(f"unknown aggregation {aggregate!r} (last, min, prod, mean)")
     params = SearchParams(n=n, m=m, budget=budget, temperature=temperature, top_p=top_p, seed=seed,
-                          max_steps=max_steps, aggregate=aggregate)
+                          max_steps=max_steps, aggregate=aggregate,
+                          adaptive=adaptive_params(adaptive, stop_at, wave, cut))
     validate(strategy, params)  # before loading a model: bad input fails fast
     with download_progress() as on_progress:
         solver = Solver(model, prm=prm, options=EngineOptions(n_threads=threads, n_gpu_layers=n_gpu_layers),
@@ -123,6 +143,11 @@ def _print_result(result) -> None:
     print(f"strategy: {result.strategy}" + (f" ({result.reason})" if result.reason else ""))
     if "difficulty" in result.stats:
         print(f"difficulty: {result.stats['difficulty']}")
+    if "samples_used" in result.stats:
+        s = result.stats
+        print(f"samples: {s['samples_used']}/{s['n_max']} (stopped by {s['stopped_by']}, "
+              f"P(leader holds) {s['posterior']}; saved ≈ {s['tokens_saved_est']} tokens"
+              + (f"; {s['cut']} weak traces cut" if s.get("cut") else "") + ")")
     print(f"tokens: {result.tokens}  time: {result.seconds:.1f}s  tok/s: {result.tokens / max(result.seconds, 1e-6):.1f}")
 
 

@@ -46,11 +46,20 @@ def eval_command(
              "those made with other settings are run again and replaced in the tables."),
     retry_failed: bool = typer.Option(False, "--retry-failed",
                                       help="Run again the problems logged as failed (their new rows replace them)."),
+    adaptive: bool = typer.Option(
+        False, "--adaptive",
+        help="Adaptive votes: majority and weighted gain rows replayed from their fixed-N samples "
+             "(NAME+adaptive); auto and bracket run adaptive."),
+    stop_at: float = typer.Option(0.95, "--stop-at", help="Adaptive: stop once P(leader holds) reaches this."),
+    wave: int = typer.Option(4, "--wave", help="Adaptive: samples per wave."),
+    cut: bool = typer.Option(False, "--cut", help="Adaptive: also DeepConf-cut rows (weak traces cut after wave 1)."),
 ) -> None:
     """Accuracy, mean tokens and time per strategy x N; resumable; writes log.jsonl and plot.svg."""
     from tts_tui.catalog import resolve_model
-    from tts_tui.evaluate import (check_m, code_version, current_filter, current_rows, format_table, job_params,
-                                  library_versions, load_problems, open_settings, plot_svg, run_eval, summarize)
+    from tts_tui.cli.app import adaptive_params
+    from tts_tui.evaluate import (adaptive_names, base_strategy, check_m, code_version, current_filter, current_rows,
+                                  format_table, job_params, library_versions, load_problems, open_settings, plot_svg,
+                                  run_eval, summarize)
     from tts_tui.refit import format_bins
     from tts_tui.search.protocol import SearchParams
     from tts_tui.search.strategies import validate
@@ -61,7 +70,9 @@ def eval_command(
     ns = _ints(n, "--n")
     lv = set(_ints(levels, "--levels")) if levels else None
     base = SearchParams(n=max(ns), m=m, temperature=temperature, seed=seed, max_steps=max_steps,
-                        budget=budget_per_sample * max(ns))
+                        budget=budget_per_sample * max(ns), adaptive=adaptive_params(adaptive, stop_at, wave, cut))
+    if adaptive:
+        strategies = adaptive_names(strategies, cut)
     # every check a problem would fail the same way runs here, before any model loads:
     # a bad setting must not become one failed row per problem
     if verifier not in VERIFIERS:
@@ -71,7 +82,7 @@ def eval_command(
     check_m(strategies, ns, m)
     for s in strategies:
         for k in ns:
-            validate(s, job_params(base, s, k, budget_per_sample))
+            validate(base_strategy(s), job_params(base, s, k, budget_per_sample))
     problems = load_problems(data, limit, lv, skip)
     options = EngineOptions(n_threads=threads)
     with download_progress() as on_progress:

@@ -62,6 +62,12 @@ class SearchProgress:
         elif e.kind == ev.VOTES and e.data["groups"]:
             g = e.data["groups"][0]
             self.best = f"{g['answer']} ({g['count']} votes)"
+        elif e.kind == ev.STOP_RULE:
+            d = e.data
+            verdict = "stop" if d["stop"] else "next wave" if d["samples_used"] < d["n_max"] else "N reached"
+            sign = "≥" if d["stop"] else "<"
+            err.print(f"[dim]samples {d['samples_used']}/{d['n_max']}: P(leader holds) {d['posterior']:.3f} "
+                      f"{sign} {d['stop_at']}: {verdict}" + (f"; {d['cut']} cut" if d.get("cut") else "") + "[/dim]")
         elif e.kind == ev.INFO:
             self.info = e.data["text"]
             err.print(f"[dim]{self.info}[/dim]")

@@ -25,6 +25,9 @@ STRATEGIES: dict[str, tuple[Strategy, str]] = {
     "auto": (auto.auto, "estimate difficulty, then pick the strategy and N"),
 }
 
+# Votes that can draw their samples in waves and stop once decided (--adaptive).
+ADAPTIVE = ("majority", "weighted", "bracket", "auto")
+
 # Strategies where N/M sets the number of kept beams or subtrees.
 NEEDS_M_DIVIDES_N = {"beam", "dvts", "revise"}
 USES_M = NEEDS_M_DIVIDES_N | {"mcts", "auto"}
@@ -48,6 +51,23 @@ def validate(strategy: str, p: SearchParams) -> None:
         raise InputError(f"top-p must be in (0, 1], got {p.top_p}")
     if p.max_steps < 1:
         raise InputError(f"max steps must be at least 1, got {p.max_steps}")
+    if p.adaptive is not None:
+        _validate_adaptive(strategy, p)
+
+
+def _validate_adaptive(strategy: str, p: SearchParams) -> None:
+    a = p.adaptive
+    assert a is not None
+    if strategy not in ADAPTIVE:
+        raise InputError(f"--adaptive works with {', '.join(ADAPTIVE)}, not {strategy}")
+    if not 0 < a.stop_at < 1:
+        raise InputError(f"--stop-at must be between 0 and 1 (a probability), got {a.stop_at}")
+    if a.wave < 1:
+        raise InputError(f"--wave must be at least 1, got {a.wave}")
+    if not 0 < a.keep <= 1:
+        raise InputError(f"the share of traces the cut keeps must be in (0, 1], got {a.keep}")
+    if a.window < 1:
+        raise InputError(f"the confidence window must be at least 1 token, got {a.window}")
 
 
 def run_strategy(strategy: str, search: Search) -> Result:

@@ -52,7 +52,7 @@ def auto(search: Search) -> Result:
     p = search.params
     k = max(1, min(int(table.get("probe", 4)), p.n))
     a = p.adaptive
-    probes = [n for n in sampling.sample_full(search, k, confidence=bool(a and a.cut)) if n.answer]
+    probes = [n for n in sampling.sample_full(search, k, confidence=True) if n.answer]
     if a is not None:
         # The probes are the adaptive loop's first wave: when they already decide the
         # vote, an easy problem ends here.

@@ -70,7 +70,8 @@ def draw(search: Search, n: int, weigh: Weigh | None = None, first: Sequence[Nod
     if a is not None and a.cut and search.cut_floor is None and first:
         search.cut_floor = _floor(search, list(first), a.window, a.keep)
     if a is None:
-        more = sample_full(search, n - drawn) if n > drawn else []
+        # token confidences on every vote: what an adaptive vote is replayed from (eval)
+        more = sample_full(search, n - drawn, confidence=True) if n > drawn else []
         done = [*first, *_answered(more)]
         return Draw(done, max(n, drawn), max(n, drawn), "max-n")
     out = Draw(list(first), drawn, n, "max-n", floor=search.cut_floor)
@@ -80,7 +81,7 @@ def draw(search: Search, n: int, weigh: Weigh | None = None, first: Sequence[Nod
         return out
     while out.drawn < n and not search.stopped:
         k = min(a.wave, n - out.drawn)
-        wave = sample_full(search, k, confidence=a.cut, cut_below=search.cut_floor)
+        wave = sample_full(search, k, confidence=True, cut_below=search.cut_floor)
         leaves += wave
         out.drawn += k
         out.cut += sum(x.finish == "cut" for x in wave)
