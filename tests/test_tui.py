@@ -332,6 +332,130 @@ async def test_collapsed_subtrees_are_made_lazily():
         assert view.tnodes[n3.id].parent is view.tnodes[n2.id]
 
 
+# -- adaptive votes (issue 17): the stop rule, saved tokens and cut traces, seen live -----------------
+def panel_text(app, panel_id: str) -> str:
+    return str(app.view.query_one(f"#{panel_id}").render())
+
+
+def stop_rule(used: int, posterior: float, stop: bool, cut: int = 0):
+    from tts_tui.search import events as ev
+
+    return ev.Event(ev.STOP_RULE, data={"samples_used": used, "n_max": 16, "posterior": posterior, "stop_at": 0.95,
+                                        "stop": stop, "leader": "42", "cut": cut, "cut_floor": None})
+
+
+async def test_stop_rule_events_show_the_posterior_samples_and_tokens_saved():
+    from tts_tui.search import events as ev
+
+    app = make_app(strategy="majority", n=16, m=1)
+    async with app.run_test(size=SIZE) as pilot:
+        view = app.view
+        view.reset("What is 6*7?", 4096)
+        view.running = True
+        view.apply([ev.Event(ev.BUDGET, data={"spent": 100})])
+        await pilot.pause()
+        assert not view.query_one("#stop-rule").display  # nothing adaptive seen yet: no line
+        view.apply([stop_rule(4, 0.81, False)])
+        await pilot.pause()
+        shown = panel_text(app, "stop-rule")
+        assert view.query_one("#stop-rule").display
+        assert "P(leader holds) 0.81 < 0.95: next wave" in shown and "samples 4/16" in shown
+        assert "saved" not in panel_text(app, "compute")  # nothing is saved before the run ends
+        view.apply([stop_rule(8, 0.9687, True)])
+        assert "P(leader holds) 0.97 ≥ 0.95: stop" in panel_text(app, "stop-rule")
+        stats = {"samples_used": 8, "n_max": 16, "stopped_by": "posterior", "posterior": 0.9687, "cut": 0,
+                 "cut_floor": None, "tokens_saved_est": 2310}
+        view.apply([ev.Event(ev.DONE, data={"answer": "42", "confidence": 1.0, "votes": [], "tokens": 2310,
+                                            "seconds": 1.0, "stats": stats})])
+        view.finish()
+        await pilot.pause()
+        assert "samples 8/16" in panel_text(app, "stop-rule")
+        compute = panel_text(app, "compute")
+        assert "saved ≈ 2,310 tokens vs N=16" in compute and "cut" not in compute
+        # the last wave fell short of stop_at at N: the verdict says so, not "next wave"
+        view.apply([stop_rule(16, 0.9476, False)])
+        view.result = {**view.result, "stats": {**stats, "samples_used": 16, "stopped_by": "max-n",
+                                                "posterior": 0.9476, "tokens_saved_est": 0}}
+        view.refresh_panels()
+        assert "P(leader holds) 0.94 < 0.95: N reached" in panel_text(app, "stop-rule")
+
+
+async def test_a_cut_trace_reads_as_cut_with_its_reason():
+    from fakes import FakeGenerator, FakeScorer
+    from tts_tui.search.protocol import AdaptiveParams, SearchParams
+    from tts_tui.search.run import Search
+    from tts_tui.search.strategies import run_strategy
+    from tts_tui.verify.answers import MathAnswers
+
+    # Branches 0-3 (the first wave) are confident; 4-7 are not and are cut (as in test_adaptive).
+    gen = FakeGenerator(answers=("42", "41", "42", "41", "7", "7", "7", "7"),
+                        confidences=(9.0, 9.0, 9.0, 9.0, 2.0, 2.0, 2.0, 2.0))
+    params = SearchParams(n=8, budget=100_000, adaptive=AdaptiveParams(wave=4, cut=True, keep=0.9, window=4))
+    search = Search(gen, "What is 6*7?", params, MathAnswers(), FakeScorer())
+    run_strategy("majority", search)
+    app = make_app(strategy="majority", n=8, m=1)
+    async with app.run_test(size=SIZE) as pilot:
+        view = app.view
+        view.reset("What is 6*7?", params.budget)
+        view.running = True
+        view.apply(search.events)  # the recorded run, replayed as the app shows one
+        view.finish()
+        await pilot.pause()
+        cut = [n for n in view.model.nodes.values() if n.finish == "cut"]
+        assert len(cut) == 4
+        label = view.tnodes[cut[0].id].label.plain
+        assert label.startswith("✗") and label.endswith("✂ cut")
+        assert "✂ cut 4 traces below confidence 9.00" in panel_text(app, "compute")
+        tree = app.query_one("#tree", Tree)
+        tree.focus()
+        tree.move_cursor(view.reveal(cut[0].id))
+        await pilot.pause(0.3)
+        detail = str(app.query_one("#detail", Static).render())
+        assert "✂ cut: confidence 2.00 over 4 tokens fell below the floor 9.00" in detail
+
+
+async def test_the_adaptive_box_makes_a_vote_adaptive():
+    from textual.widgets import Checkbox
+
+    from tts_tui.search.protocol import AdaptiveParams
+
+    app = make_app(strategy="majority", n=8, m=1)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+r")
+        await wait_done(pilot, app)
+        assert app.runner.requests[-1].params.adaptive is None  # off by default: a fixed-N vote
+        assert not app.view.query_one("#stop-rule").display and "saved" not in panel_text(app, "compute")
+        await pilot.click("#adaptive")
+        assert app.query_one("#adaptive", Checkbox).value and app.settings.adaptive
+        await pilot.press("ctrl+r")
+        await wait_done(pilot, app)
+        assert app.runner.requests[-1].params.adaptive == AdaptiveParams()
+        assert "samples 8/8" in panel_text(app, "stop-rule")  # the fake's answers never decide early
+        assert "saved ≈ 0 tokens vs N=8" in panel_text(app, "compute")
+        # a tree search has no waves: the box is off limits and the run is not refused for it
+        app.query_one("#strategy", Select).value = "beam"
+        await pilot.pause()
+        assert app.query_one("#adaptive", Checkbox).disabled
+        app.query_one("#m", Input).value = "2"
+        await pilot.pause()
+        await pilot.press("ctrl+r")
+        await wait_done(pilot, app)
+        assert app.runner.requests[-1].strategy == "beam" and app.runner.requests[-1].params.adaptive is None
+
+
+
+def test_compare_b_keeps_a_adaptive_setting_for_a_vote_only():
+    from dataclasses import replace
+
+    from tts_tui.search.protocol import AdaptiveParams, SearchParams
+    from tts_tui.tui.compare import default_b
+    from tts_tui.tui.runner import RunRequest
+
+    a = RunRequest("p", "majority", SearchParams(n=4, m=2, adaptive=AdaptiveParams()))
+    b = default_b(a)  # beam against an adaptive majority: beam has no waves, and is not refused
+    assert (b.strategy, b.params.adaptive, a.params.adaptive) == ("beam", None, AdaptiveParams())
+    assert default_b(replace(a, strategy="weighted")).params.adaptive == AdaptiveParams()
+
 @pytest.mark.model
 async def test_smoke_on_the_tiny_real_model(tiny_path):
     """The real engine behind the app: a short run finishes with a tree and a saved record."""

@@ -18,14 +18,14 @@ from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Button, Footer, Header, Input, Label, Select, Static, TextArea, Tree
+from textual.widgets import Button, Checkbox, Footer, Header, Input, Label, Select, Static, TextArea, Tree
 
 from tts_tui import paths
 from tts_tui.errors import TTSError
 from tts_tui.runlog import load_run, markdown_report
 from tts_tui.search import events as ev
-from tts_tui.search.protocol import SearchParams
-from tts_tui.search.strategies import STRATEGIES, validate
+from tts_tui.search.protocol import AdaptiveParams, SearchParams
+from tts_tui.search.strategies import ADAPTIVE, STRATEGIES, validate
 from tts_tui.session import VERIFIERS
 from tts_tui.tui.compare import COMPARE_CSS, CompareScreen
 from tts_tui.tui.controller import RunController
@@ -40,6 +40,14 @@ from tts_tui.tui.widgets import NumberInput
 TICK_S = 0.05  # how often the drain timer looks; the governor decides when to draw
 # Keys for the main screen only: another screen that runs things (compare) binds its own.
 MAIN_ONLY = {"run", "stop", "follow", "history", "export", "compare", "timeline"}
+ADAPTIVE_TIP = (f"{', '.join(ADAPTIVE)}: sample in waves of {AdaptiveParams.wave} and stop once "
+                f"P(leader holds) >= {AdaptiveParams.stop_at}; N is then the most samples drawn")
+
+
+def adaptive_params(strategy: str, on: bool) -> AdaptiveParams | None:
+    """The default adaptive knobs when the box is ticked and the strategy votes in waves;
+    the box stays ticked across strategies, so a beam run is not refused for it."""
+    return AdaptiveParams() if on and strategy in ADAPTIVE else None
 
 
 class TTSApp(App):
@@ -60,7 +68,8 @@ class TTSApp(App):
     .title { text-style: bold; margin-top: 1; }
     #answers { height: 9; }
     #best { height: 1; }
-    #compute { height: 7; }
+    #stop-rule { height: 2; }
+    #compute { height: 9; }
     #timeline { height: auto; color: $accent; }
     """ + COMPARE_CSS
     BINDINGS = [
@@ -109,6 +118,8 @@ class TTSApp(App):
                 yield Label("Strategy")
                 yield Select([(f"{k}: {v[1]}", k) for k, v in STRATEGIES.items()], value=s.strategy,
                              allow_blank=False, id="strategy")
+                yield Checkbox("adaptive: stop when decided", s.adaptive, id="adaptive",
+                               disabled=s.strategy not in ADAPTIVE, tooltip=ADAPTIVE_TIP, compact=True)
                 with Horizontal(classes="row"):
                     yield NumberInput(s.n, 1, "N", id="n", tooltip="N: total generations / beams")
                     yield NumberInput(s.m, 1, "M", id="m", tooltip="M: expansions per kept beam (N/M kept)")
@@ -184,16 +195,25 @@ class TTSApp(App):
         model = q("#model", Select).value
         model = None if model is Select.NULL else str(model)
         verifier = str(q("#verifier", Select).value)
-        params = SearchParams(n=n, m=m, budget=budget, temperature=temperature, seed=seed)
+        adaptive = q("#adaptive", Checkbox).value
+        params = SearchParams(n=n, m=m, budget=budget, temperature=temperature, seed=seed,
+                              adaptive=adaptive_params(str(strategy), adaptive))
         try:
             validate(str(strategy), params)
         except TTSError as exc:
             return None, str(exc)
-        self.settings = Settings(problem, str(strategy), n, m, budget, temperature, seed, model or "", verifier)
+        self.settings = Settings(problem, str(strategy), n, m, budget, temperature, seed, model or "", verifier,
+                                 adaptive)
         return RunRequest(problem, str(strategy), params, verifier, model), ""
+
+    @on(Select.Changed, "#strategy")
+    def _adaptive_applies(self) -> None:
+        # Only the votes sample in waves: for the others the box is off limits, not ignored.
+        self.query_one("#adaptive", Checkbox).disabled = self.query_one("#strategy", Select).value not in ADAPTIVE
 
     @on(Input.Changed)
     @on(Select.Changed)
+    @on(Checkbox.Changed)
     def _validate_inline(self) -> None:
         if not self.is_mounted:
             return

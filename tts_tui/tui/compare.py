@@ -19,7 +19,8 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Label, Select, Static
 
 from tts_tui.errors import TTSError
-from tts_tui.search.strategies import STRATEGIES, validate
+from tts_tui.search.protocol import SearchParams
+from tts_tui.search.strategies import ADAPTIVE, STRATEGIES, validate
 from tts_tui.session import VERIFIERS
 from tts_tui.tui.controller import RunController
 from tts_tui.tui.lanes import Lane, start_runs
@@ -32,7 +33,14 @@ from tts_tui.tui.widgets import NumberInput, Panel
 def default_b(a: RunRequest) -> RunRequest:
     """B differs from A in strategy: a vote against a tree search, by default."""
     strategy = "majority" if a.strategy != "majority" else "beam"
-    return replace(a, strategy=strategy, params=replace(a.params))
+    return replace(a, strategy=strategy, params=_params_for(strategy, a.params))
+
+
+def _params_for(strategy: str, params: SearchParams, **changes: Any) -> SearchParams:
+    """A's knobs for B: A's adaptive setting carries over to a vote only (a tree search
+    has no waves, and would be refused for it)."""
+    adaptive = params.adaptive if strategy in ADAPTIVE else None
+    return replace(params, adaptive=adaptive, **changes)
 
 
 COMPARE_CSS = """
@@ -110,7 +118,7 @@ class CompareScreen(Screen):
         except ValueError:
             return None, "B: N and M are whole numbers; temperature a number"
         strategy = str(q("#b-strategy", Select).value)
-        params = replace(self.a.params, n=n, m=m, temperature=temperature)
+        params = _params_for(strategy, self.a.params, n=n, m=m, temperature=temperature)
         try:
             validate(strategy, params)
         except TTSError as exc:

@@ -21,7 +21,8 @@ from textual.widgets.tree import TreeNode
 from tts_tui.search import events as ev
 from tts_tui.search.tree import CHOSEN, FINISHED, PRUNED, Node
 from tts_tui.search.tree import Tree as SearchTree
-from tts_tui.tui.view import answer_bars, budget_bar, detail_text, node_label, sparkline
+from tts_tui.tui.view import (adaptive_compute_lines, answer_bars, budget_bar, detail_text, node_label, sparkline,
+                              stop_rule_text)
 from tts_tui.tui.widgets import LiveTree, Panel
 
 DETAIL_DELAY_S = 0.08
@@ -43,6 +44,7 @@ class SearchView(Vertical):
         self.groups: list[dict[str, Any]] = []
         self.rates: list[float] = []
         self.info = ""
+        self.stop_rule: dict[str, Any] | None = None  # an adaptive vote's latest STOP_RULE data
         self.result: dict[str, Any] | None = None
         self.record: dict[str, Any] | None = None
         self.active_since: float | None = None  # the first event of this run
@@ -63,6 +65,9 @@ class SearchView(Vertical):
                 yield Label("Answers", classes="title")
                 yield Panel(answer_bars([]), id="answers")
                 yield Panel("", id="best")
+                stop = Panel("", id="stop-rule")
+                stop.display = False  # shown by an adaptive vote only: fixed-N runs look as before
+                yield stop
                 yield Label("Compute", classes="title")
                 yield Panel("", id="compute")
 
@@ -78,6 +83,7 @@ class SearchView(Vertical):
         self.tnodes = {0: tree.root}
         self.budget, self.spent = max(1, budget), 0
         self.groups, self.rates, self.info, self.result, self.record = [], [], "", None, None
+        self.stop_rule = None
         self.active_since = None
         self._last_rate = (time.monotonic(), 0)
         self._new, self._dirty, self._tree_flushed = [], set(), 0.0
@@ -97,6 +103,8 @@ class SearchView(Vertical):
                 self._dirty.add(e.node_id)
             elif e.kind == ev.VOTES:
                 self.groups = e.data["groups"]
+            elif e.kind == ev.STOP_RULE:
+                self.stop_rule = e.data
             elif e.kind == ev.INFO:
                 self.info = e.data["text"]
             elif e.kind == ev.BUDGET:
@@ -218,6 +226,7 @@ class SearchView(Vertical):
         if self.result is not None:
             best = f"answer: {self.result['answer']}  confidence {self.result['confidence']:.0%}"
         self.query_one("#best", Panel).update(best)
+        self._refresh_stop_rule()
         c = self.counts()
         out = Text()
         out.append_text(budget_bar(self.spent, self.budget))
@@ -227,9 +236,26 @@ class SearchView(Vertical):
             rate = self.rates[-1] if self.rates else 0.0
             out.append_text(sparkline(self.rates))
             out.append(f"\n{rate:.1f} tok/s  elapsed {self.elapsed():.1f}s\n")
+        for line in adaptive_compute_lines(self.stop_rule, self.adaptive_stats()):
+            out.append(line + "\n")
         if self.info:
             out.append(self.info)
         self.query_one("#compute", Panel).update(out)
+
+    def adaptive_stats(self) -> dict[str, Any] | None:
+        """The finished run's stats if it was an adaptive vote (only those say samples_used)."""
+        stats = (self.result or {}).get("stats") or {}
+        return stats if "samples_used" in stats else None
+
+    def _refresh_stop_rule(self) -> None:
+        """The stop posterior and samples used, under the answer, for an adaptive vote only."""
+        panel = self.query_one("#stop-rule", Panel)
+        stats = self.adaptive_stats()
+        shown = self.stop_rule is not None or stats is not None
+        if shown:
+            panel.update(stop_rule_text(self.stop_rule, stats))
+        if panel.display != shown:
+            panel.display = shown  # one layout pass when a run turns out adaptive (or a reset)
 
     def _leader_confidence(self) -> float:
         """The leading answer's share of the summed vote weight."""

@@ -23,6 +23,7 @@ class Settings:
     seed: int = 0
     model: str = "qwen2.5-coder-1.5b-instruct-q4_k_m"
     verifier: str = "confidence"
+    adaptive: bool = False  # adaptive votes (majority, weighted, bracket, auto): stop once decided
 
 
 def settings_path() -> Path:

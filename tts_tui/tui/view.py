@@ -11,6 +11,7 @@ from tts_tui.search.tree import CHOSEN, FINISHED, LIVE, PRUNED, Node, Tree
 
 GLYPHS = {LIVE: ("●", "yellow"), PRUNED: ("✗", "red dim"), FINISHED: ("✓", "green"), CHOSEN: ("★", "bold magenta")}
 DONE_GLYPH = ("·", "")  # a step on the way to a finished solution, after the run
+CUT_MARK = "✂"
 
 
 def preview(text: str, width: int = 48) -> str:
@@ -33,8 +34,15 @@ def node_label(node: Node, running: bool = True) -> Text:
     bits.append(f"{node.n_tokens}t")
     if node.answer and node.status in (FINISHED, CHOSEN):
         bits.append(f"= {node.answer}")
+    if is_cut(node):
+        bits.append(f"{CUT_MARK} cut")  # pruned on purpose (DeepConf), not by the budget
     label.append("  " + " · ".join(bits), style="dim" if node.status != CHOSEN else "magenta")
     return label
+
+
+def is_cut(node: Node) -> bool:
+    """A trace an adaptive vote cut for low confidence (it casts no vote)."""
+    return node.finish == "cut"
 
 
 def confidence(node: Node) -> float | None:
@@ -59,6 +67,8 @@ def detail_text(tree: Tree, node: Node) -> Text:
         if step.meta.get("asked"):  # a revision: what the model was asked before it
             out.append(step.meta["asked"] + "\n", style="italic cyan")
         out.append(step.text.rstrip() + "\n\n")
+        if is_cut(step):
+            out.append(f"{CUT_MARK} cut: {step.meta.get('cut') or 'low confidence'}\n\n", style="bold red")
     if node.answer:
         out.append(f"Answer: {node.answer}\n", style="bold green")
     return out
@@ -78,6 +88,64 @@ def answer_bars(groups: list[dict[str, Any]], width: int = 12) -> Text:
         out.append("█" * n + " " * (width - n), style=style)
         out.append(f" {g['count']:>2}v w{g['weight']:5.2f} {g['weight'] / total_w:4.0%}\n")
     return out
+
+
+# Why an adaptive vote stopped sampling, as the answer panel says it once the run is done.
+STOP_VERDICTS = {"posterior": "stop", "max-n": "N reached", "budget": "budget spent", "cancelled": "stopped"}
+
+
+def stop_rule_text(rule: dict[str, Any] | None, stats: dict[str, Any] | None = None) -> Text:
+    """An adaptive vote's stop rule: P(leader holds) against stop_at, then samples used of N.
+
+    `rule` is the latest STOP_RULE event's data; `stats` the finished run's stats. Once the
+    run is done its `stopped_by` gives the verdict: a last wave short of stop_at ended at N
+    or at the budget, and no next wave is coming."""
+    rule, stats = rule or {}, stats or {}
+    posterior = stats.get("posterior", rule.get("posterior"))
+    stop_at = rule.get("stop_at")
+    used = stats.get("samples_used", rule.get("samples_used", 0))
+    n_max = stats.get("n_max", rule.get("n_max", 0))
+    out = Text()
+    if posterior is None or stop_at is None:
+        out.append("P(leader holds) -", style="dim")  # no wave has been voted on
+    else:
+        holds = posterior >= stop_at
+        if "stopped_by" in stats:
+            verdict = STOP_VERDICTS.get(stats["stopped_by"], str(stats["stopped_by"]))
+        else:
+            verdict = "stop" if holds else "N reached" if used >= n_max else "next wave"
+        p, s = _two_sides(posterior, stop_at)
+        out.append(f"P(leader holds) {p} {'≥' if holds else '<'} {s}: ")
+        out.append(verdict, style="bold green" if holds else "yellow")
+    out.append(f"\nsamples {used}/{n_max}")
+    return out
+
+
+def _two_sides(value: float, bound: float) -> tuple[str, str]:
+    """Posterior and bound at 2 decimals, the posterior truncated or raised where rounding
+    would cross the bound (0.9476 < 0.95 must not read "0.95 < 0.95")."""
+    shown = round(value, 2)
+    if value < bound <= shown:
+        shown = math.floor(value * 100) / 100
+    elif shown < bound <= value:
+        shown = math.ceil(value * 100) / 100
+    b = f"{bound:.2f}" if round(bound, 2) == bound else f"{bound:g}"
+    return f"{shown:.2f}", b
+
+
+def adaptive_compute_lines(rule: dict[str, Any] | None, stats: dict[str, Any] | None = None) -> list[str]:
+    """The compute panel's adaptive lines: tokens saved against the fixed-N run (once it is
+    done: until then nothing is saved yet) and the traces cut, if any."""
+    rule, stats = rule or {}, stats or {}
+    lines = []
+    if "tokens_saved_est" in stats:
+        lines.append(f"saved ≈ {int(stats['tokens_saved_est']):,} tokens vs N={stats.get('n_max', '?')}")
+    cut = int(stats.get("cut", rule.get("cut", 0)) or 0)
+    if cut:
+        floor = stats.get("cut_floor", rule.get("cut_floor"))
+        below = f" below confidence {floor:.2f}" if floor is not None else ""
+        lines.append(f"{CUT_MARK} cut {cut} trace{'s' if cut != 1 else ''}{below}")
+    return lines
 
 
 FIGURE_COLUMNS = ("run", "strategy", "N", "M", "T", "verifier", "answer", "confidence", "votes", "tokens", "time",
