@@ -444,6 +444,16 @@ async def test_the_adaptive_box_makes_a_vote_adaptive():
 
 
 
+async def test_tts_tui_adaptive_presets_the_box():
+    from tts_tui.search.protocol import AdaptiveParams
+
+    app = make_app(strategy="weighted", n=8, m=1, adaptive=True)  # `tts tui --adaptive`
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+r")
+        await wait_done(pilot, app)
+        assert app.runner.requests[-1].params.adaptive == AdaptiveParams()
+
+
 def test_compare_b_keeps_a_adaptive_setting_for_a_vote_only():
     from dataclasses import replace
 

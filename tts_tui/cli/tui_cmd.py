@@ -23,7 +23,9 @@ def tui_command(
     seed: Optional[int] = typer.Option(None, "--seed"),
     model: Optional[str] = typer.Option(None, "--model"),
     verifier: Optional[str] = typer.Option(None, "--verifier"),
+    adaptive: Optional[bool] = typer.Option(None, "--adaptive/--fixed",
+                                            help="Tick (or clear) the adaptive box: votes stop once decided."),
 ) -> None:
     """Open the terminal UI (options as in `tts solve` preset the controls)."""
     open_tui(problem=problem, strategy=strategy, n=n, m=m, budget=budget, temperature=temperature,
-             seed=seed, model=model, verifier=verifier)
+             seed=seed, model=model, verifier=verifier, adaptive=adaptive)
