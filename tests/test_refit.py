@@ -67,3 +67,21 @@ def test_eval_rows_carry_probe_agreement_and_auto_reads_a_user_table(tmp_path):
     assert load_table()["probe"] == 2
     user.write_text("{broken")
     assert load_table()["probe"] == 4  # a broken user table falls back to the default
+
+
+def test_refit_can_choose_an_adaptive_vote_and_auto_then_draws_in_waves():
+    rows = ROWS + [row("p1", "majority+adaptive", 8, True, 300), row("p2", "majority+adaptive+cut", 8, True, 250),
+                   row("p2", "majority+adaptive", 8, True, 350), row("p1", "majority+adaptive+cut", 8, True, 260),
+                   row("p1", "auto+adaptive", 8, True, 10), row("p2", "auto+adaptive", 8, True, 10)]
+    table = {"probe": 4, "bins": {"easy": {"strategy": "weighted", "n_scale": 1.0}}}
+    new, _ = refit(rows, table, max_n=8)
+    assert new["bins"]["easy"] == {"strategy": "majority", "n_scale": 1.0, "adaptive": True, "cut": True}
+    # auto with that table: a split easy bin (3 of 4 probes agree) goes on in waves, not to a fixed N
+    user = paths.auto_table_path()
+    user.parent.mkdir(parents=True, exist_ok=True)
+    user.write_text(json.dumps({"probe": 4, "bins": {**load_table()["bins"], "easy": new["bins"]["easy"]}}))
+    gen = FakeGenerator(answers=("42", "42", "41", "42", "42", "42", "42", "42"))
+    search = Search(gen, "q", SearchParams(n=16, budget=100_000), MathAnswers(), FakeScorer())
+    result = run_strategy("auto", search)
+    assert result.stats["difficulty"] == "easy" and result.stats["samples_used"] == 8  # 3:1, then 7:1 stops
+    assert gen.calls == [4, 4]

@@ -60,15 +60,26 @@ def refit(rows: list[dict[str, Any]], table: dict[str, Any], max_n: int) -> tupl
     new = {**table, "bins": dict(table["bins"])}
     lines = []
     for b, cells in sorted(accuracy_by_bin(rows).items()):
-        choosable = {c: v for c, v in cells.items() if c[0] not in NOT_CHOOSABLE}
+        choosable = {c: v for c, v in cells.items() if c[0].split("+")[0] not in NOT_CHOOSABLE}
         if not choosable:
             continue
         (strategy, n), v = max(choosable.items(), key=lambda kv: (kv[1]["accuracy"], -kv[1]["mean_tokens"]))
-        new["bins"][b] = {"strategy": strategy, "n_scale": round(n / max_n, 4)}
+        new["bins"][b] = table_entry(strategy, round(n / max_n, 4))
         lines.append(f"{b}: {strategy} N={n} ({v['accuracy']:.0%} on {int(v['problems'])} problems, "
                      f"{v['mean_tokens']:.0f} mean tokens)")
     new["_refit"] = lines
     return new, lines
+
+
+def table_entry(name: str, n_scale: float) -> dict[str, Any]:
+    """A row name as a table entry: "majority+adaptive+cut" is a majority vote drawn in
+    waves (stopping once decided) with DeepConf's cut."""
+    base, *flags = name.split("+")
+    entry: dict[str, Any] = {"strategy": base, "n_scale": n_scale}
+    if "adaptive" in flags:
+        entry["adaptive"] = True
+        entry["cut"] = "cut" in flags
+    return entry
 
 
 def format_bins(rows: list[dict[str, Any]]) -> str:

@@ -11,9 +11,11 @@ not wasted: they are k of the N generations, and vote strategies reuse them.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from tts_tui.search.protocol import AdaptiveParams
 from tts_tui.search.run import Result, Search
 from tts_tui.search.strategies import sampling
 from tts_tui.search.tree import Node
@@ -82,6 +84,9 @@ def auto(search: Search) -> Result:
         difficulty=label, chosen_strategy=strategy, chosen_n=total, pass_rate=agree,
     )
     search.difficulty = label  # type: ignore[attr-defined]
+    if choice.get("adaptive") and p.adaptive is None and not searches:
+        # the table found waves pay off in this bin (a refit from `tts eval --adaptive`)
+        search.params = replace(p, adaptive=AdaptiveParams(cut=bool(choice.get("cut"))))
     if searches:
         result = _search(search, strategy, total)
     else:
