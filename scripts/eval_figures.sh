@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The evaluations behind the README's figures (issues #3, #5 and #15), in priority order.
+# The evaluations behind the README's figures (issues #3, #5, #15 and #17), in priority order.
 # Each `tts eval` is resumable: rerun this script after a kill and finished problems are kept.
 # Default model, first 20 problems, matched budget of 512 tokens per sample (4096 at N=8);
 # MATH gets 1024 per sample, since at 512 most CoT misses were cut off unanswered.
@@ -45,3 +45,16 @@ B=1024 step 15 fix-math20-l12 --data $M --levels 1,2 --strategy majority,weighte
 if (( FIRST <= 16 && 16 <= LAST )); then
   python3 bench/dropped_samples.py --limit 40 --out eval-out/dropped-gsm8k40.jsonl
 fi
+# Issue 17: adaptive votes on the report slices (problems 1-60 of gsm8k_dev; 30 of math_dev
+# levels 1-3), default model. One fixed run at N=16 per problem yields majority and weighted
+# at 8 and 16 and the replayed adaptive rows (max 16; with the DeepConf cut too); auto runs
+# adaptive live. The first 20 GSM8K problems come first, then the live check of the replay.
+A="--adaptive --cut --wave 4 --stop-at 0.95"
+LIMIT=20 step 17 adaptive-gsm8k60 --data $G --strategy majority,weighted --n 8,16 $A
+if (( FIRST <= 18 && 18 <= LAST )); then
+  python3 bench/adaptive_live.py --limit 3 --n 16 --wave 4 --out eval-out/adaptive-live.jsonl
+fi
+LIMIT=60 step 19 adaptive-gsm8k60 --data $G --strategy majority,weighted --n 8,16 $A
+LIMIT=60 step 20 adaptive-gsm8k60 --data $G --strategy auto --n 16 --m 4 $A
+B=1024 LIMIT=30 step 21 adaptive-math30 --data $M --levels 1,2,3 --strategy majority,weighted --n 8,16 $A
+B=1024 LIMIT=30 step 22 adaptive-math30 --data $M --levels 1,2,3 --strategy auto --n 16 --m 4 $A

@@ -31,7 +31,7 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +65,7 @@ def adaptive_names(strategies: list[str], cut: bool) -> list[str]:
         if s in ("majority", "weighted"):
             out += [s, f"{s}+adaptive"] + ([f"{s}+adaptive+cut"] if cut else [])
         elif s in ("auto", "bracket"):
-            out.append(f"{s}+adaptive" + ("+cut" if cut else ""))
+            out.append(f"{s}+adaptive")  # a live run each: the cut is measured on the replayed votes
         else:
             out.append(s)
     return list(dict.fromkeys(out))
@@ -468,7 +468,9 @@ def job_params(base: SearchParams, strategy: str, n: int, budget_per_sample: int
 
     # strategies that ignore M get one that is valid at any N; the others get M as given
     m = base.m if base_strategy(strategy) in USES_M else min(base.m, n)
-    adaptive = base.adaptive if ADAPTIVE_SUFFIX in strategy else None  # a fixed run carries the replayed rows
+    adaptive = None  # a fixed run carries the replayed rows
+    if ADAPTIVE_SUFFIX in strategy and base.adaptive is not None:
+        adaptive = replace(base.adaptive, cut=strategy.endswith("+cut"))
     return SearchParams(**{**base.__dict__, "n": n, "m": m, "budget": budget_per_sample * n, "adaptive": adaptive})
 
 
