@@ -1,9 +1,11 @@
-"""How big an adaptive wave should be, and what token confidences cost: side by side, one run.
+"""How big an adaptive wave should be, and what captured signals cost: side by side, one run.
 
-For each batch size K: K branches decoded together from one prompt, with token
-confidences off and on (DeepConf's top-20 confidence on every token, as adaptive votes
-and `tts eval` ask for), alternating, `--repeats` times each. Prints one line per K:
-  K=4 off=21.3 on=20.9 on/off=0.981 off/off@16=0.62
+For each batch size K: K branches decoded together from one prompt, three ways in turn,
+`--repeats` times each: plain (off); with token confidences (on: DeepConf's top-20
+confidence on every token, as adaptive votes and `tts eval` ask for); and with full
+capture (cap: confidences, entropy, self-certainty and each step's hidden state, what a
+learned verifier reads). Prints one line per K:
+  K=4 off=21.3 on=20.9 cap=20.7 on/off=0.981 cap/off=0.972 off/off@16=0.62
 off/off@16 is the aggregate throughput at K relative to the largest K: a wave of K
 samples runs at that fraction of the full batch's speed.
 
@@ -27,8 +29,13 @@ PROMPT = "Natalia sold clips to 48 of her friends in April, and then she sold ha
          "How many clips did Natalia sell altogether in April and May? Explain step by step."
 
 
-def run(engine: BranchEngine, root, k: int, new: int, confidence: bool) -> float:
-    stop = StopRule(delimiter=None, max_tokens=new, conf_top_k=20 if confidence else 0)
+MODES = ("off", "on", "cap")
+
+
+def run(engine: BranchEngine, root, k: int, new: int, mode: str) -> float:
+    # a step delimiter every line, so the captured runs take a hidden state per step too
+    stop = StopRule(delimiter="\n", max_tokens=new, max_steps=new, max_total=new,
+                    conf_top_k=0 if mode == "off" else 20, capture=mode == "cap")
     reqs = [BranchRequest(root, SamplingParams(temperature=0.8, seed=i, ban_eos=True), stop, keep_kv=False)
             for i in range(k)]
     t0 = time.perf_counter()
@@ -48,18 +55,19 @@ def main() -> None:
     model = LlamaModel(resolve_model(args.model))
     engine = BranchEngine(model, n_ctx=4096, n_seq_max=max(ks) + 2)
     root = engine.prefill(model.chat_tokens([{"role": "user", "content": PROMPT}]))
-    run(engine, root, max(ks), 8, True)  # warm up
-    res: dict[tuple[int, bool], list[float]] = {}
+    run(engine, root, max(ks), 8, "cap")  # warm up
+    res: dict[tuple[int, str], list[float]] = {}
     for _ in range(args.repeats):
         for k in ks:
-            for conf in (False, True):
-                res.setdefault((k, conf), []).append(run(engine, root, k, args.tokens, conf))
+            for mode in MODES:
+                res.setdefault((k, mode), []).append(run(engine, root, k, args.tokens, mode))
     med = {key: statistics.median(v) for key, v in res.items()}
-    top = med[(max(ks), False)]
+    top = med[(max(ks), "off")]
     print(f"# model={model.path.name} tokens={args.tokens} repeats={args.repeats}")
     for k in ks:
-        off, on = med[(k, False)], med[(k, True)]
-        print(f"K={k} off={off:.1f} on={on:.1f} on/off={on / off:.3f} off/off@{max(ks)}={off / top:.2f}")
+        off, on, cap = (med[(k, m)] for m in MODES)
+        print(f"K={k} off={off:.1f} on={on:.1f} cap={cap:.1f} on/off={on / off:.3f} cap/off={cap / off:.3f} "
+              f"off/off@{max(ks)}={off / top:.2f}")
 
 
 if __name__ == "__main__":

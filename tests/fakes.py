@@ -28,7 +28,9 @@ class FakeGenerator:
 
     def __init__(self, answers=("42", "42", "41", "42", "7"), depth: int = 3, step_tokens: int = 5,
                  loops: frozenset[int] = frozenset(), chatter: frozenset[int] = frozenset(),
-                 stops_at_answer: bool = True, confidences=(10.0,)) -> None:
+                 stops_at_answer: bool = True, confidences=(10.0,), reverse_report: bool = False) -> None:
+        self.reverse_report = reverse_report  # report each round's steps last request first, as
+        # an engine reports steps in the order they finish, not in request order
         self.confidences = list(confidences)
         self.answers = list(answers)
         self.stops_at_answer = stops_at_answer  # False: an engine that writes on past an answer
@@ -78,13 +80,14 @@ class FakeGenerator:
         used = [0] * len(requests)
         while live:
             nxt = []
+            reports = []
             for i in live:
                 if should_stop():
                     continue
                 if spent + self.step_tokens > budget:
                     res = StepResult(i, "", [], [], "budget", states[i], ended=True)
                     out[i].append(res)
-                    on_step(res)
+                    reports.append(res) if self.reverse_report else on_step(res)
                     continue
                 rule = requests[i].stop
                 res = self._step(i, states[i], requests[i].prefix if not out[i] else "",
@@ -104,9 +107,11 @@ class FakeGenerator:
                 res.ended = not goes_on
                 states[i] = res.handle
                 out[i].append(res)
-                on_step(res)
+                reports.append(res) if self.reverse_report else on_step(res)
                 if goes_on:
                     nxt.append(i)
+            for res in reversed(reports):
+                on_step(res)
             live = nxt
         return out
 

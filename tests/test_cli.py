@@ -172,7 +172,7 @@ def test_eval_adaptive_writes_replayed_and_live_rows(tmp_path, tiny_path):
     for name in ("majority+adaptive", "majority+adaptive+cut"):
         r = rows[name]
         assert r["subsampled_from"] == 4 and r["samples_used"] in (2, 4) and r["tokens"] <= rows["majority"]["tokens"]
-    assert len(rows["majority"]["samples"][0]) == 5  # answer, score, tokens, lowest window, drops
+    assert len(rows["majority"]["samples"][0]) == 6  # answer, score, tokens, lowest window, drops, finish
     assert rows["auto+adaptive"]["samples_used"] >= 1
     assert "majority+adaptive" in proc.stdout  # in the table
 

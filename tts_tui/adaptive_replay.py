@@ -29,7 +29,7 @@ def trace_record(confidences: Sequence[float], window: int) -> dict[str, Any]:
     trace gives the floor) and `drops`, [token count, new lowest] each time the running
     lowest over full windows fell (what decides where a floor would cut it)."""
     low = lowest_window(confidences, window)
-    drops: list[list[float]] = []
+    drops: list[list[float]] = []  # unrounded: a floor compares them as the engine does
     run = 0.0
     best = float("inf")
     for t, c in enumerate(confidences, 1):
@@ -38,8 +38,8 @@ def trace_record(confidences: Sequence[float], window: int) -> dict[str, Any]:
             run -= confidences[t - window - 1]
         if t >= window and run / window < best:
             best = run / window
-            drops.append([t, round(best, 3)])
-    return {"low": None if low is None else round(low, 3), "drops": drops}
+            drops.append([t, best])
+    return {"low": low, "drops": drops}
 
 
 def cut_at(drops: Sequence[Sequence[float]], floor: float) -> int | None:
@@ -49,7 +49,7 @@ def cut_at(drops: Sequence[Sequence[float]], floor: float) -> int | None:
 
 def replay(samples: Sequence[dict[str, Any]], a: AdaptiveParams, weighted: bool,
            equivalent: Equivalent) -> dict[str, Any]:
-    """The adaptive vote over `samples` in order (answer, score, tokens, low, drops each):
+    """The adaptive vote over `samples` in order (answer, score, tokens, low, drops, finish each):
     its answer, tokens, samples used, why it stopped, the last posterior, traces cut."""
     used: list[dict[str, Any]] = []
     votes: list[tuple[str, float, int]] = []
@@ -58,7 +58,9 @@ def replay(samples: Sequence[dict[str, Any]], a: AdaptiveParams, weighted: bool,
         wave = samples[start:start + a.wave]
         for i, s in enumerate(wave, start):
             at = cut_at(s.get("drops") or [], floor) if a.cut and floor is not None else None
-            if at is not None and at < s["tokens"]:
+            # the engine checks the cut after a completed answer ("stop") and before the
+            # share, the delimiter or the end of sequence that follow the same token
+            if at is not None and (at < s["tokens"] or s.get("finish") != "stop"):
                 tokens += at
                 cut += 1
                 continue

@@ -137,15 +137,16 @@ def compared_only_for() -> dict[str, set[str]]:
     --m and the engine's sequence count say (`job_params`)."""
     from tts_tui.search.strategies import STRATEGIES, USES_M
 
-    live = {f"{s}+adaptive{cut}" for s in ("auto", "bracket") for cut in ("", "+cut")}
-    return {"auto_table": {"auto"} | {x for x in live if x.startswith("auto")}, "m": set(USES_M) | live,
-            "n_seq_max": set(STRATEGIES) - SINGLE, "adaptive": REPLAYED | live}
+    live = {f"{s}{ADAPTIVE_SUFFIX}" for s in ("auto", "bracket")}
+    return {"auto_table": {"auto"}, "m": set(USES_M), "n_seq_max": set(STRATEGIES) - SINGLE,
+            "adaptive": REPLAYED | live}
 
 
 def matters(key: str, strategies: Iterable[str]) -> bool:
     """Whether setting `key` can change the rows of any of `strategies`."""
     only = compared_only_for().get(key)
-    return only is None or not only.isdisjoint(strategies)
+    names = set(strategies)
+    return only is None or not only.isdisjoint(names | {base_strategy(s) for s in names if key != "adaptive"})
 
 
 class SettingsMismatch(InputError):
@@ -156,6 +157,8 @@ def params_settings(base: SearchParams, budget_per_sample: int) -> dict[str, Any
     """The search knobs that change results. N and the budget are per row (the budget is
     N x the per-sample budget); `extra` is a strategy's scratch space."""
     knobs = {k: v for k, v in base.settings().items() if k not in ("n", "budget", "extra")}
+    if knobs.get("adaptive"):  # the cut is in the row names (NAME+adaptive+cut), not a setting
+        knobs["adaptive"] = {k: v for k, v in knobs["adaptive"].items() if k != "cut"}
     return {**knobs, "budget_per_sample": budget_per_sample}
 
 
@@ -212,13 +215,18 @@ def library_versions() -> dict[str, str | None]:
     return out
 
 
+# Settings a directory made before they existed has no value for: no row there read them,
+# so taking one up is no change (an existing fixed-N directory gains adaptive rows).
+ADDED_LATER = {"adaptive"}
+
+
 def settings_diff(old: dict[str, Any], new: dict[str, Any], strategies: Iterable[str]) -> list[str]:
     """'key: old -> new' for each setting that differs and matters to `strategies`. A key
     only one side has differs too (a PRM added or dropped)."""
     running = set(strategies)
     out = []
     for key in sorted(set(old) | set(new)):
-        if not matters(key, running):
+        if not matters(key, running) or (key in ADDED_LATER and old.get(key) is None):
             continue
         if old.get(key) != new.get(key):
             out.append(f"{key}: {_short(old.get(key))} -> {_short(new.get(key))}")
@@ -621,7 +629,7 @@ def _rows(strategy: str, n: int, yields: list[int], p: Problem, result: Any, sea
                "seconds": round(sample_seconds * frac, 2),
                "subsampled_from": n if k != n else None,
                # every sample's answer and score, so other votes can be tried from the log
-               **({"samples": [[s["answer"], round(s["score"], 4), s["tokens"], s["low"], s["drops"]]
+               **({"samples": [[s["answer"], round(s["score"], 4), s["tokens"], s["low"], s["drops"], s["finish"]]
                                for s in samples]} if k == n else {})}
 
 
@@ -748,9 +756,8 @@ def _samples(search: Any, window: int = 32) -> list[dict[str, Any]]:
     (`trace_record` over `window` tokens), in generation order."""
     tree = search.tree
     out = []
-    for child in tree.children(tree.root):
-        if child.kind == "match":  # bracket's judged matches, not samples
-            continue
+    firsts = [c for c in tree.children(tree.root) if c.kind != "match"]  # not bracket's judged matches
+    for child in sorted(firsts, key=lambda c: (c.meta.get("sample", c.id), c.id)):  # seed order
         leaf = child
         while leaf.children:
             leaf = tree.nodes[leaf.children[-1]]
@@ -762,6 +769,7 @@ def _samples(search: Any, window: int = 32) -> list[dict[str, Any]]:
             "score": search.path_score(leaf) if ok and search.scorer else 0.0,
             "tokens": sum(x.n_tokens for x in path),
             "id": leaf.id,
+            "finish": leaf.finish,
             **trace_record([c for x in path for c in x.meta.get("conf", [])], window),
         })
     return out

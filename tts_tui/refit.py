@@ -55,8 +55,11 @@ def accuracy_by_bin(rows: list[dict[str, Any]]) -> dict[str, dict[tuple[str, int
     return out
 
 
-def refit(rows: list[dict[str, Any]], table: dict[str, Any], max_n: int) -> tuple[dict[str, Any], list[str]]:
-    """A new table (bins without evidence keep their old entry) and one line per bin saying why."""
+def refit(rows: list[dict[str, Any]], table: dict[str, Any], max_n: int,
+          adaptive: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[str]]:
+    """A new table (bins without evidence keep their old entry) and one line per bin saying
+    why. `adaptive`: the settings the log's adaptive rows were made with (kept with a bin
+    that chooses one, so auto runs it as it was measured)."""
     new = {**table, "bins": dict(table["bins"])}
     lines = []
     for b, cells in sorted(accuracy_by_bin(rows).items()):
@@ -64,14 +67,14 @@ def refit(rows: list[dict[str, Any]], table: dict[str, Any], max_n: int) -> tupl
         if not choosable:
             continue
         (strategy, n), v = max(choosable.items(), key=lambda kv: (kv[1]["accuracy"], -kv[1]["mean_tokens"]))
-        new["bins"][b] = table_entry(strategy, round(n / max_n, 4))
+        new["bins"][b] = table_entry(strategy, round(n / max_n, 4), adaptive)
         lines.append(f"{b}: {strategy} N={n} ({v['accuracy']:.0%} on {int(v['problems'])} problems, "
                      f"{v['mean_tokens']:.0f} mean tokens)")
     new["_refit"] = lines
     return new, lines
 
 
-def table_entry(name: str, n_scale: float) -> dict[str, Any]:
+def table_entry(name: str, n_scale: float, adaptive: dict[str, Any] | None = None) -> dict[str, Any]:
     """A row name as a table entry: "majority+adaptive+cut" is a majority vote drawn in
     waves (stopping once decided) with DeepConf's cut."""
     base, *flags = name.split("+")
@@ -79,6 +82,8 @@ def table_entry(name: str, n_scale: float) -> dict[str, Any]:
     if "adaptive" in flags:
         entry["adaptive"] = True
         entry["cut"] = "cut" in flags
+        if adaptive:
+            entry["adaptive_settings"] = {k: v for k, v in adaptive.items() if k != "cut"}
     return entry
 
 

@@ -67,6 +67,8 @@ def eval_command(
     from tts_tui.cli.progress import download_progress
 
     strategies = [s.strip() for s in strategy.split(",") if s.strip()]
+    if any("+" in s for s in strategies):
+        raise TTSError("--strategy takes plain names (majority, auto, ...): --adaptive adds the NAME+adaptive rows")
     ns = _ints(n, "--n")
     lv = set(_ints(levels, "--levels")) if levels else None
     base = SearchParams(n=max(ns), m=m, temperature=temperature, seed=seed, max_steps=max_steps,
@@ -115,7 +117,7 @@ def eval_command(
     if any(r.get("probe_agree") is not None or r.get("difficulty") for r in mine):
         print("\n" + format_bins(mine))
     if refit_auto:
-        _refit(mine, max(ns))
+        _refit(mine, max(ns), base.settings()["adaptive"])
 
 
 def _print_row(row: dict) -> None:
@@ -180,13 +182,13 @@ def engine_meter(solver):
     return read
 
 
-def _refit(rows: list[dict], max_n: int) -> None:
+def _refit(rows: list[dict], max_n: int, adaptive: Optional[dict] = None) -> None:
     from tts_tui import paths
     from tts_tui.atomic import write_json
     from tts_tui.refit import refit
     from tts_tui.search.strategies.auto import load_table
 
-    table, lines = refit(rows, load_table(), max_n)
+    table, lines = refit(rows, load_table(), max_n, adaptive)
     if not lines:
         raise TTSError("--refit-auto: no difficulty estimates in this log (run a sample strategy or auto first)")
     write_json(paths.auto_table_path(), table)

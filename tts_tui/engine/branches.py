@@ -42,6 +42,8 @@ FINISH_CONTEXT = "context"  # context window or KV cache full
 FINISH_BUDGET = "budget"
 FINISH_CANCELLED = "cancelled"
 FINISH_CUT = "cut"  # its confidence fell below the rule's floor: a weak trace, ended early
+TokenStats = tuple  # (confidence, entropy, self-certainty) of one sampled token; None where not asked
+NO_STATS: TokenStats = (None, None, None)
 DONE_REASONS = {FINISH_EOS, FINISH_STOP}  # the model ended the solution itself
 
 
@@ -111,6 +113,9 @@ class StepOutput:
     seconds: float = 0.0
     ended: bool = False  # the branch ends with this step (whatever the finish says)
     confidences: list[float] = field(default_factory=list)  # per token, when the rule asks
+    entropies: list[float] = field(default_factory=list)  # per token, when the rule captures
+    certainties: list[float] = field(default_factory=list)  # self-certainty per token, when it captures
+    hidden: Any = None  # final-norm state that predicted the step's last token (captured), or None
 
     @property
     def done(self) -> bool:
@@ -165,6 +170,9 @@ class _Branch:
     generated: int = 0  # tokens sampled in this generate() call
     fences: int = 0  # code fences in the branch's earlier steps (odd: a step starts in code)
     step_conf: list[float] = field(default_factory=list)
+    step_ent: list[float] = field(default_factory=list)
+    step_cert: list[float] = field(default_factory=list)
+    hidden: Any = None  # the state at the last token decoded (it predicted the newest token)
     window: deque = field(default_factory=deque)  # the last cut_window token confidences
     window_sum: float = 0.0
 
@@ -392,9 +400,9 @@ class BranchEngine:
                 if sampled is None:
                     self._finish_all(live, FINISH_CONTEXT, on_step)
                     break
-                for b, tok, lp, conf in sampled:
+                for b, tok, lp, stats in sampled:
                     generated += 1
-                    self._advance(b, tok, lp, on_step, conf)
+                    self._advance(b, tok, lp, on_step, stats)
                 if on_tokens is not None:
                     on_tokens(len(sampled))
                 live = [b for b in live if b.live]
@@ -456,8 +464,7 @@ class BranchEngine:
             self._busy.discard(seq)
         return len(todo)
 
-    def _decode_step(self, live: list[_Branch], want_lp: bool
-                     ) -> list[tuple[_Branch, int, float, float | None]] | None:
+    def _decode_step(self, live: list[_Branch], want_lp: bool) -> list[tuple[_Branch, int, float, TokenStats]] | None:
         """One llama_decode for every live branch; sample each. None = KV cache full."""
         b = self.batch
         n = 0
@@ -479,24 +486,46 @@ class BranchEngine:
                 b.logits[n - 1] = 1
                 outputs.append((br, n - 1))
         b.n_tokens = n
-        if self._decode() != 0:
-            return None
+        # Hidden states come with the logits of the same decode, but only when every token
+        # in the batch is an output: with embeddings on, llama.cpp makes every token one,
+        # and a fork's or a prefix's extra tokens would each cost a vocabulary projection.
+        hidden = n == len(outputs) and any(br.req.stop.capture for br, _ in outputs)
+        if hidden:
+            L.llama_set_embeddings(self.ctx, True)
+        try:
+            if self._decode() != 0:
+                return None
+        finally:
+            if hidden:
+                L.llama_set_embeddings(self.ctx, False)
+        for br, idx in outputs:
+            br.hidden = self._hidden(idx) if hidden and br.req.stop.capture else None
         for br in live:
             br.pos += br.fed
             del br.queue[: br.fed]
             br.fed = 0
         toks = [int(L.llama_sampler_sample(br.sampler, self.ctx, idx)) for br, idx in outputs]
         top_k = [br.req.stop.conf_top_k for br, _ in outputs]
-        if want_lp or any(top_k):
-            lps, confs = self._logprobs(toks, top_k)
+        spread = [br.req.stop.capture for br, _ in outputs]
+        if want_lp or any(top_k) or any(spread):
+            lps, stats = self._logprobs(toks, top_k, spread)
         else:
-            lps, confs = [0.0] * len(toks), [None] * len(toks)
-        return [(br, t, lp, c) for (br, _), t, lp, c in zip(outputs, toks, lps, confs)]
+            lps, stats = [0.0] * len(toks), [NO_STATS] * len(toks)
+        return [(br, t, lp, st) for (br, _), t, lp, st in zip(outputs, toks, lps, stats)]
 
-    def _logprobs(self, toks: list[int], top_k: list[int] | None = None) -> tuple[list[float], list[float | None]]:
-        """log p(token) under the raw model, for all outputs at once (vectorized); and
-        for each row with top_k > 0, its token confidence: minus the mean logprob of its
-        k likeliest tokens (DeepConf; high when the distribution is peaked)."""
+    def _hidden(self, idx: int) -> np.ndarray | None:
+        """A copy of the final-norm state of batch token `idx` (float32), or None."""
+        ptr = L.llama_get_embeddings_ith(self.ctx, idx)
+        if not ptr:
+            return None
+        return np.ctypeslib.as_array(ptr, shape=(self.model.n_embd,)).copy()
+
+    def _logprobs(self, toks: list[int], top_k: list[int] | None = None, spread: list[bool] | None = None
+                  ) -> tuple[list[float], list[TokenStats]]:
+        """log p(token) under the raw model, for all outputs at once (vectorized); and per
+        row, when asked: its token confidence (top_k > 0: minus the mean logprob of its k
+        likeliest tokens, DeepConf; high when the distribution is peaked), its entropy and
+        its self-certainty (KL from uniform to the distribution; Kang et al. 2025)."""
         n = len(toks)
         if n == 0:
             return [], []
@@ -510,14 +539,24 @@ class BranchEngine:
         np.exp(buf, out=buf)
         lse = np.log(buf.sum(axis=1)) + m[:, 0]
         picked = rows[np.arange(n), np.asarray(toks)]
-        confs: list[float | None] = [None] * n
-        for i, k in enumerate(top_k or []):
+        stats: list[TokenStats] = [NO_STATS] * n
+        for i in range(n):
+            k = top_k[i] if top_k else 0
+            conf = ent = cert = None
             if k > 0:  # a partial sort of one row: ~1 ms on a 150k vocabulary
                 top = np.partition(rows[i], v - k)[v - k:]
-                confs[i] = float(lse[i] - top.mean())
-        return (picked - lse).astype(float).tolist(), confs
+                # rounded here, once: the cut, the nodes and a replay from the log all
+                # read the very same values
+                conf = round(float(lse[i] - top.mean()), 3)
+            if spread and spread[i]:
+                z = float(buf[i].sum())  # buf holds exp(row - max): p = buf / z
+                mean_x = float(np.dot(buf[i], rows[i])) / z
+                ent = float(lse[i] - mean_x)
+                cert = float(lse[i] - rows[i].mean(dtype=np.float64) - np.log(v))
+            stats[i] = (conf, ent, cert)
+        return (picked - lse).astype(float).tolist(), stats
 
-    def _advance(self, br: _Branch, tok: int, lp: float, on_step, conf: float | None = None) -> None:
+    def _advance(self, br: _Branch, tok: int, lp: float, on_step, stats: TokenStats = (None, None, None)) -> None:
         """Take the sampled token into the branch; end the step or branch if a rule says so."""
         model = self.model
         rule = br.req.stop
@@ -530,6 +569,10 @@ class BranchEngine:
         br.generated += 1
         br.step_tokens.append(tok)
         br.step_logprobs.append(lp)
+        conf, ent, cert = stats
+        if ent is not None:
+            br.step_ent.append(ent)
+            br.step_cert.append(cert if cert is not None else 0.0)
         if conf is not None:
             br.step_conf.append(conf)
             br.window.append(conf)
@@ -587,10 +630,14 @@ class BranchEngine:
             seconds=time.monotonic() - br.started,
             ended=ended,
             confidences=br.step_conf,
+            entropies=br.step_ent,
+            certainties=br.step_cert,
+            hidden=br.hidden,
         )
         br.steps.append(out)
         br.fences += (out.forced + out.text).count("```")
         br.step_tokens, br.step_logprobs, br.step_bytes, br.step_conf = [], [], bytearray(), []
+        br.step_ent, br.step_cert = [], []
         br.started = time.monotonic()
         if on_step is not None:
             on_step(out)

@@ -35,6 +35,7 @@ class LlamaModel:
         self.vocab = L.llama_model_get_vocab(self.ptr)
         self.n_vocab = int(L.llama_vocab_n_tokens(self.vocab))
         self.n_ctx_train = int(L.llama_model_n_ctx_train(self.ptr))
+        self.n_embd = int(L.llama_model_n_embd(self.ptr))
         self.eos = int(L.llama_vocab_eos(self.vocab))
         self.bos = int(L.llama_vocab_bos(self.vocab))
         self._pieces: dict[int, bytes] = {}

@@ -38,6 +38,9 @@ class StopRule:
     cut_below: end the branch (finish "cut") when the mean confidence of its last
       `cut_window` tokens falls below this (needs conf_top_k): a weak trace stops
       spending tokens, and does not vote.
+    capture: report each token's entropy and self-certainty, and each step's hidden
+      state (the final-norm embedding that predicted its last token), for verifiers
+      that learn from them. Free of extra decodes: one decode gives logits and states.
     """
 
     delimiter: str | None = "\n\n"
@@ -50,6 +53,7 @@ class StopRule:
     conf_top_k: int = 0
     cut_window: int = 32
     cut_below: float | None = None
+    capture: bool = False
 
 
 _OPEN_BOX = re.compile(r"\\(?:boxed|fbox)\s*\{")

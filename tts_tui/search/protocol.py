@@ -44,6 +44,9 @@ class StepResult:
     seconds: float = 0.0
     ended: bool = False  # the branch ends with this step
     confidences: list[float] = field(default_factory=list)  # per token, when asked
+    entropies: list[float] = field(default_factory=list)  # per token, when captured
+    certainties: list[float] = field(default_factory=list)  # per token, when captured
+    hidden: Any = None  # the step's final hidden state, when captured
 
     @property
     def done(self) -> bool:

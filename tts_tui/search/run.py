@@ -68,6 +68,9 @@ class Search:
         self.cancel = cancel or threading.Event()
         self.spent = 0
         self.cut_floor: float | None = None  # the DeepConf floor in force (adaptive votes set it)
+        self.samples_drawn = 0  # full samples requested so far (their seed order)
+        # a verifier that learns from hidden states and token statistics has them captured
+        self.capture = bool(getattr(scorer, "needs_capture", False))
         self.started = time.monotonic()
         self.events: list[ev.Event] = []
         self.info: list[str] = []
@@ -99,8 +102,8 @@ class Search:
         window = a.window if a is not None else 32
         return StopRule(delimiter=delimiter, max_tokens=self.params.step_tokens, max_steps=max_steps,
                         max_total=max_total, answer_stop=answer_stop,
-                        conf_top_k=CONF_TOP_K if confidence or cut_below is not None else 0,
-                        cut_window=window, cut_below=cut_below)
+                        conf_top_k=CONF_TOP_K if confidence or cut_below is not None or self.capture else 0,
+                        cut_window=window, cut_below=cut_below, capture=self.capture)
 
     def expand(
         self,
@@ -182,7 +185,11 @@ class Search:
         node.state = out.handle
         node.meta["seconds"] = round(out.seconds, 3)
         if getattr(out, "confidences", None):
-            node.meta["conf"] = [round(c, 3) for c in out.confidences]
+            node.meta["conf"] = list(out.confidences)  # rounded by the engine
+        if getattr(out, "entropies", None):
+            node.meta["ent"] = round(sum(out.entropies) / len(out.entropies), 4)
+            node.meta["sc"] = round(sum(out.certainties) / len(out.certainties), 4)
+        node.hidden = getattr(out, "hidden", None)
         self.spent += len(out.tokens)
         if scope is None:
             text = self.tree.path_text(node)

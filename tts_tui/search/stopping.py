@@ -49,9 +49,15 @@ def _beta_above_half(a: float, b: float) -> float:
     return float(min(1.0, max(0.0, inner)))
 
 
+# A vote the verifier scores 0 still counts a quarter of a sure one: a verifier may shift
+# the stop by 4:1 at most (as bracket trusts its judge), never erase a rival answer.
+WEIGHT_FLOOR = 0.25
+
+
 def normalised(weights: Sequence[float]) -> list[float]:
     """Confidence weights scaled to sum to the number of votes: the posterior then holds
     as much evidence as the count of samples, shared out by confidence (CISC)."""
+    weights = [max(w, WEIGHT_FLOOR) for w in weights]
     total = sum(weights)
     if total <= 0:
         return [1.0 for _ in weights]

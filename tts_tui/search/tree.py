@@ -30,6 +30,9 @@ class Node:
     visits: int = 0
     value: float = 0.0
     state: Any = field(default=None, repr=False, compare=False)  # engine handle; not serialized
+    # final-norm state that predicted the step's last token (a learned verifier's input);
+    # not serialized: a run file stays small unless asked to keep them
+    hidden: Any = field(default=None, repr=False, compare=False)
 
     @property
     def n_tokens(self) -> int:
@@ -40,7 +43,7 @@ class Node:
         return sum(self.logprobs) / len(self.logprobs) if self.logprobs else None
 
     def to_dict(self) -> dict[str, Any]:
-        d = {k: v for k, v in self.__dict__.items() if k != "state"}
+        d = {k: v for k, v in self.__dict__.items() if k not in ("state", "hidden")}
         return d
 
     @classmethod

@@ -55,21 +55,20 @@ def auto(search: Search) -> Result:
     k = max(1, min(int(table.get("probe", 4)), p.n))
     a = p.adaptive
     probes = [n for n in sampling.sample_full(search, k, confidence=True) if n.answer]
+    groups = search.vote(probes)
+    top = groups[0].count if groups else 0
+    agree = top / k
     if a is not None:
         # The probes are the adaptive loop's first wave: when they already decide the
         # vote, an easy problem ends here.
-        got = sampling.draw(search, k, first=probes, drawn=k)
+        got = sampling.draw(search, k, first=probes, drawn=k, n_max=p.n)
         if got.stopped_by == "posterior":
             search.note(f"the {k} probes decide it: P(leader holds) {got.posterior:.3f} >= {a.stop_at}",
-                        difficulty="easy", chosen_strategy="majority", chosen_n=k, pass_rate=1.0)
-            groups = search.vote(probes)
+                        difficulty="easy", chosen_strategy="majority", chosen_n=k, pass_rate=agree)
             result = sampling.with_draw(search.finish("auto", groups, sampling._representative(search, groups)),
                                         search, got)
             result.stats.update({"difficulty": "easy", "chosen_strategy": "majority"})
             return result
-    groups = search.vote(probes)
-    top = groups[0].count if groups else 0
-    agree = top / k
     label = difficulty_bin(agree, k)
     choice = table["bins"][label]
     strategy = choice["strategy"]
@@ -84,13 +83,18 @@ def auto(search: Search) -> Result:
         difficulty=label, chosen_strategy=strategy, chosen_n=total, pass_rate=agree,
     )
     search.difficulty = label  # type: ignore[attr-defined]
-    if choice.get("adaptive") and p.adaptive is None and not searches:
-        # the table found waves pay off in this bin (a refit from `tts eval --adaptive`)
-        search.params = replace(p, adaptive=AdaptiveParams(cut=bool(choice.get("cut"))))
+    if choice.get("adaptive") and p.adaptive is None:
+        # the table found waves pay off in this bin (a refit from `tts eval --adaptive`),
+        # with the settings they were measured with
+        fields = AdaptiveParams.__dataclass_fields__
+        known = {key: v for key, v in choice.get("adaptive_settings", {}).items() if key in fields}
+        search.params = replace(p, adaptive=AdaptiveParams(**{**known, "cut": bool(choice.get("cut"))}))
     if searches:
         result = _search(search, strategy, total)
     else:
-        result = _vote(search, strategy, probes, k, total - k)
+        # an adaptive run announced the probes' posterior above (the table's own adaptive
+        # choice did not: its first check is in the vote)
+        result = _vote(search, strategy, probes, k, total - k, checked=a is not None)
     result.reason = search.info[0]
     result.stats["difficulty"] = label
     result.stats["chosen_strategy"] = strategy
@@ -100,11 +104,11 @@ def auto(search: Search) -> Result:
 VOTES = ("majority", "weighted", "best-of-n")
 
 
-def _vote(search: Search, strategy: str, probes: list[Node], drawn: int, extra: int) -> Result:
+def _vote(search: Search, strategy: str, probes: list[Node], drawn: int, extra: int, checked: bool = False) -> Result:
     """The probes and `extra` more samples vote: every probe drawn counts against N,
     answered or not, so a run never draws more than N samples."""
     weigh = search.path_scores if strategy != "majority" else None
-    got = sampling.draw(search, drawn + extra, weigh, first=probes, drawn=drawn)
+    got = sampling.draw(search, drawn + extra, weigh, first=probes, drawn=drawn, checked=checked)
     done = got.done
     weights = search.path_scores(done) if weigh is not None else None
     groups = search.vote(done, weights)

@@ -34,6 +34,12 @@ def sample_full(search: Search, n: int, temperature: float | None = None, share:
     share = share or p.share
     paths = search.expand([search.tree.root] * n, samplings=samplings, max_steps=p.max_steps, keep=False,
                           max_total=share, confidence=confidence, cut_below=cut_below)
+    # Steps arrive as they finish, so the tree holds samples in no set order; number them
+    # in request (seed) order: a vote read from the first k is the one a run at k draws.
+    for path in paths:
+        if path:
+            path[0].meta["sample"] = search.samples_drawn
+        search.samples_drawn += 1
     return [path[-1] for path in paths if path]
 
 
@@ -61,11 +67,14 @@ class Draw:
                 "tokens_saved_est": round(self.tokens_per_sample * (self.n_max - self.drawn))}
 
 
-def draw(search: Search, n: int, weigh: Weigh | None = None, first: Sequence[Node] = (), drawn: int = 0) -> Draw:
+def draw(search: Search, n: int, weigh: Weigh | None = None, first: Sequence[Node] = (), drawn: int = 0,
+         n_max: int | None = None, checked: bool = False) -> Draw:
     """N samples for a vote, or fewer when adaptive and the vote is decided early.
 
     `first`: samples already drawn (auto's probes, `drawn` of them, answered or not),
-    counted as the first wave."""
+    counted as the first wave (`checked`: their posterior is announced already).
+    `n_max`: the N reported (and saved against), when it is not `n` (auto's probes
+    decide whether to go on to the N the user gave)."""
     a = search.params.adaptive
     if a is not None and a.cut and search.cut_floor is None and first:
         search.cut_floor = _floor(search, list(first), a.window, a.keep)
@@ -74,10 +83,11 @@ def draw(search: Search, n: int, weigh: Weigh | None = None, first: Sequence[Nod
         more = sample_full(search, n - drawn, confidence=True) if n > drawn else []
         done = [*first, *_answered(more)]
         return Draw(done, max(n, drawn), max(n, drawn), "max-n")
-    out = Draw(list(first), drawn, n, "max-n", floor=search.cut_floor)
+    out = Draw(list(first), drawn, n if n_max is None else n_max, "max-n", floor=search.cut_floor)
     spent0 = search.spent
     leaves: list[Node] = []
-    if drawn and _decided(search, out, weigh, a.stop_at):
+    if drawn and not checked and _decided(search, out, weigh, a.stop_at):
+        out.tokens_per_sample = search.spent / max(1, drawn)  # the probes' own tokens
         return out
     while out.drawn < n and not search.stopped:
         k = min(a.wave, n - out.drawn)

@@ -1,0 +1,92 @@
+"""Issue 16 part 1: signals captured during decoding, at no extra decode."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import llama_cpp as L
+from tts_tui.engine import BranchRequest, SamplingParams, StopRule
+
+
+def embedding_of(model, tokens: list[int]) -> np.ndarray:
+    """The final-norm state at the last of `tokens`, from a fresh context in embeddings
+    mode (the reference the captured state must match)."""
+    params = L.llama_context_default_params()
+    params.n_ctx, params.n_batch, params.embeddings = 1024, 1024, True
+    params.pooling_type = L.LLAMA_POOLING_TYPE_NONE
+    ctx = L.llama_init_from_model(model.ptr, params)
+    batch = L.llama_batch_init(len(tokens), 0, 1)
+    try:
+        for i, t in enumerate(tokens):
+            batch.token[i], batch.pos[i], batch.n_seq_id[i] = t, i, 1
+            batch.seq_id[i][0], batch.logits[i] = 0, 1
+        batch.n_tokens = len(tokens)
+        assert L.llama_decode(ctx, batch) == 0
+        return np.ctypeslib.as_array(L.llama_get_embeddings_ith(ctx, len(tokens) - 1), shape=(model.n_embd,)).copy()
+    finally:
+        L.llama_batch_free(batch)
+        L.llama_free(ctx)
+
+
+@pytest.mark.model
+def test_a_step_carries_the_state_that_predicted_its_last_token(engine, tiny_model):
+    prompt = tiny_model.chat_tokens([{"role": "user", "content": "What is 2 + 3? Explain."}])
+    root = engine.prefill(prompt)
+    rule = StopRule(delimiter="\n\n", max_tokens=24, max_steps=2, capture=True)
+    free = engine.free_sequences
+    (steps,) = engine.generate([BranchRequest(root, SamplingParams(temperature=0.0), rule, keep_kv=False)])
+    assert engine.free_sequences == free
+    path = list(prompt)
+    for step in steps:
+        assert step.hidden is not None and step.hidden.shape == (tiny_model.n_embd,)
+        assert len(step.entropies) == len(step.certainties) == len(step.tokens)
+        assert all(e >= 0 for e in step.entropies) and all(c >= 0 for c in step.certainties)
+        # the state at the step's second-to-last token is the one that predicted its last
+        want = embedding_of(tiny_model, path + step.tokens[:-1])
+        cos = float(step.hidden @ want / np.linalg.norm(step.hidden) / np.linalg.norm(want))
+        assert cos > 0.99, cos
+        path += step.tokens
+
+
+@pytest.mark.model
+def test_capture_off_gives_no_state_and_prefill_stays_logits_free(engine, tiny_model):
+    root = engine.prefill(tiny_model.chat_tokens([{"role": "user", "content": "Say hi."}]))
+    (steps,) = engine.generate([BranchRequest(root, SamplingParams(temperature=0.0),
+                                              StopRule(delimiter=None, max_tokens=6), keep_kv=False)])
+    assert steps[-1].hidden is None and steps[-1].entropies == []
+    # embeddings are switched off again after a capturing decode: a long prefill works
+    rule = StopRule(delimiter=None, max_tokens=4, capture=True)
+    engine.generate([BranchRequest(root, SamplingParams(temperature=0.0), rule, keep_kv=False)])
+    again = engine.prefill(tiny_model.tokenize("word " * 300))
+    assert again is not None
+
+
+def test_the_search_keeps_states_and_statistics_on_nodes_but_not_in_saved_runs():
+    from fakes import FakeGenerator
+    from tts_tui.search.protocol import SearchParams
+    from tts_tui.search.run import Search
+    from tts_tui.search.strategies.sampling import sample_full
+    from tts_tui.verify.answers import MathAnswers
+
+    class Capturing:
+        name, needs_capture = "probe", True
+
+        def score(self, search, nodes):
+            return [0.5 for _ in nodes]
+
+    class Gen(FakeGenerator):
+        def expand(self, requests, **kw):
+            assert all(r.stop.capture and r.stop.conf_top_k for r in requests)  # asked for
+            return super().expand(requests, **kw)
+
+        def _step(self, i, parent, prefix, answer_stop=False):
+            res = super()._step(i, parent, prefix, answer_stop)
+            res.entropies, res.certainties = [0.5] * len(res.tokens), [2.0] * len(res.tokens)
+            res.hidden = np.ones(4, dtype=np.float32)
+            return res
+
+    search = Search(Gen(answers=("42",)), "q", SearchParams(n=2, budget=1000), MathAnswers(), Capturing())
+    leaves = sample_full(search, 2)
+    assert all(n.hidden is not None and n.meta["ent"] == 0.5 and n.meta["sc"] == 2.0 for n in leaves)
+    assert "hidden" not in leaves[0].to_dict()
