@@ -19,9 +19,24 @@ from tts_tui.search.protocol import SearchParams
 from tts_tui.search.run import Result, Search
 from tts_tui.search.strategies import run_strategy, validate
 from tts_tui.verify.answers import MathAnswers
-from tts_tui.verify.scorers import ConfidenceScorer, PRMFormat, PRMScorer, SelfJudgeScorer
+from tts_tui.verify.scorers import (ConfidenceScorer, DeepConfScorer, EntropyScorer, PRMFormat, PRMScorer,
+                                    SelfCertaintyScorer, SelfJudgeScorer)
 
-VERIFIERS = ("confidence", "self-judge", "prm")
+VERIFIERS = ("confidence", "self-judge", "prm", "probe", "deepconf", "self-certainty", "entropy")
+TRAINING_FREE = {"confidence": ConfidenceScorer, "deepconf": DeepConfScorer,
+                 "self-certainty": SelfCertaintyScorer, "entropy": EntropyScorer}
+
+
+def probe_file_for(model_path: Path) -> Path:
+    from tts_tui.catalog.fetch import known_sha256
+    from tts_tui.verifier_train import probe_path
+
+    return probe_path(model_path, known_sha256(model_path)[1])
+
+
+def default_verifier_for(model_path: Path) -> str:
+    """The probe where one is trained for the model, else confidence."""
+    return "probe" if probe_file_for(model_path).is_file() else "confidence"
 
 
 @dataclass
@@ -60,13 +75,35 @@ class Solver:
         return BranchEngine(model, n_ctx=o.n_ctx, n_seq_max=o.n_seq_max, n_threads=o.n_threads)
 
     def scorer(self, verifier: str):
-        if verifier == "confidence":
-            return ConfidenceScorer()
+        if verifier in TRAINING_FREE:
+            return TRAINING_FREE[verifier]()
+        if verifier == "probe":
+            return self._probe_scorer()
         if verifier == "self-judge":
             return SelfJudgeScorer(self.engine)
         if verifier == "prm":
             return self._prm_scorer()
         raise InputError(f"unknown verifier {verifier!r} (choose from: {', '.join(VERIFIERS)})")
+
+    def probe_file(self) -> Path:
+        """Where this model's trained probe is (or would be)."""
+        return probe_file_for(self.model_path)
+
+    def default_verifier(self) -> str:
+        """The probe where one is trained for this model, else confidence."""
+        return default_verifier_for(self.model_path)
+
+    def _probe_scorer(self):
+        from tts_tui.catalog.fetch import known_sha256
+        from tts_tui.verify.probe import Probe, ProbeScorer
+
+        if getattr(self, "_probe", None) is None:
+            path = self.probe_file()
+            if not path.is_file():
+                raise InputError(f"no probe verifier is trained for {self.model_path.name}: "
+                                 f"tts verifier train --model {self.model_path} --data FILE.jsonl")
+            self._probe = ProbeScorer(Probe.load(path, known_sha256(self.model_path)[1]))
+        return self._probe
 
     def _prm_scorer(self) -> PRMScorer:
         if self._prm is None:

@@ -40,6 +40,8 @@ def root(ctx: typer.Context) -> None:
 STRATEGY_HELP = "cot, best-of-n, majority, weighted, beam, dvts, mcts, keep-thinking, revise, bracket, auto"
 ADAPTIVE_HELP = ("majority, weighted, bracket, auto: sample in waves and stop once the leading answer is "
                  "likely to hold (N becomes the most samples).")
+VERIFIER_HELP = ("confidence, self-judge, prm, probe, deepconf, self-certainty, entropy "
+                 "(default: the probe where one is trained for the model, else confidence)")
 CUT_HELP = "Adaptive: cut traces whose confidence falls below what the first wave reached (DeepConf)."
 DEFAULT_WAVE = 4  # see the README's wave figures (bench/engine_throughput.py)
 
@@ -81,7 +83,7 @@ def solve(
     seed: int = typer.Option(0, "--seed"),
     max_steps: int = typer.Option(24, "--max-steps"),
     model: Optional[str] = typer.Option(None, "--model", help="Catalog id or path to a GGUF file."),
-    verifier: str = typer.Option("confidence", "--verifier", help="confidence, self-judge, prm"),
+    verifier: Optional[str] = typer.Option(None, "--verifier", help=VERIFIER_HELP),
     prm: Optional[str] = typer.Option(None, "--prm", help="PRM model (catalog id or GGUF path)."),
     aggregate: str = typer.Option("last", "--aggregate", help="Step-score aggregation: last, min, prod, mean."),
     threads: Optional[int] = typer.Option(None, "--threads"),
@@ -102,7 +104,7 @@ def solve(
     text = _read_problem(problem, file).strip()
     if not text:
         raise TTSError("the problem is empty (give it as an argument, with --file, or on stdin)")
-    if verifier not in VERIFIERS:
+    if verifier is not None and verifier not in VERIFIERS:
         raise TTSError(f"unknown verifier {verifier!r} (choose from: {', '.join(VERIFIERS)})")
     if aggregate not in ("last", "min", "prod", "mean"):
         raise TTSError(f"unknown aggregation {aggregate!r} (last, min, prod, mean)")
@@ -113,6 +115,7 @@ def solve(
     with download_progress() as on_progress:
         solver = Solver(model, prm=prm, options=EngineOptions(n_threads=threads, n_gpu_layers=n_gpu_layers),
                         on_progress=on_progress)
+    verifier = verifier or solver.default_verifier()
     cancel = threading.Event()
     try:
         with SearchProgress(budget) as progress:
@@ -244,13 +247,29 @@ def doctor() -> None:
     print(f"models dir: {paths.models_dir()}")
     print(f"runs dir: {paths.runs_dir()}")
     print(f"system: {info['system_info']}")
+    print(f"verifiers: {_verifiers_line()}")
+
+
+def _verifiers_line() -> str:
+    """Which verifiers the default model can use now (the probe only where one is trained)."""
+    from tts_tui import paths
+    from tts_tui.catalog import load_catalog
+    from tts_tui.session import probe_file_for
+
+    free = "confidence, self-judge, deepconf, self-certainty, entropy, prm (with --prm)"
+    entry = next((e for e in load_catalog().entries if e.default), None)
+    if entry is None or not entry.is_present(paths.models_dir()):
+        return f"{free}; probe: default model not downloaded"
+    probe = probe_file_for(entry.path(paths.models_dir()))
+    return f"{free}; probe: {'trained (' + str(probe) + ')' if probe.is_file() else 'not trained (tts verifier train)'}"
 
 
 def _register_optional() -> None:
-    from tts_tui.cli import eval_cmd, tui_cmd
+    from tts_tui.cli import eval_cmd, tui_cmd, verifier_cmd
 
     app.command("eval")(eval_cmd.eval_command)
     app.command("tui")(tui_cmd.tui_command)
+    app.add_typer(verifier_cmd.verifier_app, name="verifier")
 
 
 _register_optional()

@@ -34,7 +34,8 @@ def eval_command(
     seed: int = typer.Option(0, "--seed"),
     max_steps: int = typer.Option(24, "--max-steps"),
     model: Optional[str] = typer.Option(None, "--model"),
-    verifier: str = typer.Option("confidence", "--verifier"),
+    verifier: Optional[str] = typer.Option(None, "--verifier",
+                                           help="Default: the probe where one is trained for the model, else confidence."),
     prm: Optional[str] = typer.Option(None, "--prm"),
     out: Optional[Path] = typer.Option(None, "--out", help="Output dir (default eval-out/<data>-<model>)."),
     threads: Optional[int] = typer.Option(None, "--threads"),
@@ -63,7 +64,7 @@ def eval_command(
     from tts_tui.refit import format_bins
     from tts_tui.search.protocol import SearchParams
     from tts_tui.search.strategies import validate
-    from tts_tui.session import VERIFIERS, EngineOptions, Solver
+    from tts_tui.session import VERIFIERS, EngineOptions, Solver, default_verifier_for
     from tts_tui.cli.progress import download_progress
 
     strategies = [s.strip() for s in strategy.split(",") if s.strip()]
@@ -77,7 +78,7 @@ def eval_command(
         strategies = adaptive_names(strategies, cut)
     # every check a problem would fail the same way runs here, before any model loads:
     # a bad setting must not become one failed row per problem
-    if verifier not in VERIFIERS:
+    if verifier is not None and verifier not in VERIFIERS:
         raise TTSError(f"unknown verifier {verifier!r} (choose from: {', '.join(VERIFIERS)})")
     if verifier == "prm" and not prm:
         raise TTSError("--verifier prm needs --prm MODEL (a catalog id or a GGUF path)")
@@ -90,6 +91,7 @@ def eval_command(
     with download_progress() as on_progress:
         model_path = resolve_model(model, on_progress=on_progress)
         prm_path = resolve_model(prm, role="verifier", on_progress=on_progress) if verifier == "prm" else None
+    verifier = verifier or default_verifier_for(model_path)
     out = out or Path("eval-out") / f"{data.stem}-{model_path.stem}"
     settings = eval_settings(data, model_path, prm_path, verifier, base, budget_per_sample, options)
     code = code_version()

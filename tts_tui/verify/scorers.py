@@ -6,6 +6,9 @@
 - prm: a process reward model in its own GGUF and context (Math-Shepherd style: a
   step tag after each step, P(good) at the tag; or RLHFlow style: one user turn per
   step, P(good) as the assistant's reply).
+- deepconf, self-certainty, entropy: training-free signals the engine captures while
+  decoding (Fu et al. 2025; Kang et al. 2025), squashed into [0, 1] monotonically.
+- probe: a learned verifier on the policy's hidden states (verify/probe.py).
 """
 
 from __future__ import annotations
@@ -37,6 +40,44 @@ class ConfidenceScorer:
             lp = n.mean_logprob
             out.append(math.exp(lp) if lp is not None else 0.0)
         return out
+
+
+class DeepConfScorer:
+    """DeepConf's bottom-10% group confidence of the path so far (32-token windows)."""
+
+    name = "deepconf"
+    needs_capture = True
+
+    def score(self, search: Search, nodes: Sequence[Node]) -> list[float]:
+        from tts_tui.verify.features import STAT_NAMES, token_stats
+
+        k = STAT_NAMES.index("bottom10_conf")
+        return [_squash(float(token_stats(search.tree.path(n))[k])) for n in nodes]
+
+
+class SelfCertaintyScorer:
+    """Mean self-certainty (KL from uniform to the next-token distribution) of the step."""
+
+    name = "self-certainty"
+    needs_capture = True
+
+    def score(self, search: Search, nodes: Sequence[Node]) -> list[float]:
+        return [_squash(float(n.meta.get("sc", 0.0))) for n in nodes]
+
+
+class EntropyScorer:
+    """exp(-mean entropy) of the step's next-token distributions: 1 when every token is certain."""
+
+    name = "entropy"
+    needs_capture = True
+
+    def score(self, search: Search, nodes: Sequence[Node]) -> list[float]:
+        return [math.exp(-float(n.meta.get("ent", 0.0))) if "ent" in n.meta else 0.0 for n in nodes]
+
+
+def _squash(x: float) -> float:
+    """A non-negative signal to [0, 1), order kept."""
+    return max(0.0, x) / (1.0 + max(0.0, x))
 
 
 def _first_token(engine: BranchEngine, text: str) -> int:

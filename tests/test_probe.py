@@ -1,0 +1,154 @@
+"""Issue 16: the probe verifier: training recovers a planted signal, the file is tied to its
+model, every strategy runs with it, and the training pipeline runs on the tiny model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fakes import FakeGenerator
+from tts_tui.errors import InputError
+from tts_tui.search.protocol import SearchParams
+from tts_tui.search.run import Search
+from tts_tui.search.strategies import STRATEGIES, run_strategy
+from tts_tui.verify.answers import MathAnswers
+from tts_tui.verify.features import STAT_NAMES
+from tts_tui.verify.probe import Probe, ProbeScorer, fit_logistic, metrics, train
+
+
+def planted(problems=40, per=8, width=48, seed=0):
+    """States whose label is read off one hidden direction (plus noise), and a per-problem
+    offset that makes the pooled task harder than the within-problem one."""
+    rng = np.random.default_rng(seed)
+    direction = rng.normal(size=width)
+    stats, hidden, labels, groups, final = [], [], [], [], []
+    for p in range(problems):
+        offset = rng.normal(scale=2.0, size=width)
+        for s in range(per):
+            y = int(rng.random() < 0.5)
+            for step in range(3):
+                h = offset + rng.normal(size=width) + (1.5 if y else -1.5) * direction / np.linalg.norm(direction)
+                hidden.append(h)
+                stats.append(rng.normal(size=len(STAT_NAMES)))
+                labels.append(y)
+                groups.append(f"p{p}")
+                final.append(step == 2)
+    return (np.asarray(stats), np.asarray(hidden), np.asarray(labels), groups, np.asarray(final))
+
+
+def test_training_recovers_a_planted_signal():
+    stats, hidden, labels, groups, final = planted()
+    probe, trials = train(stats, hidden, labels, groups, final, "sha", "m", folds=4, l2s=(1.0, 10.0), dims=(None, 8))
+    best = max(t["within_auroc"] for t in trials)
+    assert best > 0.85, trials
+    assert probe.info["problems"] == 40 and probe.info["samples"] == 40 * 8
+    # on its own training data the chosen probe ranks right above wrong
+    scores = probe.predict(stats[final], hidden[final])
+    assert metrics(scores, labels[final], np.asarray(groups)[final])["within_auroc"] > 0.9
+
+
+def test_a_signal_free_set_scores_near_a_coin():
+    rng = np.random.default_rng(3)
+    stats, hidden, labels, groups, final = planted()
+    labels = rng.integers(0, 2, size=len(labels))  # labels carry nothing
+    _, trials = train(stats, hidden, labels, groups, final, "sha", "m", folds=4, l2s=(10.0,), dims=(None,))
+    assert abs(trials[0]["within_auroc"] - 0.5) < 0.12
+
+
+def test_logistic_regression_matches_a_known_solution():
+    x = np.array([[0.0], [1.0], [2.0], [3.0]])
+    y = np.array([0.0, 0.0, 1.0, 1.0])
+    w, b = fit_logistic(x, y, l2=1.0)
+    assert w[0] > 0 and -w[0] * 1.5 == pytest.approx(b, abs=1e-6)  # symmetric: the boundary at 1.5
+
+
+def test_metrics_on_known_cases():
+    scores = np.array([0.9, 0.1, 0.8, 0.7])
+    labels = np.array([1, 0, 0, 1])
+    groups = np.array(["a", "a", "b", "b"])
+    r = metrics(scores, labels, groups)
+    assert r["within_auroc"] == 0.5  # a: right first; b: wrong first
+    assert r["auroc"] == 0.75 and r["within_pairs"] == 2
+
+
+def test_the_file_round_trips_and_refuses_another_model(tmp_path):
+    stats, hidden, labels, groups, final = planted(problems=8, width=16)
+    probe, _ = train(stats, hidden, labels, groups, final, "a" * 64, "m", folds=2, l2s=(1.0,), dims=(4,))
+    path = tmp_path / "p.npz"
+    probe.save(path)
+    back = Probe.load(path, "a" * 64)
+    assert np.allclose(back.predict(stats[:5], hidden[:5]), probe.predict(stats[:5], hidden[:5]))
+    assert back.projection is not None and back.info["chosen"] == {"l2": 1.0, "dim": 4}
+    with pytest.raises(InputError, match="trained for m"):
+        Probe.load(path, "b" * 64)
+    (tmp_path / "bad.npz").write_bytes(b"not a probe")
+    with pytest.raises(InputError, match="not a verifier probe"):
+        Probe.load(tmp_path / "bad.npz")
+
+
+def fake_probe(width=4) -> Probe:
+    n = len(STAT_NAMES)
+    w = np.zeros(n + width)
+    w[STAT_NAMES.index("mean_logprob")] = 1.0
+    return Probe("sha", "fake", np.zeros(n + width), np.ones(n + width), w, 0.0)
+
+
+@pytest.mark.parametrize("strategy", sorted(set(STRATEGIES) - {"cot"}))
+def test_every_strategy_runs_with_the_probe(strategy):
+    params = SearchParams(n=4, m=2, budget=2000, max_steps=6)
+    search = Search(FakeGenerator(), "q", params, MathAnswers(), ProbeScorer(fake_probe()))
+    assert search.capture  # the probe asks the engine for states and statistics
+    result = run_strategy(strategy, search)
+    scored = [n for n in search.tree.nodes.values() if "probe" in n.scores]
+    assert result.answer is not None
+    if strategy not in ("majority", "keep-thinking", "auto"):  # these may read no score
+        assert scored and all(0.0 <= n.scores["probe"] <= 1.0 for n in scored)
+
+
+@pytest.mark.model
+def test_the_pipeline_runs_on_the_tiny_model_and_the_probe_scores_a_real_run(tiny_path, tmp_path, monkeypatch):
+    from tts_tui.catalog.fetch import known_sha256
+    from tts_tui.evaluate import Problem
+    from tts_tui.session import EngineOptions, Solver
+    from tts_tui.verifier_train import collect, load, probe_path
+
+    problems = [Problem(f"q{i}", f"What is {i} + {i}?", str(2 * i)) for i in range(1, 4)]
+    solver = Solver(str(tiny_path), options=EngineOptions(n_ctx=4096, n_seq_max=16))
+    try:
+        collect(solver, problems, 4, 48, tmp_path / "s")
+        collect(solver, problems, 4, 48, tmp_path / "s")  # resumable: nothing redone
+        ds = load([tmp_path / "s"])
+        assert ds.hidden.shape[1] == solver.model.n_embd and len(ds.labels) == len(ds.groups) > 0
+        assert set(ds.groups) == {"q1", "q2", "q3"} and ds.stats.shape[1] == len(STAT_NAMES)
+        assert len((tmp_path / "s" / "samples.jsonl").read_text().splitlines()) == 3
+        # a probe for this model (fitted on these few states; labels forced to two classes)
+        labels = ds.labels.copy()
+        labels[::2] = 1 - labels[::2]
+        _, sha = known_sha256(solver.model_path)
+        probe, _ = train(ds.stats, ds.hidden, labels, ds.groups, ds.final, sha, "tiny", folds=3, l2s=(10.0,),
+                         dims=(None,))
+        probe.save(probe_path(solver.model_path, sha))
+        assert solver.default_verifier() == "probe"
+        for strategy in ("weighted", "beam"):
+            result, search = solver.solve("What is 2 + 3?", strategy, SearchParams(n=4, m=2, budget=192,
+                                                                                      max_steps=3, step_tokens=24),
+                                          "probe")
+            scored = [n for n in search.tree.nodes.values() if "probe" in n.scores]
+            assert scored and any(n.hidden is not None for n in search.tree.nodes.values())
+            assert solver.engine.free_sequences == solver.engine.n_seq_max
+    finally:
+        solver.close()
+
+
+@pytest.mark.model
+def test_capture_on_and_off_give_the_same_tokens(engine, tiny_model):
+    from tts_tui.engine import BranchRequest, SamplingParams, StopRule
+
+    root = engine.prefill(tiny_model.chat_tokens([{"role": "user", "content": "Name three colours."}]))
+
+    def run(capture: bool):
+        rule = StopRule(delimiter="\n", max_tokens=24, max_steps=4, capture=capture, conf_top_k=20 if capture else 0)
+        reqs = [BranchRequest(root, SamplingParams(temperature=0.8, seed=s), rule, keep_kv=False) for s in (1, 2, 3)]
+        return [[t for step in steps for t in step.tokens] for steps in engine.generate(reqs)]
+
+    assert run(True) == run(False)

@@ -1,0 +1,142 @@
+"""`tts verifier train|eval`: the probe verifier, trained from the policy's own samples."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from tts_tui.errors import TTSError
+
+verifier_app = typer.Typer(help="Learned verifiers: train a probe for a model, measure verifiers.",
+                           no_args_is_help=True)
+
+
+def _data_paths(data: str) -> list[Path]:
+    paths = [Path(x.strip()) for x in data.split(",") if x.strip()]
+    if not paths:
+        raise TTSError("--data needs at least one JSONL file")
+    return paths
+
+
+def _problems(data: str, limit: Optional[int], skip: int, levels: Optional[str], exclude: set[str]):
+    from tts_tui.evaluate import load_problems
+
+    lv = {int(x) for x in levels.split(",")} if levels else None
+    out = []
+    for path in _data_paths(data):
+        out += [p for p in load_problems(path, None, lv, skip) if p.id not in exclude]
+    return out[:limit] if limit else out
+
+
+def _exclusions(exclude: Optional[str]) -> set[str]:
+    """Problem ids never to train on (the report slices): a file of ids, one per line."""
+    if not exclude:
+        return set()
+    try:
+        return {x.strip() for x in Path(exclude).read_text(encoding="utf-8").splitlines() if x.strip()}
+    except OSError as exc:
+        raise TTSError(f"cannot read --exclude {exclude}: {exc.strerror}") from None
+
+
+@verifier_app.command("train")
+def train_command(
+    data: str = typer.Option(..., "--data", help="JSONL file(s) with answers, comma-separated."),
+    model: Optional[str] = typer.Option(None, "--model", help="Catalog id or GGUF path (default model)."),
+    n: int = typer.Option(8, "--n", help="Samples per problem."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="At most K problems in all."),
+    skip: int = typer.Option(0, "--skip", min=0, help="Leave out the first K problems of each file."),
+    levels: Optional[str] = typer.Option(None, "--levels", help="Only these MATH levels, e.g. 1,2,3."),
+    exclude: Optional[str] = typer.Option(None, "--exclude", help="A file of problem ids never to train on."),
+    budget_per_sample: int = typer.Option(512, "--budget-per-sample"),
+    samples_dir: Optional[Path] = typer.Option(None, "--samples", help="Where the labelled samples go (resumable)."),
+    sample_only: bool = typer.Option(False, "--sample-only", help="Collect samples, do not fit yet."),
+    threads: Optional[int] = typer.Option(None, "--threads"),
+) -> None:
+    """Sample N solutions per problem (resumable), label them, fit the probe, save it."""
+    from tts_tui.catalog.fetch import known_sha256
+    from tts_tui.cli.progress import download_progress
+    from tts_tui.session import EngineOptions, Solver
+    from tts_tui.verifier_train import collect, load, probe_path
+    from tts_tui.verify.probe import train
+
+    if n < 2:
+        raise TTSError(f"--n must be at least 2 (right and wrong samples of a problem), got {n}")
+    skip_ids = _exclusions(exclude)
+    problems = _problems(data, limit, skip, levels, skip_ids)
+    with download_progress() as on_progress:
+        solver = Solver(model, options=EngineOptions(n_threads=threads), on_progress=on_progress)
+    try:
+        name, sha = known_sha256(solver.model_path)
+        out = samples_dir or probe_path(solver.model_path, sha).with_suffix("")
+        t0 = time.monotonic()
+
+        def progress(p, row) -> None:
+            print(f"{p.id:32} right {row['right']}/{row['n']}  states {row['states']}  {row['seconds']}s",
+                  file=sys.stderr, flush=True)
+
+        collect(solver, problems, n, budget_per_sample, out, progress)
+        print(f"# samples: {out} ({time.monotonic() - t0:.0f}s this run)")
+    finally:
+        solver.close()
+    if sample_only:
+        return
+    ds = load([out], skip_ids)
+    if len(set(ds.groups)) < 5 or ds.labels.min(initial=1) == ds.labels.max(initial=0):
+        raise TTSError(f"too little to train on in {out}: {len(set(ds.groups))} problems "
+                       "(need 5 or more, with right and wrong samples)")
+    probe, trials = train(ds.stats, ds.hidden, ds.labels, ds.groups, ds.final, sha, name)
+    probe.info.update({"data": [str(p) for p in _data_paths(data)], "n": n, "budget_per_sample": budget_per_sample})
+    dest = probe_path(solver.model_path, sha)
+    probe.save(dest)
+    for t in trials:
+        print(f"cv dim={t['dim']!s:5} l2={t['l2']:<6} within-question AUROC {t['within_auroc']:.3f}  "
+              f"pooled {t['auroc']:.3f}  ECE {t['ece']:.3f}")
+    print(f"# probe: {dest} ({probe.info['samples']} samples, {probe.info['problems']} problems; "
+          f"chosen {probe.info['chosen']})")
+
+
+@verifier_app.command("eval")
+def eval_command(
+    samples_dir: Path = typer.Option(..., "--samples", help="A labelled sample set (from tts verifier train)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Whose probe to score with (default model)."),
+) -> None:
+    """Pooled and within-question AUROC and calibration of every verifier that reads the
+    captured signals, on the final states of a labelled sample set."""
+    import numpy as np
+
+    from tts_tui.catalog import resolve_model
+    from tts_tui.catalog.fetch import known_sha256
+    from tts_tui.verifier_train import load, probe_path
+    from tts_tui.verify.features import STAT_NAMES
+    from tts_tui.verify.probe import Probe, metrics
+
+    ds = load([samples_dir])
+    if not ds.groups:
+        raise TTSError(f"no labelled samples in {samples_dir}")
+    m = ds.final
+    groups = np.asarray(ds.groups)[m]
+    labels = ds.labels[m]
+    rows = {"confidence (mean logprob)": np.exp(ds.stats[m, STAT_NAMES.index("mean_logprob")]),
+            "deepconf (bottom 10%)": ds.stats[m, STAT_NAMES.index("bottom10_conf")],
+            "deepconf (lowest window)": ds.stats[m, STAT_NAMES.index("lowest_window_conf")],
+            "deepconf (tail)": ds.stats[m, STAT_NAMES.index("tail_conf")],
+            "self-certainty": ds.stats[m, STAT_NAMES.index("step_self_certainty")],
+            "entropy (negated)": -ds.stats[m, STAT_NAMES.index("step_entropy")]}
+    path = resolve_model(model)
+    _, sha = known_sha256(path)
+    probe_file = probe_path(path, sha)
+    if probe_file.is_file():
+        probe = Probe.load(probe_file, sha)
+        rows["probe"] = probe.predict(ds.stats[m], ds.hidden[m])
+    print(f"{'verifier':28} {'within AUROC':>12} {'pooled AUROC':>12} {'ECE':>6}  samples {int(m.sum())}, "
+          f"right {int(labels.sum())}, problems {len(set(groups.tolist()))}")
+    for name, scores in rows.items():
+        r = metrics(scores.astype(float), labels, groups)
+        ece = f"{r['ece']:.3f}" if name == "probe" else "-"  # only the probe is a probability
+        print(f"{name:28} {r['within_auroc']:>12.3f} {r['auroc']:>12.3f} {ece:>6}")
+    if "probe" not in rows:
+        print(f"# no probe trained for {path.name} (tts verifier train)")

@@ -1,0 +1,130 @@
+"""`tts verifier train`: sample solutions, label them, and fit the probe verifier.
+
+Sampling is batched (N per problem in one engine call, with capture on) and resumable like
+`tts eval`: each problem's step-end states go to their own .npz (hidden states as
+float16), then one fsynced line in `samples.jsonl` marks it done. A kill loses at most
+the problem in flight.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tts_tui import paths
+from tts_tui.atomic import append_line, fsync_replace
+from tts_tui.evaluate import Problem, done_keys
+from tts_tui.search.protocol import SearchParams
+from tts_tui.search.strategies.sampling import sample_full
+from tts_tui.verify.answers import equivalent
+from tts_tui.verify.features import token_stats
+
+
+def probe_path(model_path: Path, model_sha256: str) -> Path:
+    """Where the probe for a model lives: the user data dir, named by model and checksum."""
+    return paths.data_dir() / "verifiers" / f"{model_path.stem}-{model_sha256[:12]}.npz"
+
+
+@dataclass
+class Dataset:
+    stats: np.ndarray  # (states, n_stats)
+    hidden: np.ndarray  # (states, n_embd)
+    labels: np.ndarray  # (states,) 1 = the state's sample ended right
+    groups: list[str]  # problem id per state
+    final: np.ndarray  # (states,) the sample's last state (what a vote scores)
+
+
+def collect(solver: Any, problems: Sequence[Problem], n: int, budget_per_sample: int, out_dir: Path,
+            on_problem: Callable[[Problem, dict[str, Any]], None] | None = None) -> None:
+    """Sample and label what `out_dir` lacks."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log = out_dir / "samples.jsonl"
+    done = done_keys(log)
+    for i, p in enumerate(problems):
+        if p.id in done:
+            continue
+        t0 = time.monotonic()
+        with solver.lock:
+            search = solver.new_search(p.problem, "majority", SearchParams(n=n, budget=budget_per_sample * n))
+            search.capture = True
+            try:
+                leaves = sample_full(search, n, confidence=True)
+                states = _states(search, leaves, p.answer)
+            finally:
+                search.release_all()
+        name = f"states-{_safe(p.id)}.npz"
+        _save_npz(out_dir / name, states)
+        row = {"key": p.id, "id": p.id, "gold": p.answer, "file": name, "n": n,
+               "answers": [leaf.answer for leaf in leaves], "right": int(sum(states["final_label"])),
+               "states": int(len(states["labels"])), "tokens": int(search.spent),
+               "seconds": round(time.monotonic() - t0, 2)}
+        append_line(log, json.dumps(row, ensure_ascii=False))
+        if on_problem:
+            on_problem(p, row)
+
+
+def _states(search: Any, leaves: Sequence[Any], gold: str) -> dict[str, np.ndarray]:
+    """Every captured step-end state of every sample, labelled by its sample's answer."""
+    stats, hidden, labels, sample, final = [], [], [], [], []
+    final_label = []
+    for k, leaf in enumerate(leaves):
+        right = bool(leaf.answer) and equivalent(leaf.answer, gold)
+        final_label.append(right)
+        path = search.tree.path(leaf)
+        for j, node in enumerate(path):
+            if node.hidden is None:
+                continue  # decoded where no state could be captured
+            stats.append(token_stats(path[: j + 1]))
+            hidden.append(node.hidden.astype(np.float16))
+            labels.append(right)
+            sample.append(k)
+            final.append(j == len(path) - 1 and bool(leaf.answer))
+    width = search.gen.engine.model.n_embd if hasattr(search.gen, "engine") else (hidden[0].shape[0] if hidden else 0)
+    return {"stats": np.asarray(stats, dtype=np.float32).reshape(len(stats), -1),
+            "hidden": np.asarray(hidden, dtype=np.float16).reshape(len(hidden), width),
+            "labels": np.asarray(labels, dtype=np.int8), "sample": np.asarray(sample, dtype=np.int16),
+            "final": np.asarray(final, dtype=bool), "final_label": np.asarray(final_label, dtype=np.int8)}
+
+
+def _save_npz(dest: Path, arrays: dict[str, np.ndarray]) -> None:
+    tmp = dest.with_name(f".{dest.name}.partial")
+    with open(tmp, "wb") as fh:
+        np.savez_compressed(fh, **arrays)
+    fsync_replace(tmp, dest)
+
+
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
+
+
+def load(out_dirs: Sequence[Path], exclude: set[str] = frozenset()) -> Dataset:
+    """Every labelled state in `out_dirs`' logs, but the problems in `exclude`."""
+    parts: dict[str, list] = {"stats": [], "hidden": [], "labels": [], "final": []}
+    groups: list[str] = []
+    for d in out_dirs:
+        log = d / "samples.jsonl"
+        if not log.is_file():
+            continue
+        for line in log.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if row["id"] in exclude or not (d / row["file"]).is_file():
+                continue
+            with np.load(d / row["file"]) as z:
+                if not len(z["labels"]):
+                    continue
+                for k in parts:
+                    parts[k].append(z[k])
+                groups += [row["id"]] * len(z["labels"])
+    if not groups:
+        return Dataset(np.zeros((0, 0)), np.zeros((0, 0)), np.zeros(0), [], np.zeros(0, dtype=bool))
+    return Dataset(np.vstack(parts["stats"]).astype(np.float64), np.vstack(parts["hidden"]).astype(np.float64),
+                   np.concatenate(parts["labels"]).astype(np.int64), groups, np.concatenate(parts["final"]))
