@@ -58,3 +58,9 @@ LIMIT=60 step 19 adaptive-gsm8k60 --data $G --strategy majority,weighted --n 8,1
 LIMIT=60 step 20 adaptive-gsm8k60 --data $G --strategy auto --n 16 --m 4 $A
 B=1024 LIMIT=30 step 21 adaptive-math30 --data $M --levels 1,2,3 --strategy majority,weighted --n 8,16 $A
 B=1024 LIMIT=30 step 22 adaptive-math30 --data $M --levels 1,2,3 --strategy auto --n 16 --m 4 $A
+# Issue 16: the probe's training samples, from every dev problem but the report slices
+# (resumable; --sample-only: fit later with the same command without it).
+if (( FIRST <= 23 && 23 <= LAST )); then
+  python3 scripts/report_slices.py > eval-out/report-ids.txt
+  tts verifier train --data $G,$M --exclude eval-out/report-ids.txt --n 8 --sample-only
+fi
