@@ -62,5 +62,5 @@ B=1024 LIMIT=30 step 22 adaptive-math30 --data $M --levels 1,2,3 --strategy auto
 # (resumable; --sample-only: fit later with the same command without it).
 if (( FIRST <= 23 && 23 <= LAST )); then
   python3 scripts/report_slices.py > eval-out/report-ids.txt
-  tts verifier train --data $G,$M --exclude eval-out/report-ids.txt --n 8 --sample-only
+  tts verifier train --data $G,$M --exclude eval-out/report-ids.txt --n 8 --limit 240 --sample-only
 fi

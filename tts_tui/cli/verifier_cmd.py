@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import sys
 import time
 from pathlib import Path
@@ -26,9 +27,9 @@ def _problems(data: str, limit: Optional[int], skip: int, levels: Optional[str],
     from tts_tui.evaluate import load_problems
 
     lv = {int(x) for x in levels.split(",")} if levels else None
-    out = []
-    for path in _data_paths(data):
-        out += [p for p in load_problems(path, None, lv, skip) if p.id not in exclude]
+    per_file = [[p for p in load_problems(path, None, lv, skip) if p.id not in exclude] for path in _data_paths(data)]
+    # files interleaved, so a --limit (or a run cut short) draws from each of them
+    out = [p for row in itertools.zip_longest(*per_file) for p in row if p is not None]
     return out[:limit] if limit else out
 
 
