@@ -101,7 +101,9 @@ async def test_selecting_a_node_shows_its_path():
         tn = app.view.reveal(deep.id)  # may sit in a pruned (collapsed, not yet made) subtree
         tree.select_node(tn)
         tree.move_cursor(tn)
-        await pilot.pause(0.3)
+        t0 = time.monotonic()  # the detail pane follows on the next refresh: poll, a loaded CI is slow
+        while f"Step {deep.depth}" not in str(app.query_one("#detail", Static).render()) and time.monotonic() - t0 < 5:
+            await pilot.pause(0.05)
         text = str(app.query_one("#detail", Static).render())
         assert "Step 1" in text and f"Step {deep.depth}" in text
         assert "What is 6*7?" in text
