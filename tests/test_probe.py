@@ -152,3 +152,52 @@ def test_capture_on_and_off_give_the_same_tokens(engine, tiny_model):
         return [[t for step in steps for t in step.tokens] for steps in engine.generate(reqs)]
 
     assert run(True) == run(False)
+
+
+# -- the probe's estimate that the chosen answer is right (issue 16 part 3) ---------------------
+@pytest.mark.parametrize("strategy", ["weighted", "best-of-n", "majority", "beam"])
+def test_a_probe_run_reports_p_right_as_the_chosen_nodes_probe_score(strategy):
+    from tts_tui.search import events as ev
+
+    params = SearchParams(n=4, m=2, budget=2000, max_steps=6)
+    search = Search(FakeGenerator(), "q", params, MathAnswers(), ProbeScorer(fake_probe()))
+    result = run_strategy(strategy, search)
+    assert result.chosen is not None
+    p = result.stats["p_right"]
+    assert 0.0 <= p <= 1.0
+    assert p == round(search.tree.nodes[result.chosen].scores["probe"], 4)
+    done = [e for e in search.events if e.kind == ev.DONE]
+    assert done[-1].data["stats"]["p_right"] == p  # the TUI reads it from the DONE event
+    scored = [e.node_id for e in search.events if e.kind == ev.NODE_SCORED]
+    assert result.chosen in scored  # announced, so the tree shows the chosen node's score
+
+
+def test_no_p_right_without_a_probe_or_when_scoring_fails():
+    from fakes import FakeScorer
+
+    params = SearchParams(n=4, budget=2000, max_steps=6)
+    search = Search(FakeGenerator(), "q", params, MathAnswers(), FakeScorer())
+    assert "p_right" not in run_strategy("weighted", search).stats
+    search = Search(FakeGenerator(), "q", params, MathAnswers())
+    assert "p_right" not in run_strategy("majority", search).stats
+
+    class Broken(ProbeScorer):
+        def score(self, search, nodes):
+            raise RuntimeError("no features")
+
+    search = Search(FakeGenerator(), "q", params, MathAnswers(), Broken(fake_probe()))
+    result = run_strategy("majority", search)  # majority reads no score: finish is the first to ask
+    assert result.answer is not None and "p_right" not in result.stats
+
+
+def test_tts_solve_prints_p_right_when_a_probe_gave_it(capsys):
+    from tts_tui.cli.app import _print_result
+    from tts_tui.search.run import Result
+    from tts_tui.search.votes import AnswerGroup
+
+    groups = [AnswerGroup("42", 3, 2.1, [1, 2, 3])]
+    _print_result(Result("42", 0.75, groups, 3, 500, 2.0, "weighted", stats={"p_right": 0.8312}))
+    out = capsys.readouterr().out
+    assert "P(right): 0.83 (probe)" in out.splitlines()
+    _print_result(Result("42", 0.75, groups, 3, 500, 2.0, "weighted", stats={}))
+    assert "P(right)" not in capsys.readouterr().out

@@ -777,3 +777,42 @@ def test_solver_close_waits_for_its_solve_and_refuses_later_ones():
     assert solver.engine.closed_at >= released and solver.model.closed_at >= released
     with pytest.raises(ModelError):
         solver.solve("p", "cot", None)
+
+
+async def test_a_probe_run_shows_p_right_and_each_nodes_probe_score():
+    from fakes import FakeGenerator
+    from tts_tui.search import events as ev
+    from tts_tui.search.protocol import SearchParams
+    from tts_tui.search.run import Search
+    from tts_tui.search.strategies import run_strategy
+    from tts_tui.verify.answers import MathAnswers
+    from tts_tui.verify.probe import ProbeScorer
+    from test_probe import fake_probe
+
+    params = SearchParams(n=4, m=2, budget=2000, max_steps=6)
+    search = Search(FakeGenerator(), "What is 6*7?", params, MathAnswers(), ProbeScorer(fake_probe()))
+    result = run_strategy("weighted", search)
+    app = make_app(strategy="weighted", n=4, m=1)
+    async with app.run_test(size=SIZE) as pilot:
+        view = app.view
+        view.reset("What is 6*7?", params.budget)
+        view.running = True
+        view.apply(search.events[:-1])  # all but DONE: no estimate before the run is done
+        await pilot.pause()
+        assert not view.query_one("#p-right").display
+        view.apply(search.events[-1:])
+        view.finish()
+        await pilot.pause()
+        assert view.query_one("#p-right").display
+        assert f"P(right) {result.stats['p_right']:.2f}" in panel_text(app, "p-right")
+        chosen = view.model.nodes[result.chosen]
+        label = view.tnodes[chosen.id].label.plain
+        assert f"prob {chosen.scores['probe']:.2f}" in label  # each node shows its probe score
+        # the estimate as the panel words it, from a DONE event's stats
+        done = {**search.events[-1].data, "stats": {**result.stats, "p_right": 0.8312}}
+        view.apply([ev.Event(ev.DONE, data=done)])
+        view.finish()
+        await pilot.pause()
+        assert "P(right) 0.83" in panel_text(app, "p-right")
+        view.reset("What is 6*7?", params.budget)  # a new run hides it again
+        assert not view.query_one("#p-right").display

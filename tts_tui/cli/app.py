@@ -143,6 +143,8 @@ def _print_result(result) -> None:
     if result.groups:
         votes = ", ".join(f"{g.answer} x{g.count} (w={g.weight:.2f})" for g in result.groups[:6])
         print(f"votes: {votes}")
+    if result.stats.get("p_right") is not None:
+        print(f"P(right): {result.stats['p_right']:.2f} (probe)")
     print(f"strategy: {result.strategy}" + (f" ({result.reason})" if result.reason else ""))
     if "difficulty" in result.stats:
         print(f"difficulty: {result.stats['difficulty']}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 import time
@@ -304,6 +305,10 @@ class Search:
         for n in self.tree.nodes.values():
             if n.status == LIVE and n.kind != "root" and n.id not in on_solution:
                 self.set_status(n, PRUNED)
+        stats = dict(self.gen.stats())
+        p_right = self.p_right(chosen)
+        if p_right is not None:
+            stats["p_right"] = p_right
         self.release_all()
         result = Result(
             answer=best.answer if best else (chosen.answer if chosen else None),
@@ -315,10 +320,23 @@ class Search:
             strategy=strategy,
             reason=reason or "; ".join(self.info),
             cancelled=self.cancel.is_set(),
-            stats=self.gen.stats(),
+            stats=stats,
         )
         self.emit(ev.Event(ev.DONE, data=result.to_dict()))
         return result
+
+    def p_right(self, chosen: Node | None) -> float | None:
+        """The probe's estimate that the chosen answer is right: its score of the chosen
+        node (the sample's own state at its answer; trained on whether samples end right),
+        for a run scored by the probe only. None where there is none to give: another
+        verifier, no chosen node, or a scoring failure (a finished run is never lost to it)."""
+        if chosen is None or chosen.kind == "root" or getattr(self.scorer, "name", None) != "probe":
+            return None
+        try:
+            p = float(self.path_scores([chosen], "last")[0])
+        except Exception:  # noqa: BLE001 - the answer stands without its estimate
+            return None
+        return round(p, 4) if math.isfinite(p) and 0.0 <= p <= 1.0 else None
 
     def release_all(self) -> None:
         for n in self.tree.nodes.values():

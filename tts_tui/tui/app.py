@@ -68,6 +68,7 @@ class TTSApp(App):
     .title { text-style: bold; margin-top: 1; }
     #answers { height: 9; }
     #best { height: 1; }
+    #p-right { height: 1; }
     #stop-rule { height: 2; }
     #compute { height: 9; }
     #timeline { height: auto; color: $accent; }

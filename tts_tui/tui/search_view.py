@@ -21,8 +21,8 @@ from textual.widgets.tree import TreeNode
 from tts_tui.search import events as ev
 from tts_tui.search.tree import CHOSEN, FINISHED, PRUNED, Node
 from tts_tui.search.tree import Tree as SearchTree
-from tts_tui.tui.view import (adaptive_compute_lines, answer_bars, budget_bar, detail_text, node_label, sparkline,
-                              stop_rule_text)
+from tts_tui.tui.view import (adaptive_compute_lines, answer_bars, budget_bar, detail_text, node_label, p_right_text,
+                              sparkline, stop_rule_text)
 from tts_tui.tui.widgets import LiveTree, Panel
 
 DETAIL_DELAY_S = 0.08
@@ -65,6 +65,9 @@ class SearchView(Vertical):
                 yield Label("Answers", classes="title")
                 yield Panel(answer_bars([]), id="answers")
                 yield Panel("", id="best")
+                p_right = Panel("", id="p-right")
+                p_right.display = False  # shown when a probe scored the run: other runs look as before
+                yield p_right
                 stop = Panel("", id="stop-rule")
                 stop.display = False  # shown by an adaptive vote only: fixed-N runs look as before
                 yield stop
@@ -226,6 +229,7 @@ class SearchView(Vertical):
         if self.result is not None:
             best = f"answer: {self.result['answer']}  confidence {self.result['confidence']:.0%}"
         self.query_one("#best", Panel).update(best)
+        self._refresh_p_right()
         self._refresh_stop_rule()
         c = self.counts()
         out = Text()
@@ -246,6 +250,16 @@ class SearchView(Vertical):
         """The finished run's stats if it was an adaptive vote (only those say samples_used)."""
         stats = (self.result or {}).get("stats") or {}
         return stats if "samples_used" in stats else None
+
+    def _refresh_p_right(self) -> None:
+        """The probe's estimate that the chosen answer is right, once a probe-scored run is done."""
+        panel = self.query_one("#p-right", Panel)
+        p = ((self.result or {}).get("stats") or {}).get("p_right")
+        shown = p is not None
+        if shown:
+            panel.update(p_right_text(p))
+        if panel.display != shown:
+            panel.display = shown
 
     def _refresh_stop_rule(self) -> None:
         """The stop posterior and samples used, under the answer, for an adaptive vote only."""

@@ -90,6 +90,14 @@ def answer_bars(groups: list[dict[str, Any]], width: int = 12) -> Text:
     return out
 
 
+def p_right_text(p: float) -> Text:
+    """The probe's estimate that the chosen answer is right, as the answer panel shows it."""
+    out = Text()
+    out.append(f"P(right) {p:.2f}", style="bold green" if p >= 0.5 else "yellow")
+    out.append("  probe's estimate", style="dim")
+    return out
+
+
 # Why an adaptive vote stopped sampling, as the answer panel says it once the run is done.
 STOP_VERDICTS = {"posterior": "stop", "max-n": "N reached", "budget": "budget spent", "cancelled": "stopped"}
 
