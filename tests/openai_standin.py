@@ -1,0 +1,110 @@
+"""A local stand-in for an OpenAI-compatible server (llama-server's response shapes), with
+faults on demand: for the remote backend's tests without a model."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class Standin:
+    """Solutions of `depth` steps; seed % 3 == 2 answers 41, the others 42. `fail` is a
+    list of faults served to the next requests in order: an HTTP status, "garbage", "slow"."""
+
+    def __init__(self, depth: int = 3, step_tokens: int = 4) -> None:
+        self.depth = depth
+        self.step_tokens = step_tokens
+        self.fail: list = []
+        self.bodies: list[dict] = []
+        self.headers: list[dict] = []
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_port}"
+
+    def __enter__(self) -> Standin:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def completion(self, body: dict) -> dict:
+        prompt = body["prompt"]
+        if "Which solution is correct" in prompt:
+            a_good = "Solution A:\n" in prompt and "\\boxed{42}" in prompt.split("Solution B:")[0]
+            top = [{"token": "A", "logprob": -0.1 if a_good else -2.0}, {"token": "B", "logprob": -2.0 if a_good else -0.1}]
+            return self._wrap("A", [{"id": 1, "token": "A", "logprob": top[0]["logprob"], "top_logprobs": top}],
+                              "length", "limit", prompt)
+        done = prompt.split("<|im_start|>assistant\n")[-1]
+        k = len(re.findall(r"Step \d+\.", done)) + 1
+        answer = "41" if body.get("seed", 0) % 3 == 2 else "42"
+        text = f"Step {k}.\n\n" if k < self.depth else f"So the answer is \\boxed{{{answer}}}."
+        stops = [s for s in body.get("stop") or [] if s and s in text]
+        if stops:
+            text, kind = text[: text.index(stops[0])], "word"
+        else:
+            kind = "eos"
+        n = min(body.get("max_tokens", 16), self.step_tokens)
+        if len(text) > 0 and body.get("max_tokens", 16) < self.step_tokens:
+            text, kind = text[: body["max_tokens"]], "limit"
+        content = [{"id": 100 + j, "token": "x", "logprob": -0.1 * (1 + body.get("seed", 0) % 3)} for j in range(n)]
+        return self._wrap(text, content, "length" if kind == "limit" else "stop", kind, prompt)
+
+    @staticmethod
+    def _wrap(text, content, finish, kind, prompt) -> dict:
+        return {"choices": [{"text": text, "index": 0, "finish_reason": finish, "logprobs": {"content": content}}],
+                "usage": {"prompt_tokens": len(prompt) // 4, "completion_tokens": len(content),
+                          "total_tokens": len(prompt) // 4 + len(content)},
+                "__verbose": {"stop_type": kind, "tokens": [c["id"] for c in content]}}
+
+    def _handler(self):
+        standin = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:  # quiet
+                pass
+
+            def _send(self, code: int, payload: bytes) -> None:
+                try:
+                    self.send_response(code)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up waiting (the timeout tests)
+
+            def do_GET(self) -> None:
+                if self.path == "/v1/models":
+                    self._send(200, json.dumps({"data": [{"id": "standin"}]}).encode())
+                else:
+                    self._send(404, b'{"error": {"message": "not found"}}')
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                standin.bodies.append(body)
+                standin.headers.append(dict(self.headers))
+                if standin.fail:
+                    fault = standin.fail.pop(0)
+                    if fault == "garbage":
+                        return self._send(200, b'{"choices": [tru')
+                    if fault == "slow":
+                        time.sleep(2.0)
+                    elif isinstance(fault, int):
+                        return self._send(fault, b'{"error": {"message": "injected"}}')
+                if self.path == "/apply-template":
+                    msgs = body["messages"]
+                    text = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in msgs)
+                    return self._send(200, json.dumps({"prompt": text + "<|im_start|>assistant\n"}).encode())
+                if self.path == "/v1/completions":
+                    return self._send(200, json.dumps(standin.completion(body)).encode())
+                self._send(404, b'{"error": {"message": "not found"}}')
+
+        return Handler

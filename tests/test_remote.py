@@ -1,0 +1,128 @@
+"""Issue 18: the OpenAI-compatible backend against a local stand-in server (no model)."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from fakes import FakeScorer
+from openai_standin import Standin
+from tts_tui.backends.openai import OpenAIClient, RemoteError, RemoteGenerator
+from tts_tui.search.protocol import SearchParams
+from tts_tui.search.run import Search
+from tts_tui.search.strategies import run_strategy
+from tts_tui.verify.answers import MathAnswers
+from tts_tui.verify.scorers import ConfidenceScorer
+
+
+def make(standin, strategy_params=None, scorer=None, key=None, **client_kw):
+    client = OpenAIClient(standin.url, api_key=key, backoff=0.0, **client_kw)
+    gen = RemoteGenerator(client, "standin", concurrency=4)
+    params = strategy_params or SearchParams(n=4, m=2, budget=4000, max_steps=8)
+    return Search(gen, "What is 6*7?", params, MathAnswers(), scorer or ConfidenceScorer()), gen
+
+
+@pytest.mark.parametrize("strategy", ["cot", "majority", "weighted", "best-of-n", "beam", "dvts", "bracket", "auto"])
+def test_strategies_run_over_the_server(strategy):
+    with Standin() as s:
+        search, gen = make(s)
+        result = run_strategy(strategy, search)
+        assert result.answer == "42"
+        assert result.tokens == gen.stats()["generated_tokens"] <= 4000  # counted from the server's usage
+        steps = [n for n in search.tree.nodes.values() if n.kind == "step"]
+        assert steps and all(n.logprobs for n in steps if n.tokens)
+        # a partial solution is continued as raw text: every later prompt extends an earlier one
+        prompts = [b["prompt"] for b in s.bodies if "prompt" in b and "Which solution" not in b["prompt"]]
+        assert all(p.startswith("<|im_start|>system") for p in prompts)
+
+
+def test_a_step_keeps_its_delimiter_and_the_end_is_told_from_a_stop():
+    with Standin() as s:
+        search, _ = make(s, SearchParams(n=1, budget=1000, max_steps=8))
+        (path,) = search.expand([search.tree.root], max_steps=8)
+        assert [n.text for n in path] == ["Step 1.\n\n", "Step 2.\n\n", "So the answer is \\boxed{42}."]
+        assert path[-1].finish in ("eos", "stop") and path[-1].answer == "42"
+
+
+def test_the_budget_is_a_hard_cap_across_parallel_requests():
+    with Standin(step_tokens=4) as s:
+        search, gen = make(s, SearchParams(n=8, budget=40, max_steps=8))
+        run_strategy("majority", search)
+        assert search.spent <= 40 and gen.stats()["generated_tokens"] <= 40
+
+
+def test_5xx_and_429_are_retried_then_succeed():
+    with Standin() as s:
+        s.fail = [500, 429, 503]
+        search, gen = make(s, SearchParams(n=1, budget=1000, max_steps=8))
+        assert run_strategy("cot", search).answer == "42"
+        assert gen.client.requests >= 3 + 4  # three refused tries, then template and steps
+
+
+def test_a_server_that_keeps_failing_is_one_line():
+    with Standin() as s:
+        s.fail = ["garbage"] * 10
+        search_args = dict(retries=2)
+        with pytest.raises(RemoteError) as err:
+            make(s, **search_args)
+        assert "malformed JSON" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_connection_refused_is_one_line():
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens there now
+    client = OpenAIClient(f"http://127.0.0.1:{port}", retries=1, backoff=0.0, timeout=2)
+    with pytest.raises(RemoteError) as err:
+        RemoteGenerator(client, "m").root("q")
+    assert f"127.0.0.1:{port}" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_timeout_is_retried_and_reported():
+    with Standin() as s:
+        s.fail = ["slow", "slow"]
+        client = OpenAIClient(s.url, retries=1, backoff=0.0, timeout=0.5)
+        with pytest.raises(RemoteError, match="no usable answer after 2 tries"):
+            RemoteGenerator(client, "m").root("q")
+
+
+def test_the_api_key_goes_in_a_header_and_nowhere_else():
+    with Standin() as s:
+        search, gen = make(s, key="sk-secret-123")
+        run_strategy("majority", search)
+        assert all(h.get("Authorization") == "Bearer sk-secret-123" for h in s.headers)
+        assert "sk-secret" not in repr(gen.client) and "sk-secret" not in str(search.tree.to_dict())
+        s.fail = [401]
+        with pytest.raises(RemoteError) as err:
+            gen.client.post("/v1/completions", {"prompt": "x"})
+        assert "401" in str(err.value) and "sk-secret" not in str(err.value)
+
+
+def test_the_judge_reads_a_and_b_from_top_logprobs():
+    with Standin() as s:
+        _, gen = make(s)
+        p = gen.compare("q", [("so \\boxed{42}", "so \\boxed{41}"), ("so \\boxed{41}", "so \\boxed{42}")])
+        assert p[0] > 0.8 and p[1] < 0.2
+
+
+def test_tts_solve_against_the_server(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    with Standin() as s:
+        env = {**os.environ, "MY_KEY": "sk-abc"}
+        proc = subprocess.run([sys.executable, "-m", "tts_tui", "solve", "What is 6*7?", "--backend", "openai",
+                               "--base-url", s.url, "--model", "standin", "--api-key-env", "MY_KEY",
+                               "--strategy", "majority", "--n", "4", "--json"],
+                              capture_output=True, text=True, env=env, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        record = json.loads(proc.stdout)
+        assert record["result"]["answer"] == "42" and "sk-abc" not in proc.stdout + proc.stderr
+        bad = subprocess.run([sys.executable, "-m", "tts_tui", "solve", "q", "--backend", "openai", "--base-url",
+                              s.url, "--model", "standin", "--verifier", "probe"], capture_output=True, text=True,
+                             timeout=120)
+        assert bad.returncode == 2 and "hidden states" in bad.stderr and "Traceback" not in bad.stderr

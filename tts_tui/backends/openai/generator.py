@@ -1,0 +1,250 @@
+"""The search layer's `Generator` over an OpenAI-compatible completions server.
+
+A state is the raw prompt text so far (the chat template rendered once at the root, then
+the solution's text): every step continues it with a plain completions call, so a
+partial solution continues exactly, and the server's prefix cache makes the resent
+prefix cheap. Branches of one call run in parallel requests (the server batches them).
+A step ends at the delimiter, sent as a stop string; whether a "stop" was the delimiter
+or the end of sequence is read from what the server says (vLLM `stop_reason`, SGLang
+`matched_stop`, llama-server's `stop_type` when asked for `verbose`). Tokens are counted
+from the server's `usage`; the token ids are kept where it returns them (else -1).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from tts_tui.backends.openai.client import OpenAIClient, RemoteError
+from tts_tui.engine.sampling import answer_complete
+from tts_tui.search.protocol import Expand, StepResult
+
+SYSTEM_PROMPT = (
+    "Solve the problem step by step. Write each step as a short paragraph and separate "
+    "steps with a blank line. Put the final answer within \\boxed{}."
+)
+JUDGE_SYSTEM = "You are a careful math teacher who checks solutions."
+JUDGE_QUESTION = "Which solution is correct, A or B? Answer with a single letter."
+CHATML = "chatml"
+
+
+@dataclass(frozen=True)
+class RemoteState:
+    text: str  # the whole prompt so far, template included
+
+
+class RemoteGenerator:
+    def __init__(self, client: OpenAIClient, model: str, concurrency: int = 8, template: str | None = None,
+                 system: str = SYSTEM_PROMPT) -> None:
+        self.client = client
+        self.model = model
+        self.concurrency = max(1, concurrency)
+        self.template = template  # None: the server's own (/apply-template); "chatml": ours
+        self.system = system
+        self._lock = threading.Lock()
+        self._usage = {"requests": 0, "prompt_tokens": 0, "generated_tokens": 0, "cached_tokens": 0}
+
+    # -- prompts ---------------------------------------------------------------------------
+    def render(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        if self.template == CHATML:
+            return _chatml(messages, add_generation_prompt)
+        try:
+            out = self.client.post("/apply-template", {"messages": messages})
+        except RemoteError as exc:
+            raise RemoteError(f"{exc}; give the endpoint a template (--template chatml) if the server "
+                              "cannot render its own") from None
+        if not isinstance(out, dict) or not isinstance(out.get("prompt"), str):
+            raise RemoteError("the server's /apply-template answered without a prompt")
+        return out["prompt"]
+
+    def root(self, problem: str, system: str | None = None) -> RemoteState:
+        return RemoteState(self.render([{"role": "system", "content": system or self.system},
+                                        {"role": "user", "content": problem}]))
+
+    def follow_up(self, text: str) -> str:
+        mark = "\u2063ATTEMPT\u2063"
+        full = self.render([{"role": "system", "content": self.system}, {"role": "user", "content": "Q"},
+                            {"role": "assistant", "content": mark}, {"role": "user", "content": text}])
+        return full[full.index(mark) + len(mark):] if mark in full else f"\n\n{text}\n\n"
+
+    # -- growing ------------------------------------------------------------------------
+    def expand(self, requests: Sequence[Expand], *, budget: int, should_stop: Callable[[], bool],
+               on_step: Callable[[Any], None]) -> list[list[Any]]:
+        left = [budget]
+        report = threading.Lock()
+
+        def take(n: int) -> int:
+            with report:
+                got = max(0, min(n, left[0]))
+                left[0] -= got
+                return got
+
+        def give_back(n: int) -> None:
+            with report:
+                left[0] += n
+
+        def emit(res: StepResult) -> None:
+            with report:  # the search's tree is not thread-safe: one step at a time
+                on_step(res)
+
+        def grow(i: int) -> list[StepResult]:
+            return self._grow(i, requests[i], take, give_back, emit, should_stop)
+
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, max(1, len(requests)))) as pool:
+            return list(pool.map(grow, range(len(requests))))
+
+    def _grow(self, i: int, req: Expand, take, give_back, emit, should_stop) -> list[StepResult]:
+        rule, s = req.stop, req.sampling
+        text = req.parent.text + req.prefix
+        forced = req.prefix
+        steps: list[StepResult] = []
+        used = 0
+        while True:
+            if should_stop():
+                return self._end(steps, i, text, "cancelled", forced, emit)
+            want = rule.max_tokens if rule.max_total is None else min(rule.max_tokens, rule.max_total - used)
+            got = take(want)
+            if got <= 0:
+                return self._end(steps, i, text, "budget", forced, emit)
+            piece, ids, lps, stop_kind, n = self._complete(text, got, s, rule)
+            give_back(got - n)
+            used += n
+            text += piece
+            last = len(steps) + 1 >= rule.max_steps
+            if rule.answer_stop and answer_complete(piece):
+                finish, ended = "stop", True  # the answer is complete (the server went on to its stop)
+            elif stop_kind == "eos":
+                finish, ended = "eos", True
+            elif stop_kind == "word" and rule.delimiter and piece.endswith(rule.delimiter):
+                finish, ended = "delimiter", last
+            elif stop_kind == "word":
+                finish, ended = "stop", True  # one of the rule's stop strings
+            elif rule.max_total is not None and used >= rule.max_total:
+                finish, ended = "length", True
+            else:
+                finish, ended = "length", last  # a long step: the branch goes on
+            res = StepResult(i, piece, ids, lps, finish, RemoteState(text), forced=forced if not steps else "",
+                             ended=ended)
+            steps.append(res)
+            emit(res)
+            if ended:
+                return steps
+
+    def _end(self, steps, i, text, finish, forced, emit) -> list[StepResult]:
+        res = StepResult(i, "", [], [], finish, RemoteState(text), forced=forced if not steps else "", ended=True)
+        steps.append(res)
+        emit(res)
+        return steps
+
+    def _complete(self, prompt: str, max_tokens: int, s: Any, rule: Any):
+        stops = ([rule.delimiter] if rule.delimiter else []) + list(rule.stop)
+        body: dict[str, Any] = {"model": self.model, "prompt": prompt, "max_tokens": max_tokens,
+                                "temperature": s.temperature, "top_p": s.top_p, "seed": s.seed, "logprobs": 1,
+                                "stop": stops, "verbose": True, "return_tokens": True}
+        if s.top_k:
+            body["top_k"] = s.top_k
+        resp = self.client.post("/v1/completions", body)
+        try:
+            choice = resp["choices"][0]
+            piece = choice["text"]
+            finish = choice.get("finish_reason")
+        except (KeyError, IndexError, TypeError):
+            raise RemoteError("the server's completion had no choices[0].text") from None
+        usage = resp.get("usage") or {}
+        ids, lps = _token_logprobs(choice.get("logprobs"), resp.get("__verbose"))
+        n = int(usage.get("completion_tokens") or len(lps) or 0)
+        self._count(usage, n)
+        kind = _stop_kind(finish, choice, resp)
+        if kind == "word" and rule.delimiter and rule.delimiter not in rule.stop:
+            piece += rule.delimiter  # a stop string is not in the text; our steps keep their delimiter
+        if len(lps) < n:
+            lps += [0.0] * (n - len(lps))
+        if len(ids) < n:
+            ids += [-1] * (n - len(ids))
+        return piece, ids[:n], lps[:n], kind, n
+
+    def _count(self, usage: dict[str, Any], n: int) -> None:
+        with self._lock:
+            self._usage["requests"] += 1
+            self._usage["prompt_tokens"] += int(usage.get("prompt_tokens") or 0)
+            self._usage["generated_tokens"] += n
+            details = usage.get("prompt_tokens_details") or {}
+            self._usage["cached_tokens"] += int(details.get("cached_tokens") or 0)
+
+    # -- judging, housekeeping -----------------------------------------------------------------
+    def compare(self, problem: str, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        """P(A is correct) per pair from the first token's top logprobs, both orders."""
+        out = []
+        for a, b in pairs:
+            p = [self._judge(problem, x, y) for x, y in ((a, b), (b, a))]
+            out.append((p[0] + (1 - p[1])) / 2)
+        return out
+
+    def _judge(self, problem: str, first: str, second: str) -> float:
+        user = f"Problem: {problem}\n\nSolution A:\n{first.strip()}\n\nSolution B:\n{second.strip()}\n\n{JUDGE_QUESTION}"
+        prompt = self.render([{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": user}])
+        resp = self.client.post("/v1/completions", {"model": self.model, "prompt": prompt, "max_tokens": 1,
+                                                    "temperature": 0.0, "logprobs": 20})
+        top = _first_top_logprobs((resp.get("choices") or [{}])[0].get("logprobs"))
+        la, lb = top.get("A"), top.get("B")
+        if la is None and lb is None:
+            return 0.5  # no opinion
+        la = la if la is not None else -1e9
+        lb = lb if lb is not None else -1e9
+        m = max(la, lb)
+        return math.exp(la - m) / (math.exp(la - m) + math.exp(lb - m))
+
+    def release(self, state: Any) -> None:
+        """Nothing is held: the server's cache is its own to evict."""
+
+    def stats(self) -> dict[str, float]:
+        with self._lock:
+            return dict(self._usage)
+
+
+def _stop_kind(finish: str | None, choice: dict[str, Any], resp: dict[str, Any]) -> str:
+    """"eos", "word" (a stop string) or "length", from whatever the server tells."""
+    if finish == "length":
+        return "length"
+    verbose = resp.get("__verbose") or {}
+    if verbose.get("stop_type") in ("eos", "word", "limit"):  # llama-server
+        return {"limit": "length"}.get(verbose["stop_type"], verbose["stop_type"])
+    if "stop_reason" in choice:  # vLLM: the matched string, a stop token id, or None for EOS
+        return "word" if isinstance(choice["stop_reason"], str) else "eos"
+    if "matched_stop" in choice:  # SGLang: the matched string, or the EOS token id
+        return "word" if isinstance(choice["matched_stop"], str) else "eos"
+    return "word"  # unknown server: a stop after text is taken for the delimiter
+
+
+def _token_logprobs(lp: Any, verbose: Any) -> tuple[list[int], list[float]]:
+    """Token ids and logprobs from the two shapes servers use."""
+    ids: list[int] = []
+    lps: list[float] = []
+    if isinstance(lp, dict) and isinstance(lp.get("content"), list):  # llama-server (chat-style)
+        for t in lp["content"]:
+            lps.append(float(t.get("logprob", 0.0)))
+            ids.append(int(t["id"]) if isinstance(t.get("id"), int) else -1)
+    elif isinstance(lp, dict) and isinstance(lp.get("token_logprobs"), list):  # OpenAI legacy, vLLM
+        lps = [float(x) if x is not None else 0.0 for x in lp["token_logprobs"]]
+        ids = [-1] * len(lps)
+    if isinstance(verbose, dict) and isinstance(verbose.get("tokens"), list) and verbose["tokens"]:
+        ids = [int(t) for t in verbose["tokens"]]
+    return ids, lps
+
+
+def _first_top_logprobs(lp: Any) -> dict[str, float]:
+    if isinstance(lp, dict) and isinstance(lp.get("content"), list) and lp["content"]:
+        first = lp["content"][0]
+        return {str(t.get("token", "")).strip(): float(t["logprob"]) for t in first.get("top_logprobs", [])}
+    if isinstance(lp, dict) and isinstance(lp.get("top_logprobs"), list) and lp["top_logprobs"]:
+        return {str(k).strip(): float(v) for k, v in (lp["top_logprobs"][0] or {}).items()}
+    return {}
+
+
+def _chatml(messages: list[dict[str, str]], add_generation_prompt: bool) -> str:
+    text = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
+    return text + ("<|im_start|>assistant\n" if add_generation_prompt else "")
