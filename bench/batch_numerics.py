@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from tts_tui.catalog import resolve_model
-from tts_tui.engine import BranchEngine, BranchRequest, LlamaModel, SamplingParams, StopRule
-from tts_tui.engine import branches as engine_branches
-from tts_tui.search.llama_generator import LlamaGenerator
+from tts_tui.backends.llamacpp import BranchEngine, BranchRequest, LlamaModel, SamplingParams, StopRule
+from tts_tui.backends.llamacpp import branches as engine_branches
+from tts_tui.backends.llamacpp.generator import LlamaGenerator
 from tts_tui.verify.answers import MathAnswers
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gsm8k_dev.jsonl"

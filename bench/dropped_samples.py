@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 from tts_tui.atomic import append_line
-from tts_tui.engine.sampling import answer_complete
+from tts_tui.backends.protocol import answer_complete
 from tts_tui.evaluate import done_keys, load_problems
 from tts_tui.search.protocol import SearchParams
 from tts_tui.search.run import Search

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import llama_cpp as L  # noqa: E402
 
 from tts_tui.catalog import resolve_model  # noqa: E402
-from tts_tui.engine import BranchEngine, BranchRequest, LlamaModel, SamplingParams, StopRule  # noqa: E402
+from tts_tui.backends.llamacpp import BranchEngine, BranchRequest, LlamaModel, SamplingParams, StopRule  # noqa: E402
 
 PROMPT = "Write a long story about a robot who learns to paint. Use many details."
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tts_tui.engine import BranchRequest, SamplingParams, StopRule  # noqa: E402
+from tts_tui.backends.llamacpp import BranchRequest, SamplingParams, StopRule  # noqa: E402
 from tts_tui.session import Solver  # noqa: E402
 
 TEXT = ("Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "

@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tts_tui.catalog import resolve_model  # noqa: E402
-from tts_tui.engine import BranchEngine, BranchRequest, LlamaModel, SamplingParams, StopRule  # noqa: E402
+from tts_tui.backends.llamacpp import BranchEngine, BranchRequest, LlamaModel, SamplingParams, StopRule  # noqa: E402
 
 PROMPT = "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. " \
          "How many clips did Natalia sell altogether in April and May? Explain step by step."

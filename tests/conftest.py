@@ -32,7 +32,7 @@ def tiny_path() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model(tiny_path):
-    from tts_tui.engine import LlamaModel
+    from tts_tui.backends.llamacpp import LlamaModel
 
     model = LlamaModel(tiny_path)
     yield model
@@ -41,7 +41,7 @@ def tiny_model(tiny_path):
 
 @pytest.fixture()
 def engine(tiny_model):
-    from tts_tui.engine import BranchEngine
+    from tts_tui.backends.llamacpp import BranchEngine
 
     eng = BranchEngine(tiny_model, n_ctx=2048, n_seq_max=16)
     yield eng

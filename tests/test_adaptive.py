@@ -164,7 +164,7 @@ def test_an_adaptive_run_decodes_the_prompt_once_and_frees_every_sequence(tiny_p
 
 @pytest.mark.model
 def test_the_engine_cuts_a_trace_below_the_floor_and_frees_it(engine, tiny_model):
-    from tts_tui.engine import BranchRequest, SamplingParams, StopRule
+    from tts_tui.backends.llamacpp import BranchRequest, SamplingParams, StopRule
 
     root = engine.prefill(tiny_model.chat_tokens([{"role": "user", "content": "Count to twenty."}]))
     free = engine.free_sequences

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fakes import FakeGenerator, FakeScorer
-from tts_tui.engine.sampling import answer_complete
+from tts_tui.backends.protocol import answer_complete
 from tts_tui.search.protocol import SearchParams
 from tts_tui.search.run import Search
 from tts_tui.search.strategies import run_strategy
@@ -107,7 +107,7 @@ def test_answer_complete(text, done):
 
 @pytest.mark.model
 def test_the_engine_ends_a_branch_when_its_boxed_answer_closes(engine, tiny_model):
-    from tts_tui.engine import BranchRequest, SamplingParams, StopRule
+    from tts_tui.backends.llamacpp import BranchRequest, SamplingParams, StopRule
 
     toks = tiny_model.chat_tokens([{"role": "user", "content": "What is 2 + 3? Explain your answer in three sentences."}])
     root = engine.prefill(toks)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import llama_cpp as L
-from tts_tui.engine import BranchRequest, SamplingParams, StopRule
+from tts_tui.backends.llamacpp import BranchRequest, SamplingParams, StopRule
 
 
 def embedding_of(model, tokens: list[int]) -> np.ndarray:

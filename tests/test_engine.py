@@ -5,9 +5,9 @@ from __future__ import annotations
 import llama_cpp as L
 import pytest
 
-from tts_tui.engine import BranchEngine, BranchRequest, SamplingParams, StopRule
+from tts_tui.backends.llamacpp import BranchEngine, BranchRequest, SamplingParams, StopRule
 from tts_tui.errors import ContextOverflowError
-from tts_tui.search.llama_generator import LlamaGenerator
+from tts_tui.backends.llamacpp.generator import LlamaGenerator
 
 pytestmark = pytest.mark.model
 GREEDY = SamplingParams(temperature=0.0)

@@ -142,7 +142,7 @@ def test_the_pipeline_runs_on_the_tiny_model_and_the_probe_scores_a_real_run(tin
 
 @pytest.mark.model
 def test_capture_on_and_off_give_the_same_tokens(engine, tiny_model):
-    from tts_tui.engine import BranchRequest, SamplingParams, StopRule
+    from tts_tui.backends.llamacpp import BranchRequest, SamplingParams, StopRule
 
     root = engine.prefill(tiny_model.chat_tokens([{"role": "user", "content": "Name three colours."}]))
 

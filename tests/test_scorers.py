@@ -65,7 +65,7 @@ def exact_engine(tiny_model, monkeypatch):
     it off, any schedule gives the same logits, so the reference can be matched exactly."""
     import llama_cpp
 
-    from tts_tui.engine import BranchEngine
+    from tts_tui.backends.llamacpp import BranchEngine
 
     defaults = llama_cpp.llama_context_default_params
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 from tts_tui.catalog import load_catalog, resolve_model
 from tts_tui.catalog.fetch import Progress
-from tts_tui.engine import BranchEngine, LlamaModel
+from tts_tui.backends.llamacpp import BranchEngine, LlamaModel
 from tts_tui.errors import InputError, ModelError
 from tts_tui.search import events as ev
-from tts_tui.search.llama_generator import LlamaGenerator
+from tts_tui.backends.llamacpp.generator import LlamaGenerator
 from tts_tui.search.protocol import SearchParams
 from tts_tui.search.run import Result, Search
 from tts_tui.search.strategies import run_strategy, validate
@@ -159,3 +159,46 @@ class Solver:
             if self._prm is not None:
                 self._prm.engine.close()
                 self._prm.engine.model.close()
+
+
+# Verifiers that read only what an OpenAI-compatible server returns (token logprobs).
+REMOTE_VERIFIERS = ("confidence",)
+
+
+class RemoteSolver:
+    """Solves with any strategy against an OpenAI-compatible server (llama-server, vLLM,
+    SGLang): the same search, the server's decoding. Same `solve` as `Solver`."""
+
+    def __init__(self, base_url: str, model: str, api_key: str | None = None, concurrency: int = 8,
+                 template: str | None = None) -> None:
+        from tts_tui.backends.openai import OpenAIClient, RemoteGenerator
+
+        self.model_name = model
+        self.model_path = Path(model)  # a name, for run records
+        self.client = OpenAIClient(base_url, api_key=api_key)
+        self.generator = RemoteGenerator(self.client, model, concurrency=concurrency, template=template)
+        self.answers = MathAnswers()
+        self.lock = threading.RLock()
+
+    def default_verifier(self) -> str:
+        return "confidence"
+
+    def scorer(self, verifier: str):
+        if verifier not in REMOTE_VERIFIERS:
+            why = ("reads the model's hidden states, which servers do not expose" if verifier == "probe"
+                   else "needs the local engine")
+            raise InputError(f"--verifier {verifier} {why}; with --backend openai use: {', '.join(REMOTE_VERIFIERS)}")
+        return TRAINING_FREE[verifier]()
+
+    def solve(self, problem: str, strategy: str, params: SearchParams, verifier: str = "confidence",
+              listener: ev.Listener | None = None, cancel: threading.Event | None = None) -> tuple[Result, Search]:
+        if not problem or not problem.strip():
+            raise InputError("the problem is empty")
+        validate(strategy, params)
+        search = Search(self.generator, problem.strip(), params, self.answers, scorer=self.scorer(verifier),
+                        listener=listener, cancel=cancel)
+        result = run_strategy(strategy, search)
+        return result, search
+
+    def close(self) -> None:
+        """Nothing is held locally."""

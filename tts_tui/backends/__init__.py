@@ -1,6 +1,6 @@
-"""Backends under the search layer's generator protocol (`search/protocol.py`).
+"""Backends under the search layer's generator protocol (`backends/protocol.py`).
 
-The llama.cpp engine runs in process (`tts_tui/engine`, adapted by
-`search/llama_generator.py`); `backends/openai` drives an OpenAI-compatible server
-(llama-server, vLLM, SGLang) through its completions API.
+`backends/llamacpp` runs llama.cpp in process (the batched branch engine and its
+generator); `backends/openai` drives an OpenAI-compatible server (llama-server, vLLM,
+SGLang) through its completions API. The search layer knows the protocol, never a backend.
 """

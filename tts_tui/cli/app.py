@@ -46,6 +46,28 @@ CUT_HELP = "Adaptive: cut traces whose confidence falls below what the first wav
 DEFAULT_WAVE = 4  # see the README's wave figures (bench/engine_throughput.py)
 
 
+def remote_solver(base_url: Optional[str], model: Optional[str], api_key_env: Optional[str],
+                  template: Optional[str]):
+    """The solver for --backend openai; the key is read from the named variable, never given
+    on the command line (where it would land in shell history and process lists)."""
+    import os
+
+    from tts_tui.session import RemoteSolver
+
+    if not base_url:
+        raise TTSError("--backend openai needs --base-url URL")
+    if not model:
+        raise TTSError("--backend openai needs --model NAME (the server's model name)")
+    key = None
+    if api_key_env:
+        key = os.environ.get(api_key_env)
+        if not key:
+            raise TTSError(f"--api-key-env {api_key_env}: that variable is not set")
+    if template not in (None, "chatml"):
+        raise TTSError(f"unknown --template {template!r} (chatml, or leave it to the server)")
+    return RemoteSolver(base_url, model, api_key=key, template=template)
+
+
 def adaptive_params(on: bool, stop_at: float, wave: int, cut: bool):
     """The adaptive knobs, or None for a fixed-N vote (--stop-at, --wave, --cut need --adaptive)."""
     from tts_tui.search.protocol import AdaptiveParams
@@ -93,6 +115,11 @@ def solve(
     stop_at: float = typer.Option(0.95, "--stop-at", help="Adaptive: stop once P(leader holds) reaches this."),
     wave: int = typer.Option(DEFAULT_WAVE, "--wave", help="Adaptive: samples decoded together per wave."),
     cut: bool = typer.Option(False, "--cut", help=CUT_HELP),
+    backend: str = typer.Option("llamacpp", "--backend", help="llamacpp (in process) or openai (a server)."),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="openai: the server, e.g. http://127.0.0.1:8080"),
+    api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="openai: the variable holding the API key."),
+    template: Optional[str] = typer.Option(None, "--template",
+                                           help="openai: chatml, where the server cannot render its own template."),
 ) -> None:
     """Solve one problem with a test-time scaling strategy."""
     from tts_tui.cli.progress import SearchProgress, download_progress
@@ -112,9 +139,14 @@ def solve(
                           max_steps=max_steps, aggregate=aggregate,
                           adaptive=adaptive_params(adaptive, stop_at, wave, cut))
     validate(strategy, params)  # before loading a model: bad input fails fast
-    with download_progress() as on_progress:
-        solver = Solver(model, prm=prm, options=EngineOptions(n_threads=threads, n_gpu_layers=n_gpu_layers),
-                        on_progress=on_progress)
+    if backend == "openai":
+        solver = remote_solver(base_url, model, api_key_env, template)
+    elif backend != "llamacpp":
+        raise TTSError(f"unknown backend {backend!r} (llamacpp or openai)")
+    else:
+        with download_progress() as on_progress:
+            solver = Solver(model, prm=prm, options=EngineOptions(n_threads=threads, n_gpu_layers=n_gpu_layers),
+                            on_progress=on_progress)
     verifier = verifier or solver.default_verifier()
     cancel = threading.Event()
     try:
@@ -239,7 +271,7 @@ def _entry(cat, model_id: str):
 def doctor() -> None:
     """Which llama.cpp build is in use, GPU offload, threads, models dir."""
     from tts_tui import paths
-    from tts_tui.engine.backend import backend_info
+    from tts_tui.backends.llamacpp.backend import backend_info
 
     info = backend_info()
     print(f"llama-cpp-python: {info['llama_cpp_python']}")

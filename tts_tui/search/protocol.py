@@ -1,82 +1,25 @@
 """What a strategy needs from the layers around it, as structural protocols.
 
-A strategy talks to a `Generator` (the engine, or a scripted fake in tests), a
+A strategy talks to a `Generator` (a backend: the llama.cpp engine in process, an
+OpenAI-compatible server, or a scripted fake in tests; see `backends/protocol.py`), a
 `Scorer` (a verifier) and `Answers` (extraction and equivalence). The verify layer and
-the engine adapter implement these; the search layer imports neither.
+the backends implement these; the search layer imports neither.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from tts_tui.engine.sampling import SamplingParams, StopRule
+from tts_tui.backends.protocol import Expand, Generator, SamplingParams, StepResult, StopRule
+
+__all__ = ["AdaptiveParams", "Answers", "Expand", "Generator", "SamplingParams", "Scorer", "SearchParams",
+           "StepResult", "StopRule"]
 
 if TYPE_CHECKING:
     from tts_tui.search.run import Search
     from tts_tui.search.tree import Node
-
-
-@dataclass
-class Expand:
-    """Grow one branch from `parent` (an opaque generator state)."""
-
-    parent: Any
-    sampling: SamplingParams
-    stop: StopRule
-    prefix: str = ""  # text forced before sampling ("Wait,")
-    keep: bool = True  # keep the end state to grow from later
-    template: bool = False  # the prefix is chat-template text (a new turn): its special tokens count
-
-
-@dataclass
-class StepResult:
-    """Matches engine.StepOutput's fields (duck-typed)."""
-
-    request: int
-    text: str
-    tokens: list[int]
-    logprobs: list[float]
-    finish: str
-    handle: Any
-    forced: str = ""
-    seconds: float = 0.0
-    ended: bool = False  # the branch ends with this step
-    confidences: list[float] = field(default_factory=list)  # per token, when asked
-    entropies: list[float] = field(default_factory=list)  # per token, when captured
-    certainties: list[float] = field(default_factory=list)  # per token, when captured
-    hidden: Any = None  # the step's final hidden state, when captured
-
-    @property
-    def done(self) -> bool:
-        return self.finish in ("eos", "stop")
-
-
-class Generator(Protocol):
-    def root(self, problem: str, system: str | None = None) -> Any: ...
-
-    def expand(
-        self,
-        requests: Sequence[Expand],
-        *,
-        budget: int,
-        should_stop: Callable[[], bool],
-        on_step: Callable[[Any], None],
-    ) -> list[list[Any]]: ...
-
-    def release(self, state: Any) -> None: ...
-
-    def stats(self) -> dict[str, float]: ...
-
-    def compare(self, problem: str, pairs: Sequence[tuple[str, str]]) -> list[float]:
-        """P(solution A is the correct one) for each (A, B), all pairs in one batch."""
-        ...
-
-    def follow_up(self, text: str) -> str:
-        """Template text that ends the model's turn and asks `text` as a new user turn
-        (forced with Expand.template, it continues a conversation on its own KV)."""
-        ...
 
 
 class Scorer(Protocol):

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from tts_tui.engine.sampling import StopRule, answer_complete
+from tts_tui.backends.protocol import StopRule, answer_complete
 from tts_tui.search import events as ev
 from tts_tui.search.protocol import Answers, Expand, Generator, Scorer, SearchParams
 from tts_tui.search.stopping import lowest_window

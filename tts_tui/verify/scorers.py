@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from tts_tui.engine.branches import BranchEngine, Handle
+from tts_tui.backends.llamacpp.branches import BranchEngine, Handle
 from tts_tui.errors import InputError
 
 if TYPE_CHECKING:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tts_tui.backends.openai.client import OpenAIClient, RemoteError
-from tts_tui.engine.sampling import answer_complete
+from tts_tui.backends.protocol import answer_complete
 from tts_tui.search.protocol import Expand, StepResult
 
 SYSTEM_PROMPT = (

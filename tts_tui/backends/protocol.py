@@ -1,9 +1,14 @@
-"""Per-branch sampling and stopping rules, and llama.cpp sampler chains built from them."""
+"""What a search asks of a backend: grow branches (`Expand`) under sampling and stopping
+rules, get steps back (`StepResult`). Every backend implements `Generator`: the llama.cpp
+engine in process (`backends/llamacpp`), an OpenAI-compatible server (`backends/openai`).
+`answer_complete` is the text rule that ends a branch at its final answer, the same for all."""
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -108,3 +113,64 @@ def _in_code(text: str, at: int, in_code: bool = False) -> bool:
     """A box inside a code fence, or escaped as in a string literal
     (`print(f"\\\\boxed{{{ans}}}")`), is code the model writes, not its answer."""
     return (in_code + text.count("```", 0, at)) % 2 == 1 or (at > 0 and text[at - 1] == "\\")
+
+
+@dataclass
+class Expand:
+    """Grow one branch from `parent` (an opaque generator state)."""
+
+    parent: Any
+    sampling: SamplingParams
+    stop: StopRule
+    prefix: str = ""  # text forced before sampling ("Wait,")
+    keep: bool = True  # keep the end state to grow from later
+    template: bool = False  # the prefix is chat-template text (a new turn): its special tokens count
+
+
+@dataclass
+class StepResult:
+    """One step of one branch (the llama.cpp engine's StepOutput has the same fields)."""
+
+    request: int
+    text: str
+    tokens: list[int]
+    logprobs: list[float]
+    finish: str
+    handle: Any
+    forced: str = ""
+    seconds: float = 0.0
+    ended: bool = False  # the branch ends with this step
+    confidences: list[float] = field(default_factory=list)  # per token, when asked
+    entropies: list[float] = field(default_factory=list)  # per token, when captured
+    certainties: list[float] = field(default_factory=list)  # per token, when captured
+    hidden: Any = None  # the step's final hidden state, when captured
+
+    @property
+    def done(self) -> bool:
+        return self.finish in ("eos", "stop")
+
+
+class Generator(Protocol):
+    def root(self, problem: str, system: str | None = None) -> Any: ...
+
+    def expand(
+        self,
+        requests: Sequence[Expand],
+        *,
+        budget: int,
+        should_stop: Callable[[], bool],
+        on_step: Callable[[Any], None],
+    ) -> list[list[Any]]: ...
+
+    def release(self, state: Any) -> None: ...
+
+    def stats(self) -> dict[str, float]: ...
+
+    def compare(self, problem: str, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        """P(solution A is the correct one) for each (A, B), all pairs in one batch."""
+        ...
+
+    def follow_up(self, text: str) -> str:
+        """Template text that ends the model's turn and asks `text` as a new user turn
+        (forced with Expand.template, it continues a conversation on its own KV)."""
+        ...

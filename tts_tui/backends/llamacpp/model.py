@@ -8,7 +8,7 @@ from pathlib import Path
 import llama_cpp as L
 
 from tts_tui.catalog.gguf_file import check_gguf
-from tts_tui.engine.backend import ensure_backend
+from tts_tui.backends.llamacpp.backend import ensure_backend
 from tts_tui.errors import ModelError
 
 Message = dict[str, str]

@@ -29,9 +29,9 @@ from typing import Any
 import llama_cpp as L
 import numpy as np
 
-from tts_tui.engine.backend import default_threads
-from tts_tui.engine.model import LlamaModel
-from tts_tui.engine.sampling import SamplingParams, StopRule, answer_complete
+from tts_tui.backends.llamacpp.backend import default_threads
+from tts_tui.backends.llamacpp.model import LlamaModel
+from tts_tui.backends.protocol import SamplingParams, StopRule, answer_complete
 from tts_tui.errors import ContextOverflowError, ModelError
 
 FINISH_DELIMITER = "delimiter"  # the step ended at the step delimiter; the branch can go on

@@ -1,4 +1,4 @@
-"""The engine as the search layer's `Generator`: prompts in, steps out."""
+"""The llama.cpp engine as the search layer's `Generator`: prompts in, steps out."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from tts_tui.engine.branches import BranchEngine, BranchRequest, Handle
+from tts_tui.backends.llamacpp.branches import BranchEngine, BranchRequest, Handle
 from tts_tui.errors import ModelError
-from tts_tui.search.protocol import Expand
+from tts_tui.backends.protocol import Expand
 
 JUDGE_SYSTEM = "You are a careful math teacher who checks solutions."
 JUDGE_QUESTION = "Which solution is correct, A or B? Answer with a single letter."
