@@ -126,3 +126,42 @@ def test_tts_solve_against_the_server(tmp_path):
                               s.url, "--model", "standin", "--verifier", "probe"], capture_output=True, text=True,
                              timeout=120)
         assert bad.returncode == 2 and "hidden states" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_eval_runs_problems_concurrently_and_stays_resumable(tmp_path):
+    from tts_tui.evaluate import Problem, read_rows, run_eval
+    from tts_tui.session import RemoteSolver
+
+    problems = [Problem(f"p{i}", f"What is {i}*7?", "42") for i in range(6)]
+    with Standin() as s:
+        solver = RemoteSolver(s.url, "standin", concurrency=4)
+        solve = lambda problem, strategy, params: solver.solve(problem, strategy, params)  # noqa: E731
+        rows = run_eval(problems, ["majority"], [4], SearchParams(m=1, max_steps=8), solve, tmp_path, 64,
+                        concurrency=3)
+        assert sorted(r["id"] for r in rows) == sorted(p.id for p in problems)
+        assert all(r["answer"] == "42" for r in rows)
+        before = len(s.bodies)
+        again = run_eval(problems, ["majority"], [4], SearchParams(m=1, max_steps=8), solve, tmp_path, 64,
+                         concurrency=3)
+        assert len(s.bodies) == before and len(again) == 6  # nothing redone
+        assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 6 == len(read_rows(tmp_path / "log.jsonl"))
+
+
+def test_tts_eval_against_two_servers_concurrently(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"id": f"q{i}", "problem": f"What is {i}*7?", "answer": "42"}) + "\n"
+                            for i in range(4)))
+    with Standin() as a, Standin() as b:
+        proc = subprocess.run([sys.executable, "-m", "tts_tui", "eval", "--data", str(data), "--strategy",
+                               "majority", "--n", "2", "--backend", "openai", "--base-url", f"{a.url},{b.url}",
+                               "--model", "standin", "--concurrency", "2", "--out", str(tmp_path / "out")],
+                              capture_output=True, text=True, timeout=180)
+        assert proc.returncode == 0, proc.stderr
+        assert "per minute" in proc.stderr and "majority" in proc.stdout
+        assert a.bodies and b.bodies  # both servers took problems
+        rows = [json.loads(x) for x in (tmp_path / "out" / "log.jsonl").read_text().splitlines()]
+        assert len({r["id"] for r in rows}) == 4 and all(r["backend"] == "openai" for r in rows)

@@ -509,8 +509,13 @@ def run_eval(
     stamp: dict[str, Any] | None = None,
     retry_failed: bool = False,
     is_current: RowFilter | None = None,
+    concurrency: int = 1,
 ) -> list[dict[str, Any]]:
     """Run what the log lacks, one fsynced row per (strategy, N, problem); return all rows.
+
+    `concurrency` > 1 runs that many problems at once (a server's continuous batching
+    does the rest); rows are logged from this thread as jobs finish, so the log stays
+    whole and resumable. A meter cannot tell concurrent jobs apart: it is not read then.
 
     A logged row counts as done only when `is_current` keeps it (rows made with other
     settings are run again; None: every row counts). `stamp` (the settings digest, code
@@ -521,27 +526,48 @@ def run_eval(
     log = out_dir / "log.jsonl"
     out_dir.mkdir(parents=True, exist_ok=True)
     done = done_keys(log, retry_failed, is_current)
+    jobs = [(strategy, n, yields, names, p) for strategy, n, yields, names in plan(strategies, ns, base.m)
+            for p in problems if not all(_key(name, k, p.id) in done for name, k in _expected(names, n, yields))]
+
+    def run(job: tuple) -> list[dict[str, Any]]:
+        strategy, n, yields, names, p = job
+        params = job_params(base, strategy, n, budget_per_sample)
+        return _run_job(strategy, n, yields, names, p, params, solve, meter if concurrency <= 1 else None,
+                        base.adaptive)
+
     errors: list[tuple[str, str]] = []  # (problem id, error) of the problems failing in a row now
-    for strategy, n, yields, names in plan(strategies, ns, base.m):
-        for p in problems:
-            want = _expected(names, n, yields)
-            if all(_key(name, k, p.id) in done for name, k in want):
+    for job, rows in _jobs_done(jobs, run, concurrency):
+        for row in rows:
+            if row["key"] in done:
                 continue
-            params = job_params(base, strategy, n, budget_per_sample)
-            rows = _run_job(strategy, n, yields, names, p, params, solve, meter, base.adaptive)
-            for row in rows:
-                if row["key"] in done:
-                    continue
-                row.update(stamp or {})
-                append_line(log, json.dumps(row, ensure_ascii=False))
-                done.add(row["key"])
-                if on_row:
-                    on_row(row)
-            failed = bool(rows) and bool(rows[0].get("failed"))  # a job's rows fail together
-            errors = [*errors, (p.id, rows[0]["failed"])] if failed else []
-            if len(errors) >= MAX_FAILED_IN_A_ROW:
-                raise EvalStopped(_stopped_message(errors))
+            row.update(stamp or {})
+            append_line(log, json.dumps(row, ensure_ascii=False))
+            done.add(row["key"])
+            if on_row:
+                on_row(row)
+        failed = bool(rows) and bool(rows[0].get("failed"))  # a job's rows fail together
+        errors = [*errors, (job[4].id, rows[0]["failed"])] if failed else []
+        if len(errors) >= MAX_FAILED_IN_A_ROW:
+            raise EvalStopped(_stopped_message(errors))
     return read_rows(log)
+
+
+def _jobs_done(jobs: list[tuple], run: Callable[[tuple], list[dict[str, Any]]], concurrency: int):
+    """(job, rows) as jobs finish: in order one at a time, or `concurrency` at once. Jobs not
+    started yet are dropped when the caller stops early (EvalStopped, a cancel)."""
+    if concurrency <= 1:
+        for job in jobs:
+            yield job, run(job)
+        return
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    pool = ThreadPoolExecutor(max_workers=concurrency)
+    try:
+        futures = {pool.submit(run, job): job for job in jobs}
+        for fut in as_completed(futures):
+            yield futures[fut], fut.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _stopped_message(errors: list[tuple[str, str]]) -> str:

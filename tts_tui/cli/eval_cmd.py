@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -54,14 +55,17 @@ def eval_command(
     stop_at: float = typer.Option(0.95, "--stop-at", help="Adaptive: stop once P(leader holds) reaches this."),
     wave: int = typer.Option(4, "--wave", help="Adaptive: samples per wave."),
     cut: bool = typer.Option(False, "--cut", help="Adaptive: also DeepConf-cut rows (weak traces cut after wave 1)."),
+    backend: str = typer.Option("llamacpp", "--backend", help="llamacpp (in process) or openai (servers)."),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="openai: URL[,URL2,...]; problems spread over them."),
+    api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="openai: the variable holding the API key."),
+    template: Optional[str] = typer.Option(None, "--template", help="openai: chatml, where a server cannot render its own."),
+    concurrency: int = typer.Option(1, "--concurrency", min=1, help="openai: problems run at once."),
 ) -> None:
     """Accuracy, mean tokens and time per strategy x N; resumable; writes log.jsonl and plot.svg."""
     from tts_tui.catalog import resolve_model
     from tts_tui.cli.app import adaptive_params
-    from tts_tui.evaluate import (adaptive_names, base_strategy, check_m, code_version, current_filter, current_rows,
-                                  format_table, job_params, library_versions, load_problems, open_settings, plot_svg,
-                                  run_eval, summarize)
-    from tts_tui.refit import format_bins
+    from tts_tui.evaluate import (adaptive_names, base_strategy, check_m, code_version, current_filter, job_params,
+                                  library_versions, load_problems, open_settings, run_eval)
     from tts_tui.search.protocol import SearchParams
     from tts_tui.search.strategies import validate
     from tts_tui.session import VERIFIERS, EngineOptions, Solver, default_verifier_for
@@ -87,6 +91,13 @@ def eval_command(
         for k in ns:
             validate(base_strategy(s), job_params(base, s, k, budget_per_sample))
     problems = load_problems(data, limit, lv, skip)
+    if backend == "openai":
+        return _eval_remote(data, problems, strategies, ns, base, budget_per_sample, verifier, out, model, base_url,
+                            api_key_env, template, concurrency, allow_settings_change, retry_failed)
+    if backend != "llamacpp":
+        raise TTSError(f"unknown backend {backend!r} (llamacpp or openai)")
+    if concurrency > 1:
+        raise TTSError("--concurrency is for --backend openai: one local context runs one problem at a time")
     options = EngineOptions(n_threads=threads)
     with download_progress() as on_progress:
         model_path = resolve_model(model, on_progress=on_progress)
@@ -106,20 +117,82 @@ def eval_command(
     rows = run_eval(problems, strategies, ns, base, solve, out, budget_per_sample, _print_row,
                     meter=engine_meter(solver), stamp=stamp, retry_failed=retry_failed,
                     is_current=current_filter(out))
+    mine = _report(rows, problems, strategies, out, f"{data.name}: accuracy vs tokens ({model_path.stem})")
+    print(f"# log: {out / 'log.jsonl'}  plot: {out / 'plot.svg'}  settings: {out / 'settings.json'} ({digest})")
+    _tail(mine, strategies)
+    if refit_auto:
+        _refit(mine, max(ns), base.settings()["adaptive"])
+
+
+def _report(rows, problems, strategies, out: Path, title: str) -> list[dict]:
+    """Print the table and write the plot; the current rows of these problems."""
+    from tts_tui.evaluate import current_rows, format_table, plot_svg, summarize
+
     keep = {p.id for p in problems}
     # rows made with other settings (other Ns than these, say) stay out of the figures
     mine = [r for r in current_rows(rows, out) if r["id"] in keep]
     table = summarize([r for r in mine if r["strategy"] in strategies])
     print(format_table(table))
-    plot_svg(table, out / "plot.svg", title=f"{data.name}: accuracy vs tokens ({model_path.stem})")
-    print(f"# log: {out / 'log.jsonl'}  plot: {out / 'plot.svg'}  settings: {out / 'settings.json'} ({digest})")
+    plot_svg(table, out / "plot.svg", title=title)
+    return mine
+
+
+def _tail(mine: list[dict], strategies: list[str]) -> None:
+    from tts_tui.refit import format_bins
+
     failed = [r for r in mine if r.get("failed") and r["strategy"] in strategies]
     if failed:
         print(f"# {len(failed)} failed rows (counted wrong; --retry-failed runs them again)")
     if any(r.get("probe_agree") is not None or r.get("difficulty") for r in mine):
         print("\n" + format_bins(mine))
-    if refit_auto:
-        _refit(mine, max(ns), base.settings()["adaptive"])
+
+
+def _eval_remote(data: Path, problems, strategies, ns, base, budget_per_sample: int, verifier, out, model,
+                 base_url, api_key_env, template, concurrency: int, allow_settings_change: bool,
+                 retry_failed: bool) -> None:
+    """`tts eval --backend openai`: the same rows from servers, `concurrency` problems at
+    once, spread round robin over the --base-url list."""
+    import itertools
+    import threading
+
+    from tts_tui.cli.app import remote_solver
+    from tts_tui.evaluate import (code_version, current_filter, file_sha256, library_versions, open_settings,
+                                  params_settings, run_eval)
+
+    urls = [u.strip() for u in (base_url or "").split(",") if u.strip()]
+    solvers = [remote_solver(u, model, api_key_env, template) for u in urls] or [remote_solver(None, model, None, None)]
+    verifier = verifier or "confidence"
+    for s in solvers:
+        s.scorer(verifier)  # refused here, once, if the servers cannot serve it
+    settings = {"data": data.name, "data_sha256": file_sha256(data), "model": model, "model_sha256": None,
+                "backend": "openai", "verifier": verifier, **params_settings(base, budget_per_sample)}
+    out = out or Path("eval-out") / f"{data.stem}-{Path(model).name}-remote"
+    code = code_version()
+    digest = open_settings(out, settings, strategies, allow_change=allow_settings_change, code=code)
+    turn = itertools.cycle(solvers)
+    lock = threading.Lock()
+
+    def solve(problem: str, strat: str, params):
+        with lock:
+            solver = next(turn)
+        return solver.solve(problem, strat, params, verifier)
+
+    t0 = time.monotonic()
+    seen: set[str] = set()
+
+    def on_row(row: dict) -> None:
+        _print_row(row)
+        seen.add(row["id"])
+        minutes = max(1e-9, (time.monotonic() - t0) / 60)
+        print(f"# {len(seen)} problems, {len(seen) / minutes:.2f} per minute", file=sys.stderr, flush=True)
+
+    stamp = {"settings_digest": digest, "code": code, **library_versions(), "backend": "openai"}
+    rows = run_eval(problems, strategies, ns, base, solve, out, budget_per_sample, on_row, stamp=stamp,
+                    retry_failed=retry_failed, is_current=current_filter(out), concurrency=concurrency)
+    mine = _report(rows, problems, strategies, out, f"{data.name}: accuracy vs tokens ({model}, remote)")
+    print(f"# log: {out / 'log.jsonl'}  plot: {out / 'plot.svg'}  settings: {out / 'settings.json'} ({digest})"
+          f"  servers: {len(solvers)}, concurrency {concurrency}")
+    _tail(mine, strategies)
 
 
 def _print_row(row: dict) -> None:
