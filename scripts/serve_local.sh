@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Serve a model with llama.cpp's llama-server on 127.0.0.1, built from the very llama.cpp
+# source that llama-cpp-python vendors (the same build as the in-process engine).
+#   scripts/serve_local.sh MODEL PORT [extra llama-server args]   # MODEL: a catalog id or a GGUF path
+#   scripts/serve_local.sh --build-only                           # build (once) and print the binary's path
+# The build is cached under $TTS_CACHE (default ~/.cache/tts-tui): the first one takes about
+# 5 minutes on 2 cores, later ones nothing. Runs in the foreground; -np 4 parallel slots.
+set -euo pipefail
+VERSION=$(python3 -c "import importlib.metadata as m; print(m.version('llama-cpp-python'))")
+CACHE=${TTS_CACHE:-$HOME/.cache/tts-tui}
+SRC=$CACHE/llama_cpp_python-$VERSION/vendor/llama.cpp
+BIN=$SRC/build/bin/llama-server
+
+build() {
+  if [[ -x $BIN ]]; then return; fi
+  mkdir -p "$CACHE"
+  if [[ ! -d $SRC ]]; then
+    python3 -m pip download --quiet --no-deps --no-binary :all: "llama-cpp-python==$VERSION" -d "$CACHE" >&2
+    tar xzf "$CACHE/llama_cpp_python-$VERSION.tar.gz" -C "$CACHE"
+  fi
+  cmake -S "$SRC" -B "$SRC/build" -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+        -DLLAMA_BUILD_SERVER=ON -DCMAKE_BUILD_TYPE=Release >&2
+  cmake --build "$SRC/build" --target llama-server -j"$(nproc)" >&2
+}
+
+if [[ ${1:-} == --build-only ]]; then
+  build
+  echo "$BIN"
+  exit 0
+fi
+if [[ $# -lt 2 ]]; then
+  echo "usage: scripts/serve_local.sh MODEL PORT [llama-server args] | --build-only" >&2
+  exit 2
+fi
+MODEL=$1 PORT=$2
+shift 2
+if [[ ! -f $MODEL ]]; then
+  MODEL=$(python3 -m tts_tui models path "$MODEL")
+fi
+build
+exec "$BIN" -m "$MODEL" --host 127.0.0.1 --port "$PORT" -np 4 -c 4096 "$@"
