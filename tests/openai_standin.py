@@ -54,7 +54,9 @@ class Standin:
         n = min(body.get("max_tokens", 16), self.step_tokens)
         if len(text) > 0 and body.get("max_tokens", 16) < self.step_tokens:
             text, kind = text[: body["max_tokens"]], "limit"
-        content = [{"id": 100 + j, "token": "x", "logprob": -0.1 * (1 + body.get("seed", 0) % 3)} for j in range(n)]
+        lp = -0.1 * (1 + body.get("seed", 0) % 3)
+        content = [{"id": 100 + j, "token": "x", "logprob": lp, "top_logprobs": [{"token": "x", "logprob": lp}]}
+                   for j in range(n)]
         return self._wrap(text, content, "length" if kind == "limit" else "stop", kind, prompt)
 
     @staticmethod

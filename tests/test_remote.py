@@ -165,3 +165,35 @@ def test_tts_eval_against_two_servers_concurrently(tmp_path):
         assert a.bodies and b.bodies  # both servers took problems
         rows = [json.loads(x) for x in (tmp_path / "out" / "log.jsonl").read_text().splitlines()]
         assert len({r["id"] for r in rows}) == 4 and all(r["backend"] == "openai" for r in rows)
+
+
+def test_endpoints_add_list_check_and_solve_by_name(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TTS_CONFIG_DIR": str(tmp_path / "cfg")}
+
+    def tts(*args):
+        return subprocess.run([sys.executable, "-m", "tts_tui", *args], capture_output=True, text=True, env=env,
+                              timeout=120)
+
+    with Standin() as s:
+        assert tts("endpoints", "add", "local", "--base-url", s.url, "--model", "standin").returncode == 0
+        assert "local" in tts("endpoints", "list").stdout
+        check = tts("endpoints", "check", "local")
+        assert check.returncode == 0 and "logprobs: yes" in check.stdout and "chat template (/apply-template): yes" \
+            in check.stdout
+        solved = tts("solve", "What is 6*7?", "--endpoint", "local", "--strategy", "majority", "--n", "2")
+        assert solved.returncode == 0 and "answer: 42" in solved.stdout
+    missing = tts("solve", "q", "--endpoint", "nope")
+    assert missing.returncode == 2 and "no endpoint named 'nope'" in missing.stderr
+
+
+def test_a_server_without_logprobs_is_refused_for_confidence():
+    from tts_tui.backends.openai.capabilities import Capabilities
+
+    caps = Capabilities(continuation=True, logprobs=False)
+    assert "logprobs" in caps.refuse("majority", "confidence")
+    assert "top logprobs" in Capabilities(continuation=True, logprobs=True).refuse("bracket", "confidence")
+    assert Capabilities(continuation=True, logprobs=True, top_logprobs=True).refuse("bracket", "confidence") is None

@@ -15,7 +15,7 @@ import pytest
 from tts_tui.backends.openai import RemoteError
 from tts_tui.search.protocol import SearchParams
 
-pytestmark = [pytest.mark.model, pytest.mark.server]
+pytestmark = [pytest.mark.model, pytest.mark.server, pytest.mark.timeout(1500)]  # the first builds the server
 ROOT = Path(__file__).resolve().parents[1]
 PROBLEM = "Tom has 3 apples and buys 4 more. How many apples does he have?"
 

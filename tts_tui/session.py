@@ -179,6 +179,16 @@ class RemoteSolver:
         self.generator = RemoteGenerator(self.client, model, concurrency=concurrency, template=template)
         self.answers = MathAnswers()
         self.lock = threading.RLock()
+        self._caps = None
+
+    def capabilities(self):
+        """What the server can do (probed once, at the first solve)."""
+        from tts_tui.backends.openai.capabilities import probe
+
+        with self.lock:
+            if self._caps is None:
+                self._caps = probe(self.client, self.model_name)
+            return self._caps
 
     def default_verifier(self) -> str:
         return "confidence"
@@ -195,7 +205,11 @@ class RemoteSolver:
         if not problem or not problem.strip():
             raise InputError("the problem is empty")
         validate(strategy, params)
-        search = Search(self.generator, problem.strip(), params, self.answers, scorer=self.scorer(verifier),
+        scorer = self.scorer(verifier)
+        why = self.capabilities().refuse(strategy, verifier)
+        if why:
+            raise InputError(f"{self.client.base_url}: {why}")
+        search = Search(self.generator, problem.strip(), params, self.answers, scorer=scorer,
                         listener=listener, cancel=cancel)
         result = run_strategy(strategy, search)
         return result, search

@@ -116,6 +116,7 @@ def solve(
     wave: int = typer.Option(DEFAULT_WAVE, "--wave", help="Adaptive: samples decoded together per wave."),
     cut: bool = typer.Option(False, "--cut", help=CUT_HELP),
     backend: str = typer.Option("llamacpp", "--backend", help="llamacpp (in process) or openai (a server)."),
+    endpoint: Optional[str] = typer.Option(None, "--endpoint", help="A named server (tts endpoints add)."),
     base_url: Optional[str] = typer.Option(None, "--base-url", help="openai: the server, e.g. http://127.0.0.1:8080"),
     api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="openai: the variable holding the API key."),
     template: Optional[str] = typer.Option(None, "--template",
@@ -139,6 +140,12 @@ def solve(
                           max_steps=max_steps, aggregate=aggregate,
                           adaptive=adaptive_params(adaptive, stop_at, wave, cut))
     validate(strategy, params)  # before loading a model: bad input fails fast
+    if endpoint:
+        from tts_tui.cli.endpoints_cmd import endpoint as named
+
+        e = named(endpoint)
+        backend, base_url, model = "openai", e["base_url"], e["model"]
+        api_key_env, template = e.get("api_key_env"), e.get("template")
     if backend == "openai":
         solver = remote_solver(base_url, model, api_key_env, template)
     elif backend != "llamacpp":
@@ -299,11 +306,12 @@ def _verifiers_line() -> str:
 
 
 def _register_optional() -> None:
-    from tts_tui.cli import eval_cmd, tui_cmd, verifier_cmd
+    from tts_tui.cli import endpoints_cmd, eval_cmd, tui_cmd, verifier_cmd
 
     app.command("eval")(eval_cmd.eval_command)
     app.command("tui")(tui_cmd.tui_command)
     app.add_typer(verifier_cmd.verifier_app, name="verifier")
+    app.add_typer(endpoints_cmd.endpoints_app, name="endpoints")
 
 
 _register_optional()

@@ -1,0 +1,81 @@
+"""What a server can do, found at connect: its models, logprobs on a one-token
+completion, `n` > 1, its own chat template, and continuing a raw prompt."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from tts_tui.backends.openai.client import OpenAIClient, RemoteError
+
+
+@dataclass
+class Capabilities:
+    models: list[str] = field(default_factory=list)
+    logprobs: bool = False
+    top_logprobs: bool = False
+    n: bool = False
+    template: bool = False
+    continuation: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        yes = lambda b: "yes" if b else "no"  # noqa: E731
+        return [f"models: {', '.join(self.models) or '(none listed)'}",
+                f"logprobs: {yes(self.logprobs)}  top logprobs: {yes(self.top_logprobs)}  n > 1: {yes(self.n)}",
+                f"chat template (/apply-template): {yes(self.template)}  raw-prompt continuation: {yes(self.continuation)}",
+                *self.notes]
+
+    def refuse(self, strategy: str, verifier: str) -> str | None:
+        """Why this server cannot run `strategy` with `verifier` (None: it can)."""
+        if not self.continuation:
+            return "the server does not continue a raw prompt (needed by every strategy)"
+        if verifier == "confidence" and not self.logprobs:
+            return "--verifier confidence needs token logprobs, which this server does not return"
+        if strategy == "bracket" and not self.top_logprobs:
+            return "bracket's judge needs top logprobs, which this server does not return"
+        return None
+
+
+def probe(client: OpenAIClient, model: str) -> Capabilities:
+    caps = Capabilities()
+    try:
+        listed = client.get("/v1/models")
+        caps.models = [str(m.get("id")) for m in (listed.get("data") or []) if isinstance(m, dict)]
+    except RemoteError as exc:
+        caps.notes.append(f"/v1/models: {exc}")
+    try:
+        out = client.post("/apply-template", {"messages": [{"role": "user", "content": "hi"}]})
+        caps.template = isinstance(out, dict) and isinstance(out.get("prompt"), str)
+    except RemoteError:
+        caps.template = False
+    one = _complete(client, {"model": model, "prompt": "1, 2, 3,", "max_tokens": 1, "temperature": 0.0,
+                             "logprobs": 2, "n": 2})
+    if one is not None:
+        choices = one.get("choices") or []
+        caps.continuation = bool(choices) and isinstance(choices[0].get("text"), str)
+        caps.n = len(choices) >= 2
+        lp = choices[0].get("logprobs") if choices else None
+        caps.logprobs = _has_logprobs(lp)
+        caps.top_logprobs = _has_top(lp)
+    return caps
+
+
+def _complete(client: OpenAIClient, body: dict[str, Any]) -> dict[str, Any] | None:
+    try:
+        out = client.post("/v1/completions", body)
+        return out if isinstance(out, dict) else None
+    except RemoteError:
+        return None
+
+
+def _has_logprobs(lp: Any) -> bool:
+    if isinstance(lp, dict) and isinstance(lp.get("content"), list):
+        return bool(lp["content"]) and "logprob" in lp["content"][0]
+    return isinstance(lp, dict) and bool(lp.get("token_logprobs"))
+
+
+def _has_top(lp: Any) -> bool:
+    if isinstance(lp, dict) and isinstance(lp.get("content"), list) and lp["content"]:
+        return bool(lp["content"][0].get("top_logprobs"))
+    return isinstance(lp, dict) and bool(lp.get("top_logprobs"))

@@ -1,0 +1,88 @@
+"""`tts endpoints list|add|remove|check`: named OpenAI-compatible servers.
+
+Kept in the user config dir (`endpoints.json`, written atomically). An endpoint names the
+variable that holds its API key, never the key itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Optional
+
+import typer
+
+from tts_tui.errors import TTSError
+
+endpoints_app = typer.Typer(help="Named OpenAI-compatible servers (llama-server, vLLM, SGLang).", no_args_is_help=True)
+
+
+def load_endpoints() -> dict[str, dict[str, Any]]:
+    from tts_tui import paths
+
+    path = paths.config_dir() / "endpoints.json"
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise TTSError(f"{path}: not readable as JSON ({exc})") from None
+    return data if isinstance(data, dict) else {}
+
+
+def _save(endpoints: dict[str, dict[str, Any]]) -> None:
+    from tts_tui import paths
+    from tts_tui.atomic import write_json
+
+    write_json(paths.config_dir() / "endpoints.json", endpoints)
+
+
+def endpoint(name: str) -> dict[str, Any]:
+    found = load_endpoints().get(name)
+    if found is None:
+        raise TTSError(f"no endpoint named {name!r} (tts endpoints list)")
+    return found
+
+
+@endpoints_app.command("add")
+def add(name: str = typer.Argument(...), base_url: str = typer.Option(..., "--base-url"),
+        model: str = typer.Option(..., "--model", help="The server's model name."),
+        api_key_env: Optional[str] = typer.Option(None, "--api-key-env"),
+        template: Optional[str] = typer.Option(None, "--template")) -> None:
+    """Add (or replace) a named endpoint."""
+    all_ = load_endpoints()
+    all_[name] = {"base_url": base_url, "model": model, "api_key_env": api_key_env, "template": template}
+    _save(all_)
+    print(f"{name}: {base_url} ({model})")
+
+
+@endpoints_app.command("remove")
+def remove(name: str = typer.Argument(...)) -> None:
+    all_ = load_endpoints()
+    if all_.pop(name, None) is None:
+        raise TTSError(f"no endpoint named {name!r}")
+    _save(all_)
+
+
+@endpoints_app.command("list")
+def list_() -> None:
+    """Named endpoints, one per line."""
+    for name, e in sorted(load_endpoints().items()):
+        key = f"  key from ${e['api_key_env']}" if e.get("api_key_env") else ""
+        print(f"{name:16} {e['base_url']:32} {e['model']}{key}")
+
+
+@endpoints_app.command("check")
+def check(name: str = typer.Argument(...)) -> None:
+    """Probe an endpoint: reachable, its models, logprobs, n, template, continuation."""
+    from tts_tui.backends.openai import OpenAIClient
+    from tts_tui.backends.openai.capabilities import probe
+
+    e = endpoint(name)
+    key = os.environ.get(e["api_key_env"]) if e.get("api_key_env") else None
+    caps = probe(OpenAIClient(e["base_url"], api_key=key, retries=1, timeout=30), e["model"])
+    print(f"{name}: {e['base_url']} ({e['model']})")
+    for line in caps.lines():
+        print(f"  {line}")
+    if not caps.continuation:
+        raise TTSError(f"{name}: not usable (no completion came back)", exit_code=1)
