@@ -21,11 +21,12 @@ python3 bench/engine_throughput.py --ns 1,4,8,16,32,64 --tokens 128 | tee "$OUT/
 # 3. a 20-problem evaluation: CoT, majority@16, beam N=16 M=4
 tts eval --data ../shared/data/gsm8k_dev.jsonl --strategy cot,majority,beam --n 16 --m 4 --limit 20 \
   --out "$OUT/gsm8k20" | tee "$OUT/eval.txt"
-# 4. llama-server with CUDA, and the same majority@16 through it
-SERVER_SRC=$(python3 - <<'PY'
-import site, pathlib
-print(pathlib.Path.home() / ".cache/tts-tui")
-PY
-)
-TTS_CACHE=$SERVER_SRC CMAKE_CUDA=1 bash -c 'scripts/serve_local.sh --build-only' > "$OUT/server-build.log" 2>&1 || true
+# 4. llama-server with CUDA (its own build cache), and majority@16 through it at --concurrency 4
+export TTS_CACHE=$HOME/.cache/tts-tui-cuda LLAMA_SERVER_CMAKE_ARGS="-DGGML_CUDA=on"
+scripts/serve_local.sh default 8080 -ngl 99 -np 16 > "$OUT/server.log" 2>&1 &
+SERVER=$!
+trap 'kill $SERVER 2>/dev/null || true' EXIT
+until curl -sf http://127.0.0.1:8080/health > /dev/null; do sleep 2; done
+tts eval --data ../shared/data/gsm8k_dev.jsonl --strategy majority --n 16 --limit 20 --backend openai \
+  --base-url http://127.0.0.1:8080 --model default --concurrency 4 --out "$OUT/gsm8k20-server" | tee "$OUT/eval-server.txt"
 echo "# done: $OUT"

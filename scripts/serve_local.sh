@@ -5,6 +5,7 @@
 #   scripts/serve_local.sh --build-only                           # build (once) and print the binary's path
 # The build is cached under $TTS_CACHE (default ~/.cache/tts-tui): the first one takes about
 # 5 minutes on 2 cores, later ones nothing. Runs in the foreground; -np 4 parallel slots.
+# LLAMA_SERVER_CMAKE_ARGS adds cmake flags (-DGGML_CUDA=on; use another TTS_CACHE for it).
 set -euo pipefail
 VERSION=$(python3 -c "import importlib.metadata as m; print(m.version('llama-cpp-python'))")
 CACHE=${TTS_CACHE:-$HOME/.cache/tts-tui}
@@ -19,7 +20,7 @@ build() {
     tar xzf "$CACHE/llama_cpp_python-$VERSION.tar.gz" -C "$CACHE"
   fi
   cmake -S "$SRC" -B "$SRC/build" -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
-        -DLLAMA_BUILD_SERVER=ON -DCMAKE_BUILD_TYPE=Release >&2
+        -DLLAMA_BUILD_SERVER=ON -DCMAKE_BUILD_TYPE=Release ${LLAMA_SERVER_CMAKE_ARGS:-} >&2
   cmake --build "$SRC/build" --target llama-server -j"$(nproc)" >&2
 }
 
