@@ -197,3 +197,18 @@ def test_a_server_without_logprobs_is_refused_for_confidence():
     assert "logprobs" in caps.refuse("majority", "confidence")
     assert "top logprobs" in Capabilities(continuation=True, logprobs=True).refuse("bracket", "confidence")
     assert Capabilities(continuation=True, logprobs=True, top_logprobs=True).refuse("bracket", "confidence") is None
+
+
+def test_deepconf_signals_and_adaptive_votes_work_remotely():
+    from tts_tui.search.protocol import AdaptiveParams
+    from tts_tui.verify.scorers import DeepConfScorer
+
+    with Standin() as s:
+        search, _ = make(s, SearchParams(n=8, budget=4000, max_steps=8, adaptive=AdaptiveParams(wave=4)),
+                         scorer=DeepConfScorer())
+        result = run_strategy("weighted", search)
+        # the stand-in's "41" samples are its most confident (top logprobs -0.3 each): they win a deepconf vote
+        assert result.answer == "41" and result.stats["samples_used"] <= 8
+        assert any(b.get("logprobs") == 20 for b in s.bodies)  # the top 20 asked for
+        conf = [c for n in search.tree.nodes.values() for c in n.meta.get("conf", [])]
+        assert conf and all(c > 0 for c in conf)

@@ -162,7 +162,7 @@ class Solver:
 
 
 # Verifiers that read only what an OpenAI-compatible server returns (token logprobs).
-REMOTE_VERIFIERS = ("confidence",)
+REMOTE_VERIFIERS = ("confidence", "deepconf")
 
 
 class RemoteSolver:

@@ -103,6 +103,7 @@ class RemoteGenerator:
         forced = req.prefix
         steps: list[StepResult] = []
         used = 0
+        window: list[float] = []  # the last cut_window token confidences, across steps
         while True:
             if should_stop():
                 return self._end(steps, i, text, "cancelled", forced, emit)
@@ -110,12 +111,14 @@ class RemoteGenerator:
             got = take(want)
             if got <= 0:
                 return self._end(steps, i, text, "budget", forced, emit)
-            piece, ids, lps, stop_kind, n = self._complete(text, got, s, rule)
+            piece, ids, lps, confs, stop_kind, n = self._complete(text, got, s, rule)
             give_back(got - n)
             used += n
             text += piece
             last = len(steps) + 1 >= rule.max_steps
-            if rule.answer_stop and answer_complete(piece):
+            if rule.cut_below is not None and _falls_below(window, confs, rule.cut_window, rule.cut_below):
+                finish, ended = "cut", True  # a weak trace: the server wrote this step, no more
+            elif rule.answer_stop and answer_complete(piece):
                 finish, ended = "stop", True  # the answer is complete (the server went on to its stop)
             elif stop_kind == "eos":
                 finish, ended = "eos", True
@@ -128,7 +131,7 @@ class RemoteGenerator:
             else:
                 finish, ended = "length", last  # a long step: the branch goes on
             res = StepResult(i, piece, ids, lps, finish, RemoteState(text), forced=forced if not steps else "",
-                             ended=ended)
+                             ended=ended, confidences=confs)
             steps.append(res)
             emit(res)
             if ended:
@@ -142,8 +145,9 @@ class RemoteGenerator:
 
     def _complete(self, prompt: str, max_tokens: int, s: Any, rule: Any):
         stops = ([rule.delimiter] if rule.delimiter else []) + list(rule.stop)
+        top = max(1, rule.conf_top_k)  # DeepConf's confidence needs the k likeliest tokens
         body: dict[str, Any] = {"model": self.model, "prompt": prompt, "max_tokens": max_tokens,
-                                "temperature": s.temperature, "top_p": s.top_p, "seed": s.seed, "logprobs": 1,
+                                "temperature": s.temperature, "top_p": s.top_p, "seed": s.seed, "logprobs": top,
                                 "stop": stops, "verbose": True, "return_tokens": True}
         if s.top_k:
             body["top_k"] = s.top_k
@@ -156,6 +160,7 @@ class RemoteGenerator:
             raise RemoteError("the server's completion had no choices[0].text") from None
         usage = resp.get("usage") or {}
         ids, lps = _token_logprobs(choice.get("logprobs"), resp.get("__verbose"))
+        confs = _confidences(choice.get("logprobs"), rule.conf_top_k) if rule.conf_top_k else []
         n = int(usage.get("completion_tokens") or len(lps) or 0)
         self._count(usage, n)
         kind = _stop_kind(finish, choice, resp)
@@ -165,7 +170,7 @@ class RemoteGenerator:
             lps += [0.0] * (n - len(lps))
         if len(ids) < n:
             ids += [-1] * (n - len(ids))
-        return piece, ids[:n], lps[:n], kind, n
+        return piece, ids[:n], lps[:n], confs[:n], kind, n
 
     def _count(self, usage: dict[str, Any], n: int) -> None:
         with self._lock:
@@ -204,6 +209,32 @@ class RemoteGenerator:
     def stats(self) -> dict[str, float]:
         with self._lock:
             return dict(self._usage)
+
+
+def _confidences(lp: Any, k: int) -> list[float]:
+    """Per token, minus the mean logprob of its k likeliest tokens (as the engine computes it,
+    rounded alike); the server's top list may be shorter than k."""
+    out: list[float] = []
+    rows = []
+    if isinstance(lp, dict) and isinstance(lp.get("content"), list):
+        rows = [[float(t["logprob"]) for t in (c.get("top_logprobs") or [])] for c in lp["content"]]
+    elif isinstance(lp, dict) and isinstance(lp.get("top_logprobs"), list):
+        rows = [[float(v) for v in (d or {}).values()] for d in lp["top_logprobs"]]
+    for row in rows:
+        top = sorted(row, reverse=True)[:k]
+        out.append(round(-sum(top) / len(top), 3) if top else 0.0)
+    return out
+
+
+def _falls_below(window: list[float], confs: list[float], size: int, floor: float) -> bool:
+    """Push `confs` through the sliding window; True once a full window's mean is below `floor`."""
+    for c in confs:
+        window.append(c)
+        if len(window) > size:
+            window.pop(0)
+        if len(window) == size and sum(window) / size < floor:
+            return True
+    return False
 
 
 def _stop_kind(finish: str | None, choice: dict[str, Any], resp: dict[str, Any]) -> str:
