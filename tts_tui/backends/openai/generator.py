@@ -104,6 +104,7 @@ class RemoteGenerator:
         steps: list[StepResult] = []
         used = 0
         window: list[float] = []  # the last cut_window token confidences, across steps
+        fences = int(rule.in_code)  # code fences opened before this step (odd: it starts in code)
         while True:
             if should_stop():
                 return self._end(steps, i, text, "cancelled", forced, emit)
@@ -116,9 +117,12 @@ class RemoteGenerator:
             used += n
             text += piece
             last = len(steps) + 1 >= rule.max_steps
+            in_code_before = fences
+            fences += piece.count("```")
             if rule.cut_below is not None and _falls_below(window, confs, rule.cut_window, rule.cut_below):
                 finish, ended = "cut", True  # a weak trace: the server wrote this step, no more
-            elif rule.answer_stop and answer_complete(piece):
+            elif rule.answer_stop and answer_complete((forced if not steps else "") + piece,
+                                                      in_code=in_code_before % 2 == 1):
                 finish, ended = "stop", True  # the answer is complete (the server went on to its stop)
             elif stop_kind == "eos":
                 finish, ended = "eos", True
@@ -183,11 +187,10 @@ class RemoteGenerator:
     # -- judging, housekeeping -----------------------------------------------------------------
     def compare(self, problem: str, pairs: Sequence[tuple[str, str]]) -> list[float]:
         """P(A is correct) per pair from the first token's top logprobs, both orders."""
-        out = []
-        for a, b in pairs:
-            p = [self._judge(problem, x, y) for x, y in ((a, b), (b, a))]
-            out.append((p[0] + (1 - p[1])) / 2)
-        return out
+        asks = [(x, y) for a, b in pairs for x, y in ((a, b), (b, a))]
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, max(1, len(asks)))) as pool:
+            p = list(pool.map(lambda xy: self._judge(problem, *xy), asks))
+        return [(p[2 * i] + (1 - p[2 * i + 1])) / 2 for i in range(len(pairs))]
 
     def _judge(self, problem: str, first: str, second: str) -> float:
         user = f"Problem: {problem}\n\nSolution A:\n{first.strip()}\n\nSolution B:\n{second.strip()}\n\n{JUDGE_QUESTION}"
