@@ -118,7 +118,7 @@ class RemoteGenerator:
             text += piece
             last = len(steps) + 1 >= rule.max_steps
             in_code_before = fences
-            fences += piece.count("```")
+            fences += ((forced if not steps else "") + piece).count("```")
             if rule.cut_below is not None and _falls_below(window, confs, rule.cut_window, rule.cut_below):
                 finish, ended = "cut", True  # a weak trace: the server wrote this step, no more
             elif rule.answer_stop and answer_complete((forced if not steps else "") + piece,
