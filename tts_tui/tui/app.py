@@ -9,7 +9,9 @@ floods the screen and the UI takes little from the search.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ from tts_tui.search import events as ev
 from tts_tui.search.protocol import AdaptiveParams, SearchParams
 from tts_tui.search.strategies import ADAPTIVE, STRATEGIES, validate
 from tts_tui.session import VERIFIERS
+from tts_tui.tui import endpoints as ep
 from tts_tui.tui.compare import COMPARE_CSS, CompareScreen
 from tts_tui.tui.controller import RunController
 from tts_tui.tui.governor import FrameGovernor
@@ -103,6 +106,8 @@ class TTSApp(App):
         self.last_error = ""
         self._view: SearchView | None = None
         self.governor = FrameGovernor()
+        self.health: dict[str, ep.Health] = {}  # each endpoint's last probe (CHECKING while one runs)
+        self._probed: deque[tuple[str, ep.Health]] = deque()  # results from the probe threads
 
     @property
     def runner(self) -> Runner:
@@ -150,12 +155,20 @@ class TTSApp(App):
         except TTSError:
             models = []
         opts = [(f"{mid} ({'present' if ok else 'absent: will download'})", mid) for mid, ok in models]
-        if self.settings.model and self.settings.model not in [m for m, _ in models]:
+        opts += [(f"{ep.value(name)} ({self.health.get(name, ep.CHECKING).label})", ep.value(name))
+                 for name in self._endpoint_names()]
+        if self.settings.model and self.settings.model not in [v for _, v in opts]:
             opts.append((self.settings.model, self.settings.model))
         return opts
 
+    def _endpoint_names(self) -> list[str]:
+        """Named servers the runner can use (a scripted runner has none)."""
+        listed = getattr(self.runner, "endpoints", None)
+        return sorted(listed()) if listed is not None else []
+
     def on_mount(self) -> None:
         self.set_interval(TICK_S, self._drain)
+        self._probe(self._endpoint_names())
         # A user who types first types a problem; with one given, Enter runs it.
         self.query_one("#run" if self.problem_given else "#problem").focus()
 
@@ -298,10 +311,61 @@ class TTSApp(App):
         self.controller.stop()  # the run's engine loop sees it within one decode step
         self.exit()
 
+    # -- endpoint health ---------------------------------------------------------------------
+    def _probe(self, names: Iterable[str]) -> None:
+        """Probe each endpoint on a daemon thread of its own: a server that never answers
+        holds neither the UI nor the other probes, nor the exit (unlike a Textual thread
+        worker, whose executor is joined when the app ends)."""
+        check = getattr(self.runner, "health", None)
+        for name in names:
+            if check is None or self.health.get(name) is ep.CHECKING:
+                continue  # one probe per endpoint at a time
+            self.health[name] = ep.CHECKING
+            threading.Thread(target=self._probe_one, args=(check, name), name=f"tts-health-{name}",
+                             daemon=True).start()
+
+    def _probe_one(self, check: Callable[[str], ep.Health], name: str) -> None:
+        try:
+            health = check(name)
+        except Exception as exc:  # a probe must never take the UI down
+            health = ep.Health("unreachable", f"endpoint {name}: {type(exc).__name__}: {exc}")
+        self._probed.append((name, health))  # the UI thread shows it at its next tick
+
+    def _show_health(self) -> None:
+        while self._probed:
+            name, health = self._probed.popleft()
+            self.health[name] = health
+        select = self.query_one("#model", Select)
+        chosen = select.value
+        opts = self._model_options()
+        if isinstance(chosen, str) and chosen not in [v for _, v in opts]:
+            opts.append((chosen, chosen))  # removed from endpoints.json meanwhile: still the choice
+        with select.prevent(Select.Changed):  # relabelling is not the user choosing a model
+            select.set_options(opts)
+            select.value = chosen
+        self._endpoint_status()
+
+    def _endpoint_status(self) -> None:
+        """The chosen endpoint's health in the status line, unless a run is using that line."""
+        chosen = self.query_one("#model", Select).value
+        if isinstance(chosen, str) and ep.is_endpoint(chosen) and not self.running:
+            health = self.health.get(ep.name_of(chosen))
+            if health is not None and health.detail:
+                self.set_status(health.detail)
+
+    @on(Select.Changed, "#model")
+    def _model_chosen(self) -> None:
+        chosen = self.query_one("#model", Select).value
+        if isinstance(chosen, str) and ep.is_endpoint(chosen):
+            self._endpoint_status()
+            self._probe([ep.name_of(chosen)])  # a server started since the last look shows as ok
+
     # -- showing the current run (the main screen is its own RunHost) ------------------------
     def _drain(self) -> None:
         if not self.view.is_mounted:
             return  # shutting down
+        if self._probed:
+            self._show_health()
         urgent = self.controller.take_urgent()  # a job ended: show it without waiting for the governor
         if not (self.governor.due() or urgent):
             return
@@ -363,8 +427,9 @@ class TTSApp(App):
         self.controller.stop()
 
 
-def run_app(**presets: Any) -> None:
-    app = TTSApp(presets=presets)
+def run_app(endpoints: dict[str, ep.Endpoint] | None = None, **presets: Any) -> None:
+    """`endpoints`: servers named on the command line, listed beside the configured ones."""
+    app = TTSApp(runner=SolverRunner(endpoints), presets=presets)
     try:
         app.run()
     finally:

@@ -1,15 +1,19 @@
-"""What the TUI runs a search with. The real one loads models through the session;
-tests pass a scripted one. Both run on the RunController's thread, one run at a time."""
+"""What the TUI runs a search with. The real one loads models through the session, or
+connects to a named server (`endpoint:NAME`); tests pass a scripted one. Both run on the
+RunController's thread, one run at a time."""
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from tts_tui.errors import InputError
 from tts_tui.search import events as ev
 from tts_tui.search.protocol import SearchParams
+from tts_tui.tui import endpoints as ep
 
 Status = Callable[[str], None]
 
@@ -24,6 +28,9 @@ class RunRequest:
 
 
 class Runner(Protocol):
+    """A runner may also offer `endpoints()` (name -> config) and `health(name)`: the app
+    asks with getattr, so a scripted runner without servers lists local models only."""
+
     def models(self) -> list[tuple[str, bool]]: ...
 
     def run(self, req: RunRequest, listener: ev.Listener, cancel: threading.Event, status: Status) -> tuple[Any, Any]: ...
@@ -32,16 +39,18 @@ class Runner(Protocol):
 
 
 class SolverRunner:
-    """Keeps one loaded model; switching model unloads the old one first.
+    """Keeps one loaded model (or one server connection); switching unloads the old one first.
 
     Loading, solving and closing all hold one lock, so a model is never swapped or freed
     while a search decodes on it, whoever calls (the run thread, or the app at exit).
+    `extra` endpoints (from `tts tui --base-url`) sit beside the configured ones, unsaved.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, extra: dict[str, ep.Endpoint] | None = None) -> None:
         self._solver = None
         self._key: str | None = None
         self._lock = threading.Lock()
+        self._extra = dict(extra or {})
 
     def models(self) -> list[tuple[str, bool]]:
         from tts_tui import paths
@@ -50,15 +59,46 @@ class SolverRunner:
         mdir = paths.models_dir()
         return [(e.id, e.is_present(mdir)) for e in load_catalog().entries if e.role != "verifier"]
 
-    def _load(self, model: str | None, status: Status):
-        from tts_tui.session import Solver
+    def endpoints(self) -> dict[str, ep.Endpoint]:
+        """Read afresh each time: `tts endpoints add` in another terminal shows on the next look."""
+        return {**ep.configured(), **self._extra}
 
+    def health(self, name: str) -> ep.Health:
+        e = self.endpoints().get(name)
+        return ep.check(name, e) if e is not None else ep.Health("unknown", f"no endpoint named {name!r}")
+
+    def _load(self, model: str | None, status: Status):
+        if ep.is_endpoint(model):
+            return self._connect(ep.name_of(str(model)), status)
         if self._solver is not None and self._key == (model or ""):
             return self._solver
+        self._unload(status)
+        return self._load_local(model, status)
+
+    def _unload(self, status: Status) -> None:
         if self._solver is not None:
-            status("unloading the previous model")
+            if not ep.is_endpoint(self._key):  # a server connection holds nothing here
+                status("unloading the previous model")
             self._solver.close()
             self._solver = None
+            self._key = None
+
+    def _connect(self, name: str, status: Status):
+        e = self.endpoints().get(name)
+        if e is None:
+            raise InputError(f"no endpoint named {name!r} (tts endpoints list)")
+        # Keyed by the config too: an endpoint edited since the last run reconnects.
+        key = ep.value(name) + json.dumps(e, sort_keys=True)
+        if self._solver is not None and self._key == key:
+            return self._solver
+        self._unload(status)  # frees a local model's memory: the server does the decoding now
+        status(f"connecting to {name} ({e['base_url']})…")
+        self._solver = ep.connect(name, e)
+        self._key = key
+        return self._solver
+
+    def _load_local(self, model: str | None, status: Status):
+        from tts_tui.session import Solver
 
         def on_progress(done: int, total: int, what: str) -> None:
             status(f"downloading {model or 'default model'}: {what} {done / max(total, 1):.0%}")
