@@ -197,7 +197,7 @@ class RemoteSolver:
         if verifier not in REMOTE_VERIFIERS:
             why = ("reads the model's hidden states, which servers do not expose" if verifier == "probe"
                    else "needs the local engine")
-            raise InputError(f"--verifier {verifier} {why}; with --backend openai use: {', '.join(REMOTE_VERIFIERS)}")
+            raise InputError(f"the {verifier} verifier {why}; on a server use: {', '.join(REMOTE_VERIFIERS)}")
         return TRAINING_FREE[verifier]()
 
     def solve(self, problem: str, strategy: str, params: SearchParams, verifier: str = "confidence",

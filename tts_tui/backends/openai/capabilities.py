@@ -49,8 +49,10 @@ def probe(client: OpenAIClient, model: str) -> Capabilities:
         caps.template = isinstance(out, dict) and isinstance(out.get("prompt"), str)
     except RemoteError:
         caps.template = False
-    one = _complete(client, {"model": model, "prompt": "1, 2, 3,", "max_tokens": 1, "temperature": 0.0,
-                             "logprobs": 2, "n": 2})
+    # a server that cannot be reached says so here, in one line (not as "cannot continue")
+    one = client.post("/v1/completions", {"model": model, "prompt": "1, 2, 3,", "max_tokens": 1,
+                                          "temperature": 0.0, "logprobs": 2, "n": 2})
+    one = one if isinstance(one, dict) else None
     if one is not None:
         choices = one.get("choices") or []
         caps.continuation = bool(choices) and isinstance(choices[0].get("text"), str)
@@ -59,14 +61,6 @@ def probe(client: OpenAIClient, model: str) -> Capabilities:
         caps.logprobs = _has_logprobs(lp)
         caps.top_logprobs = _has_top(lp)
     return caps
-
-
-def _complete(client: OpenAIClient, body: dict[str, Any]) -> dict[str, Any] | None:
-    try:
-        out = client.post("/v1/completions", body)
-        return out if isinstance(out, dict) else None
-    except RemoteError:
-        return None
 
 
 def _has_logprobs(lp: Any) -> bool:
