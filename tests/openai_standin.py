@@ -44,7 +44,8 @@ class Standin:
                               "length", "limit", prompt)
         done = prompt.split("<|im_start|>assistant\n")[-1]
         k = len(re.findall(r"Step \d+\.", done)) + 1
-        answer = "41" if body.get("seed", 0) % 3 == 2 else "42"
+        seed = (body.get("seed", 0) - (k - 1)) // 1_000_003  # the branch's seed (the client adds the step)
+        answer = "41" if seed % 3 == 2 else "42"
         text = f"Step {k}.\n\n" if k < self.depth else f"So the answer is \\boxed{{{answer}}}."
         stops = [s for s in body.get("stop") or [] if s and s in text]
         if stops:
@@ -54,7 +55,7 @@ class Standin:
         n = min(body.get("max_tokens", 16), self.step_tokens)
         if len(text) > 0 and body.get("max_tokens", 16) < self.step_tokens:
             text, kind = text[: body["max_tokens"]], "limit"
-        lp = -0.1 * (1 + body.get("seed", 0) % 3)
+        lp = -0.1 * (1 + seed % 3)
         content = [{"id": 100 + j, "token": "x", "logprob": lp, "top_logprobs": [{"token": "x", "logprob": lp}]}
                    for j in range(n)]
         return self._wrap(text, content, "length" if kind == "limit" else "stop", kind, prompt)
@@ -97,6 +98,13 @@ class Standin:
                     fault = standin.fail.pop(0)
                     if fault == "garbage":
                         return self._send(200, b'{"choices": [tru')
+                    if fault == "truncated":  # promises more bytes than it sends, then hangs up
+                        self.send_response(200)
+                        self.send_header("Content-Length", "1000")
+                        self.end_headers()
+                        self.wfile.write(b'{"choices": ')
+                        self.close_connection = True
+                        return
                     if fault == "slow":
                         time.sleep(2.0)
                     elif isinstance(fault, int):

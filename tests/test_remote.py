@@ -43,6 +43,8 @@ def test_a_step_keeps_its_delimiter_and_the_end_is_told_from_a_stop():
         (path,) = search.expand([search.tree.root], max_steps=8)
         assert [n.text for n in path] == ["Step 1.\n\n", "Step 2.\n\n", "So the answer is \\boxed{42}."]
         assert path[-1].finish in ("eos", "stop") and path[-1].answer == "42"
+        seeds = [b["seed"] for b in s.bodies if "seed" in b]
+        assert len(seeds) == 3 and len(set(seeds)) == 3  # a fresh seed per step of the branch
 
 
 def test_the_budget_is_a_hard_cap_across_parallel_requests():
@@ -212,3 +214,14 @@ def test_deepconf_signals_and_adaptive_votes_work_remotely():
         assert any(b.get("logprobs") == 20 for b in s.bodies)  # the top 20 asked for
         conf = [c for n in search.tree.nodes.values() for c in n.meta.get("conf", [])]
         assert conf and all(c > 0 for c in conf)
+
+
+def test_a_truncated_answer_is_retried():
+    with Standin() as s:
+        s.fail = ["truncated"]
+        search, _ = make(s, SearchParams(n=1, budget=1000, max_steps=8))
+        assert run_strategy("cot", search).answer == "42"
+        s.fail = ["truncated"] * 10
+        client = OpenAIClient(s.url, retries=1, backoff=0.0)
+        with pytest.raises(RemoteError, match="truncated answer"):
+            client.post("/v1/completions", {"prompt": "x"})

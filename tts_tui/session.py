@@ -205,14 +205,22 @@ class RemoteSolver:
         if not problem or not problem.strip():
             raise InputError("the problem is empty")
         validate(strategy, params)
-        scorer = self.scorer(verifier)
-        why = self.capabilities().refuse(strategy, verifier)
+        self.check(strategy, verifier, params)
+        search = Search(self.generator, problem.strip(), params, self.answers, scorer=self.scorer(verifier),
+                        listener=listener, cancel=cancel)
+        before = self.generator.stats()
+        result = run_strategy(strategy, search)
+        after = self.generator.stats()  # the server's counts for this run alone (others may run beside it)
+        result.stats.update({k: v - before.get(k, 0) for k, v in after.items()})
+        return result, search
+
+    def check(self, strategy: str, verifier: str, params: SearchParams | None = None) -> None:
+        """Refuse, in one line, what the server cannot serve."""
+        self.scorer(verifier)
+        cut = bool(params is not None and params.adaptive is not None and params.adaptive.cut)
+        why = self.capabilities().refuse(strategy, verifier, cut)
         if why:
             raise InputError(f"{self.client.base_url}: {why}")
-        search = Search(self.generator, problem.strip(), params, self.answers, scorer=scorer,
-                        listener=listener, cancel=cancel)
-        result = run_strategy(strategy, search)
-        return result, search
 
     def close(self) -> None:
         """Nothing is held locally."""

@@ -44,6 +44,7 @@ def collect(solver: Any, problems: Sequence[Problem], n: int, budget_per_sample:
             on_problem: Callable[[Problem, dict[str, Any]], None] | None = None) -> None:
     """Sample and label what `out_dir` lacks."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    _check_settings(out_dir, {"model_sha256": _model_sha(solver), "n": n, "budget_per_sample": budget_per_sample})
     log = out_dir / "samples.jsonl"
     done = done_keys(log)
     for i, p in enumerate(problems):
@@ -67,6 +68,30 @@ def collect(solver: Any, problems: Sequence[Problem], n: int, budget_per_sample:
         append_line(log, json.dumps(row, ensure_ascii=False))
         if on_problem:
             on_problem(p, row)
+
+
+def _model_sha(solver: Any) -> str | None:
+    try:
+        from tts_tui.catalog.fetch import known_sha256
+
+        return known_sha256(solver.model_path)[1]
+    except (OSError, AttributeError):
+        return None
+
+
+def _check_settings(out_dir: Path, settings: dict[str, Any]) -> None:
+    """A sample set holds one model's samples at one N and budget: a resume with others is refused."""
+    from tts_tui.atomic import write_json
+    from tts_tui.errors import InputError
+
+    path = out_dir / "settings.json"
+    if path.is_file():
+        old = json.loads(path.read_text(encoding="utf-8"))
+        diff = [f"{k}: {old.get(k)} -> {v}" for k, v in settings.items() if old.get(k) != v]
+        if diff:
+            raise InputError(f"{out_dir} holds samples made with other settings ({'; '.join(diff)}): use another --samples")
+        return
+    write_json(path, settings)
 
 
 def _states(search: Any, leaves: Sequence[Any], gold: str) -> dict[str, np.ndarray]:

@@ -162,10 +162,14 @@ def _eval_remote(data: Path, problems, strategies, ns, base, budget_per_sample: 
     urls = [u.strip() for u in (base_url or "").split(",") if u.strip()]
     solvers = [remote_solver(u, model, api_key_env, template) for u in urls] or [remote_solver(None, model, None, None)]
     verifier = verifier or "confidence"
-    for s in solvers:
-        s.scorer(verifier)  # refused here, once, if the servers cannot serve it
+    from tts_tui.evaluate import base_strategy
+
+    for s in solvers:  # refused here, once, before any row: a refusal is not a failed row
+        for name in strategies:
+            s.check(base_strategy(name), verifier, base if "+adaptive" in name else None)
     settings = {"data": data.name, "data_sha256": file_sha256(data), "model": model, "model_sha256": None,
-                "backend": "openai", "verifier": verifier, **params_settings(base, budget_per_sample)}
+                "backend": "openai", "template": template, "verifier": verifier,
+                **params_settings(base, budget_per_sample)}
     out = out or Path("eval-out") / f"{data.stem}-{Path(model).name}-remote"
     code = code_version()
     digest = open_settings(out, settings, strategies, allow_change=allow_settings_change, code=code)
@@ -222,6 +226,11 @@ def eval_settings(data: Path, model_path: Path, prm_path: Optional[Path], verifi
                 "n_ctx": options.n_ctx, "n_seq_max": options.n_seq_max, "auto_table": digest_of(load_table())}
     if prm_path is not None:
         settings["prm"], settings["prm_sha256"] = known_sha256(prm_path)
+    if verifier == "probe":  # a retrained probe scores differently: its rows are other rows
+        from tts_tui.session import probe_file_for
+
+        probe = probe_file_for(model_path)
+        settings["probe_sha256"] = file_sha256(probe) if probe.is_file() else None
     return settings
 
 

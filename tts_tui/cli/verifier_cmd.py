@@ -115,9 +115,15 @@ def eval_command(
     from tts_tui.verify.features import STAT_NAMES
     from tts_tui.verify.probe import Probe, metrics
 
-    ds = load([samples_dir])
+    path = resolve_model(model)
+    _, sha = known_sha256(path)
+    trained: set[str] = set()
+    probe_file = probe_path(path, sha)
+    if probe_file.is_file():
+        trained = set(Probe.load(probe_file).info.get("trained_on", []))
+    ds = load([samples_dir], exclude=trained)  # never score the probe on what it was trained on
     if not ds.groups:
-        raise TTSError(f"no labelled samples in {samples_dir}")
+        raise TTSError(f"no labelled samples in {samples_dir}" + (" that the probe was not trained on" if trained else ""))
     m = ds.final
     groups = np.asarray(ds.groups)[m]
     labels = ds.labels[m]
@@ -127,9 +133,6 @@ def eval_command(
             "deepconf (tail)": ds.stats[m, STAT_NAMES.index("tail_conf")],
             "self-certainty": ds.stats[m, STAT_NAMES.index("step_self_certainty")],
             "entropy (negated)": -ds.stats[m, STAT_NAMES.index("step_entropy")]}
-    path = resolve_model(model)
-    _, sha = known_sha256(path)
-    probe_file = probe_path(path, sha)
     if probe_file.is_file():
         probe = Probe.load(probe_file, sha)
         rows["probe"] = probe.predict(ds.stats[m], ds.hidden[m])
@@ -141,3 +144,5 @@ def eval_command(
         print(f"{name:28} {r['within_auroc']:>12.3f} {r['auroc']:>12.3f} {ece:>6}")
     if "probe" not in rows:
         print(f"# no probe trained for {path.name} (tts verifier train)")
+    elif trained:
+        print(f"# the {len(trained)} problems the probe was trained on are left out")

@@ -72,6 +72,7 @@ class Search:
         self.samples_drawn = 0  # full samples requested so far (their seed order)
         # a verifier that learns from hidden states and token statistics has them captured
         self.capture = bool(getattr(scorer, "needs_capture", False))
+        self.confidence = self.capture or bool(getattr(scorer, "needs_confidence", False))
         self.started = time.monotonic()
         self.events: list[ev.Event] = []
         self.info: list[str] = []
@@ -103,7 +104,7 @@ class Search:
         window = a.window if a is not None else 32
         return StopRule(delimiter=delimiter, max_tokens=self.params.step_tokens, max_steps=max_steps,
                         max_total=max_total, answer_stop=answer_stop,
-                        conf_top_k=CONF_TOP_K if confidence or cut_below is not None or self.capture else 0,
+                        conf_top_k=CONF_TOP_K if confidence or cut_below is not None or self.confidence else 0,
                         cut_window=window, cut_below=cut_below, capture=self.capture)
 
     def expand(

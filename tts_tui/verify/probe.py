@@ -133,7 +133,8 @@ def train(stats: np.ndarray, hidden: np.ndarray, labels: np.ndarray, groups: Seq
     best = max(trials, key=lambda t: (np.nan_to_num(t["within_auroc"], nan=-1), np.nan_to_num(t["auroc"], nan=-1)))
     probe = _fit(stats, hidden, labels, best["l2"], best["dim"], model_sha256, model_name)
     probe.info = {"cv": trials, "chosen": {"l2": best["l2"], "dim": best["dim"]}, "states": int(len(labels)),
-                  "samples": int(final.sum()), "problems": int(len(np.unique(groups)))}
+                  "samples": int(final.sum()), "problems": int(len(np.unique(groups))),
+                  "trained_on": sorted(set(groups.tolist()))}  # so an evaluation can leave them out
     return probe, trials
 
 

@@ -46,7 +46,7 @@ class DeepConfScorer:
     """DeepConf's bottom-10% group confidence of the path so far (32-token windows)."""
 
     name = "deepconf"
-    needs_capture = True
+    needs_confidence = True  # token confidences only: no hidden states, no entropies
 
     def score(self, search: Search, nodes: Sequence[Node]) -> list[float]:
         from tts_tui.verify.features import STAT_NAMES, token_stats

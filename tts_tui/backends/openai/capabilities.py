@@ -26,12 +26,16 @@ class Capabilities:
                 f"chat template (/apply-template): {yes(self.template)}  raw-prompt continuation: {yes(self.continuation)}",
                 *self.notes]
 
-    def refuse(self, strategy: str, verifier: str) -> str | None:
+    def refuse(self, strategy: str, verifier: str, cut: bool = False) -> str | None:
         """Why this server cannot run `strategy` with `verifier` (None: it can)."""
         if not self.continuation:
             return "the server does not continue a raw prompt (needed by every strategy)"
         if verifier == "confidence" and not self.logprobs:
-            return "--verifier confidence needs token logprobs, which this server does not return"
+            return "the confidence verifier needs token logprobs, which this server does not return"
+        if verifier == "deepconf" and not self.top_logprobs:
+            return "the deepconf verifier needs top logprobs, which this server does not return"
+        if cut and not self.top_logprobs:
+            return "the DeepConf cut needs top logprobs, which this server does not return"
         if strategy == "bracket" and not self.top_logprobs:
             return "bracket's judge needs top logprobs, which this server does not return"
         return None
@@ -51,15 +55,17 @@ def probe(client: OpenAIClient, model: str) -> Capabilities:
         caps.template = False
     # a server that cannot be reached says so here, in one line (not as "cannot continue")
     one = client.post("/v1/completions", {"model": model, "prompt": "1, 2, 3,", "max_tokens": 1,
-                                          "temperature": 0.0, "logprobs": 2, "n": 2})
-    one = one if isinstance(one, dict) else None
-    if one is not None:
-        choices = one.get("choices") or []
-        caps.continuation = bool(choices) and isinstance(choices[0].get("text"), str)
-        caps.n = len(choices) >= 2
-        lp = choices[0].get("logprobs") if choices else None
-        caps.logprobs = _has_logprobs(lp)
-        caps.top_logprobs = _has_top(lp)
+                                          "temperature": 0.0, "logprobs": 2})
+    choices = (one.get("choices") or []) if isinstance(one, dict) else []
+    caps.continuation = bool(choices) and isinstance(choices[0].get("text"), str)
+    lp = choices[0].get("logprobs") if choices else None
+    caps.logprobs = _has_logprobs(lp)
+    caps.top_logprobs = _has_top(lp)
+    try:  # n > 1 on its own: a server that refuses it still serves everything else
+        two = client.post("/v1/completions", {"model": model, "prompt": "1, 2, 3,", "max_tokens": 1, "n": 2})
+        caps.n = isinstance(two, dict) and len(two.get("choices") or []) >= 2
+    except RemoteError:
+        caps.n = False
     return caps
 
 

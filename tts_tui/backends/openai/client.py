@@ -7,6 +7,7 @@ a header only: it never appears in an error, a log or a saved run.
 
 from __future__ import annotations
 
+import http.client
 import json
 import random
 import time
@@ -53,7 +54,7 @@ class OpenAIClient:
             req = urllib.request.Request(url, data=data, method=method, headers=self._headers())
             self.requests += 1
             try:
-                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                with _OPENER.open(req, timeout=self.timeout) as resp:
                     raw = resp.read()
             except urllib.error.HTTPError as exc:
                 detail = _error_detail(exc)
@@ -61,6 +62,9 @@ class OpenAIClient:
                     last = f"{exc.code} {detail}"
                     continue
                 raise RemoteError(f"{self.base_url}{path}: the server answered {exc.code} {detail}") from None
+            except http.client.HTTPException as exc:  # a truncated or garbled answer
+                last = f"truncated answer ({type(exc).__name__})"
+                continue
             except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
                 reason = getattr(exc, "reason", exc)
                 last = f"{type(reason).__name__}: {reason}" if not isinstance(reason, str) else reason
@@ -80,6 +84,16 @@ class OpenAIClient:
 
     def __repr__(self) -> str:  # never the key
         return f"OpenAIClient({self.base_url!r})"
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect would carry the Authorization header to another host: refuse it."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001
+        raise urllib.error.HTTPError(req.full_url, code, f"redirected to {newurl} (not followed)", headers, fp)
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
 
 
 def _error_detail(exc: urllib.error.HTTPError) -> str:

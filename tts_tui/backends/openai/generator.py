@@ -112,7 +112,10 @@ class RemoteGenerator:
             got = take(want)
             if got <= 0:
                 return self._end(steps, i, text, "budget", forced, emit)
-            piece, ids, lps, confs, stop_kind, n = self._complete(text, got, s, rule)
+            # a fresh seed per step: a server re-seeds per request, and one seed for every
+            # step would draw the same random numbers at each step's token j
+            step_seed = (s.seed * 1_000_003 + len(steps)) % (2**31 - 1)
+            piece, ids, lps, confs, stop_kind, n = self._complete(text, got, s, rule, step_seed)
             give_back(got - n)
             used += n
             text += piece
@@ -147,11 +150,11 @@ class RemoteGenerator:
         emit(res)
         return steps
 
-    def _complete(self, prompt: str, max_tokens: int, s: Any, rule: Any):
+    def _complete(self, prompt: str, max_tokens: int, s: Any, rule: Any, seed: int):
         stops = ([rule.delimiter] if rule.delimiter else []) + list(rule.stop)
         top = max(1, rule.conf_top_k)  # DeepConf's confidence needs the k likeliest tokens
         body: dict[str, Any] = {"model": self.model, "prompt": prompt, "max_tokens": max_tokens,
-                                "temperature": s.temperature, "top_p": s.top_p, "seed": s.seed, "logprobs": top,
+                                "temperature": s.temperature, "top_p": s.top_p, "seed": seed, "logprobs": top,
                                 "stop": stops, "verbose": True, "return_tokens": True}
         if s.top_k:
             body["top_k"] = s.top_k
@@ -170,8 +173,8 @@ class RemoteGenerator:
         kind = _stop_kind(finish, choice, resp)
         if kind == "word" and rule.delimiter and rule.delimiter not in rule.stop:
             piece += rule.delimiter  # a stop string is not in the text; our steps keep their delimiter
-        if len(lps) < n:
-            lps += [0.0] * (n - len(lps))
+        # a stop string's own tokens are counted in usage but have no logprobs: they stay
+        # missing (scored as absent), never padded as certain tokens
         if len(ids) < n:
             ids += [-1] * (n - len(ids))
         return piece, ids[:n], lps[:n], confs[:n], kind, n
