@@ -7,7 +7,8 @@
 # 5 minutes on 2 cores, later ones nothing. Runs in the foreground; -np 4 parallel slots.
 # LLAMA_SERVER_CMAKE_ARGS adds cmake flags (-DGGML_CUDA=on; use another TTS_CACHE for it).
 set -euo pipefail
-VERSION=$(python3 -c "import importlib.metadata as m; print(m.version('llama-cpp-python'))")
+PY=${PYTHON:-python3}  # the interpreter whose llama-cpp-python we match (a venv's, say)
+VERSION=$("$PY" -c "import importlib.metadata as m; print(m.version('llama-cpp-python'))")
 CACHE=${TTS_CACHE:-$HOME/.cache/tts-tui}
 SRC=$CACHE/llama_cpp_python-$VERSION/vendor/llama.cpp
 BIN=$SRC/build/bin/llama-server
@@ -15,9 +16,16 @@ BIN=$SRC/build/bin/llama-server
 build() {
   if [[ -x $BIN ]]; then return; fi
   mkdir -p "$CACHE"
+  exec 9> "$CACHE/.build.lock"
+  flock 9  # one build at a time; a second waits, then finds the binary
+  if [[ -x $BIN ]]; then return; fi
   if [[ ! -d $SRC ]]; then
-    python3 -m pip download --quiet --no-deps --no-binary :all: "llama-cpp-python==$VERSION" -d "$CACHE" >&2
-    tar xzf "$CACHE/llama_cpp_python-$VERSION.tar.gz" -C "$CACHE"
+    local tmp
+    tmp=$(mktemp -d "$CACHE/.src.XXXXXX")  # unpacked aside, then renamed: a kill leaves no half tree
+    "$PY" -m pip download --quiet --no-deps --no-binary :all: "llama-cpp-python==$VERSION" -d "$tmp" >&2
+    tar xzf "$tmp/llama_cpp_python-$VERSION.tar.gz" -C "$tmp"
+    mv "$tmp/llama_cpp_python-$VERSION" "$CACHE/"
+    rm -rf "$tmp"
   fi
   cmake -S "$SRC" -B "$SRC/build" -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
         -DLLAMA_BUILD_SERVER=ON -DCMAKE_BUILD_TYPE=Release ${LLAMA_SERVER_CMAKE_ARGS:-} >&2
@@ -36,7 +44,7 @@ fi
 MODEL=$1 PORT=$2
 shift 2
 if [[ ! -f $MODEL ]]; then
-  MODEL=$(python3 -m tts_tui models path "$MODEL")
+  MODEL=$("$PY" -m tts_tui models path "$MODEL")
 fi
 build
 exec "$BIN" -m "$MODEL" --host 127.0.0.1 --port "$PORT" -np 4 -c 4096 "$@"

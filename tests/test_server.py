@@ -4,8 +4,12 @@ llama-cpp-python vendors, `scripts/serve_local.sh`) serving the tiny model."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import subprocess
+import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -26,15 +30,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+LOG = Path(tempfile.gettempdir()) / "tts-tui-llama-server.log"
+
+
 def start(tiny_path: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
+    log = open(LOG, "ab")
+    # its own process group: stopping it stops a build (cmake) or the server, not just bash
     proc = subprocess.Popen([str(ROOT / "scripts" / "serve_local.sh"), str(tiny_path), str(port), "-c", "8192"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=log, stderr=log, start_new_session=True,
+                            env={**os.environ, "PYTHON": sys.executable})
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 900  # the first call builds llama-server (about 5 minutes on 2 cores)
+    deadline = time.monotonic() + 1200  # the first call builds llama-server (about 5 minutes on 2 cores)
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"llama-server exited with {proc.returncode}")
+            raise RuntimeError(f"llama-server exited with {proc.returncode} (see {LOG})")
         try:
             with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
                 if json.loads(r.read()).get("status") == "ok":
@@ -42,16 +52,25 @@ def start(tiny_path: Path) -> tuple[subprocess.Popen, str]:
         except OSError:
             pass
         time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError("llama-server did not come up")
+    stop(proc)
+    raise RuntimeError(f"llama-server did not come up (see {LOG})")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 @pytest.fixture(scope="module")
 def server(tiny_path):
     proc, url = start(tiny_path)
     yield url
-    proc.terminate()
-    proc.wait(timeout=30)
+    stop(proc)
 
 
 @pytest.fixture(scope="module")
@@ -98,8 +117,7 @@ def test_a_server_killed_mid_run_is_one_line_and_the_eval_keeps_its_rows(tiny_pa
         def solve(problem, strategy, params):
             calls.append(problem)
             if len(calls) == 2:
-                proc.kill()
-                proc.wait()
+                stop(proc)
             return solver.solve(problem, strategy, params)
 
         run_eval(problems, ["majority"], [2], SearchParams(m=1, max_steps=2, step_tokens=24), solve, tmp_path, 24)
@@ -111,5 +129,4 @@ def test_a_server_killed_mid_run_is_one_line_and_the_eval_keeps_its_rows(tiny_pa
         with pytest.raises(RemoteError):
             solver.solve(PROBLEM, "cot", SearchParams(n=1, budget=32))
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        stop(proc)
