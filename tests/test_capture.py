@@ -90,3 +90,16 @@ def test_the_search_keeps_states_and_statistics_on_nodes_but_not_in_saved_runs()
     leaves = sample_full(search, 2)
     assert all(n.hidden is not None and n.meta["ent"] == 0.5 and n.meta["sc"] == 2.0 for n in leaves)
     assert "hidden" not in leaves[0].to_dict()
+
+
+def test_the_block_top_k_is_exact():
+    from tts_tui.backends.llamacpp.branches import _top_k
+
+    rng = np.random.default_rng(0)
+    for trial in range(100):
+        v = int(rng.choice([151936, 49152, 300]))
+        row = (rng.normal(size=v) * rng.uniform(0.1, 8)).astype(np.float32)
+        if trial % 3 == 0:
+            row = np.round(row)  # ties
+        row[rng.integers(0, v)] += rng.uniform(0, 40)
+        assert np.array_equal(np.sort(_top_k(row, 20)), np.sort(np.partition(row, v - 20)[v - 20:]))

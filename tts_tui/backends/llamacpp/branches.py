@@ -543,8 +543,8 @@ class BranchEngine:
         for i in range(n):
             k = top_k[i] if top_k else 0
             conf = ent = cert = None
-            if k > 0:  # a partial sort of one row: ~1 ms on a 150k vocabulary
-                top = np.partition(rows[i], v - k)[v - k:]
+            if k > 0:
+                top = _top_k(rows[i], k)
                 # rounded here, once: the cut, the nodes and a replay from the log all
                 # read the very same values
                 conf = round(float(lse[i] - top.mean()), 3)
@@ -763,3 +763,18 @@ class BranchEngine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _top_k(row: np.ndarray, k: int, block: int = 256) -> np.ndarray:
+    """The k largest logits of a row, exactly. A partial sort of a 150k vocabulary costs
+    about 1 ms, 4-8% of a decode step at N=16 on a CPU. The top k lie in the k blocks with
+    the largest maxima (a block outside them is beaten by k block maxima, so none of its
+    values is in the top k): one pass for the block maxima, then a small sort."""
+    v = len(row)
+    nb = v // block
+    if nb < 4 * k:
+        return np.partition(row, v - k)[v - k:]
+    head = row[: nb * block].reshape(nb, block)
+    best = np.argpartition(head.max(axis=1), nb - k)[nb - k:]
+    cand = np.concatenate([head[best].ravel(), row[nb * block:]])
+    return np.partition(cand, len(cand) - k)[len(cand) - k:]
