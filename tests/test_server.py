@@ -89,7 +89,8 @@ def test_strategy_on_the_real_server(solver, strategy, n, m):
     assert 0 < result.tokens <= 240
     assert len(search.tree.nodes) > 1
     steps = [x for x in search.tree.nodes.values() if x.kind == "step" and x.tokens]
-    assert steps and all(len(x.logprobs) == len(x.tokens) for x in steps)
+    # a stop string's own tokens are counted but come without logprobs
+    assert steps and all(0 < len(x.logprobs) <= len(x.tokens) for x in steps)
     assert all(t >= 0 for x in steps for t in x.tokens)  # real token ids from the server
 
 
