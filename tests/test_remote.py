@@ -225,3 +225,49 @@ def test_a_truncated_answer_is_retried():
         client = OpenAIClient(s.url, retries=1, backoff=0.0)
         with pytest.raises(RemoteError, match="truncated answer"):
             client.post("/v1/completions", {"prompt": "x"})
+
+
+# Response shapes of the other servers, as their documentation shows them (vLLM's and
+# SGLang's completions), since neither can run on these machines.
+VLLM_STOP = {"id": "cmpl-1", "object": "text_completion", "model": "Qwen/Qwen2.5-Coder-1.5B-Instruct",
+             "choices": [{"index": 0, "text": "We add 48 and 24", "finish_reason": "stop", "stop_reason": "\n\n",
+                          "logprobs": {"text_offset": [0, 2, 6, 9, 13], "token_logprobs": [-0.1, -0.2, -0.3, -0.05, -0.4],
+                                       "tokens": ["We", " add", " 48", " and", " 24"],
+                                       "top_logprobs": [{"We": -0.1, "So": -2.5}, {" add": -0.2}, {" 48": -0.3},
+                                                        {" and": -0.05}, {" 24": -0.4, " 25": -1.5}]}}],
+             "usage": {"prompt_tokens": 40, "completion_tokens": 6, "total_tokens": 46}}
+VLLM_EOS = {"choices": [{"index": 0, "text": "So \\boxed{72}.", "finish_reason": "stop", "stop_reason": None,
+                         "logprobs": {"token_logprobs": [-0.1, -0.2], "tokens": ["So", " \\boxed{72}."],
+                                      "top_logprobs": [{"So": -0.1}, {" \\boxed{72}.": -0.2}]}}],
+            "usage": {"prompt_tokens": 50, "completion_tokens": 3}}
+SGLANG_EOS = {"choices": [{"index": 0, "text": "72", "finish_reason": "stop", "matched_stop": 151645,
+                           "logprobs": {"token_logprobs": [-0.3], "tokens": ["72"], "top_logprobs": [{"72": -0.3}]}}],
+              "usage": {"prompt_tokens": 10, "completion_tokens": 1}}
+
+
+@pytest.mark.parametrize("resp, kind", [(VLLM_STOP, "word"), (VLLM_EOS, "eos"), (SGLANG_EOS, "eos")])
+def test_the_other_servers_shapes_are_read(resp, kind):
+    from tts_tui.backends.openai.generator import _confidences, _stop_kind, _token_logprobs
+
+    choice = resp["choices"][0]
+    assert _stop_kind(choice["finish_reason"], choice, resp) == kind
+    ids, lps = _token_logprobs(choice["logprobs"], None)
+    assert lps == choice["logprobs"]["token_logprobs"] and ids == [-1] * len(lps)  # no ids in this shape
+    confs = _confidences(choice["logprobs"], 20)
+    assert len(confs) == len(lps) and all(c > 0 for c in confs)
+
+
+def test_a_vllm_step_is_a_delimiter_step_with_its_usage_count():
+    from tts_tui.backends.openai.generator import RemoteGenerator
+    from tts_tui.backends.protocol import SamplingParams, StopRule
+
+    class Recorded:
+        base_url = "http://recorded"
+
+        def post(self, path, body):
+            return VLLM_STOP
+
+    gen = RemoteGenerator(Recorded(), "m")
+    piece, ids, lps, confs, kind, n = gen._complete("prompt", 64, SamplingParams(), StopRule(), seed=1)
+    assert piece == "We add 48 and 24\n\n" and kind == "word" and n == 6  # the delimiter's token counted
+    assert len(ids) == 6 and len(lps) == 5  # ... but it has no logprob
