@@ -42,6 +42,11 @@ class Standin:
             top = [{"token": "A", "logprob": -0.1 if a_good else -2.0}, {"token": "B", "logprob": -2.0 if a_good else -0.1}]
             return self._wrap("A", [{"id": 1, "token": "A", "logprob": top[0]["logprob"], "top_logprobs": top}],
                               "length", "limit", prompt)
+        if "Is the last step of this solution correct?" in prompt:
+            good = "\\boxed{42}" in prompt or "Step" in prompt.split("Is the last step")[0][-200:]
+            top = [{"token": "Yes", "logprob": -0.2 if good else -2.0}, {"token": "No", "logprob": -2.0 if good else -0.2}]
+            return self._wrap("Yes" if good else "No", [{"id": 2, "token": top[0]["token"], "logprob": top[0]["logprob"],
+                                                        "top_logprobs": top}], "length", "limit", prompt)
         done = prompt.split("<|im_start|>assistant\n")[-1]
         k = len(re.findall(r"Step \d+\.", done)) + 1
         seed = (body.get("seed", 0) - (k - 1)) // 1_000_003  # the branch's seed (the client adds the step)

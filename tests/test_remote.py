@@ -271,3 +271,16 @@ def test_a_vllm_step_is_a_delimiter_step_with_its_usage_count():
     piece, ids, lps, confs, kind, n = gen._complete("prompt", 64, SamplingParams(), StopRule(), seed=1)
     assert piece == "We add 48 and 24\n\n" and kind == "word" and n == 6  # the delimiter's token counted
     assert len(ids) == 6 and len(lps) == 5  # ... but it has no logprob
+
+
+def test_the_self_judge_runs_remotely_from_yes_no_logprobs():
+    from tts_tui.session import RemoteSolver
+
+    with Standin() as s:
+        solver = RemoteSolver(s.url, "standin", concurrency=4)
+        result, search = solver.solve("What is 6*7?", "beam", SearchParams(n=4, m=2, budget=4000, max_steps=8),
+                                      "self-judge")
+        judged = [n for n in search.tree.nodes.values() if "self-judge" in n.scores]
+        assert result.answer in ("41", "42") and judged and all(0 <= n.scores["self-judge"] <= 1 for n in judged)
+        assert any(n.scores["self-judge"] > 0.5 for n in judged)  # Yes read from the top logprobs
+        assert any("Is the last step of this solution correct?" in b.get("prompt", "") for b in s.bodies)

@@ -162,7 +162,7 @@ class Solver:
 
 
 # Verifiers that read only what an OpenAI-compatible server returns (token logprobs).
-REMOTE_VERIFIERS = ("confidence", "deepconf")
+REMOTE_VERIFIERS = ("confidence", "deepconf", "self-judge")
 
 
 class RemoteSolver:
@@ -198,6 +198,11 @@ class RemoteSolver:
             why = ("reads the model's hidden states, which servers do not expose" if verifier == "probe"
                    else "needs the local engine")
             raise InputError(f"the {verifier} verifier {why}; on a server use: {', '.join(REMOTE_VERIFIERS)}")
+        if verifier == "self-judge":
+            from tts_tui.backends.openai.generator import RemoteJudge
+            from tts_tui.verify.scorers import JUDGE_QUESTION
+
+            return RemoteJudge(self.generator, JUDGE_QUESTION)
         return TRAINING_FREE[verifier]()
 
     def solve(self, problem: str, strategy: str, params: SearchParams, verifier: str = "confidence",

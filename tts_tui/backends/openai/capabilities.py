@@ -32,8 +32,8 @@ class Capabilities:
             return "the server does not continue a raw prompt (needed by every strategy)"
         if verifier == "confidence" and not self.logprobs:
             return "the confidence verifier needs token logprobs, which this server does not return"
-        if verifier == "deepconf" and not self.top_logprobs:
-            return "the deepconf verifier needs top logprobs, which this server does not return"
+        if verifier in ("deepconf", "self-judge") and not self.top_logprobs:
+            return f"the {verifier} verifier needs top logprobs, which this server does not return"
         if cut and not self.top_logprobs:
             return "the DeepConf cut needs top logprobs, which this server does not return"
         if strategy == "bracket" and not self.top_logprobs:

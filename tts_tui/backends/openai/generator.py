@@ -285,3 +285,35 @@ def _first_top_logprobs(lp: Any) -> dict[str, float]:
 def _chatml(messages: list[dict[str, str]], add_generation_prompt: bool) -> str:
     text = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
     return text + ("<|im_start|>assistant\n" if add_generation_prompt else "")
+
+
+class RemoteJudge:
+    """The self-judge on a server: "Is the last step of this solution correct?", scored as
+    P(Yes) / (P(Yes) + P(No)) from the first token's top logprobs. The whole conversation is
+    resent (a server exposes no KV to reuse; its prefix cache makes the resent part cheap)."""
+
+    name = "self-judge"
+
+    def __init__(self, gen: RemoteGenerator, question: str) -> None:
+        self.gen = gen
+        self.question = question
+
+    def score(self, search: Any, nodes: Sequence[Any]) -> list[float]:
+        def one(node: Any) -> float:
+            msgs = [{"role": "system", "content": self.gen.system},
+                    {"role": "user", "content": search.tree.problem},
+                    {"role": "assistant", "content": search.tree.path_text(node)},
+                    {"role": "user", "content": self.question}]
+            resp = self.gen.client.post("/v1/completions", {"model": self.gen.model, "prompt": self.gen.render(msgs),
+                                                            "max_tokens": 1, "temperature": 0.0, "logprobs": 20})
+            top = _first_top_logprobs((resp.get("choices") or [{}])[0].get("logprobs"))
+            yes = [v for k, v in top.items() if k.lower() == "yes"]
+            no = [v for k, v in top.items() if k.lower() == "no"]
+            p_yes = sum(math.exp(v) for v in yes)
+            p_no = sum(math.exp(v) for v in no)
+            return p_yes / (p_yes + p_no) if p_yes + p_no > 0 else 0.5
+
+        if not nodes:
+            return []
+        with ThreadPoolExecutor(max_workers=min(self.gen.concurrency, len(nodes))) as pool:
+            return list(pool.map(one, nodes))
