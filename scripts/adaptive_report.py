@@ -3,9 +3,9 @@ majority@16, the samples each adaptive vote used, and the stop rule's mistakes.
 
     python scripts/adaptive_report.py eval-out/adaptive-gsm8k60 [--against majority --n 16]
 
-A mistake: a problem the fixed-N vote got right and the adaptive vote got wrong (it
-stopped on a wrong leader, or cut the traces that would have outvoted it). Only problems
-every row ran are compared.
+A mistake: a problem the same vote at the fixed N got right and the adaptive vote got
+wrong (it stopped on a wrong leader, or cut the traces that would have outvoted it).
+Only problems every row ran are compared.
 """
 
 from __future__ import annotations
@@ -45,12 +45,13 @@ def main() -> None:
         ratio = f"{tok / base_tokens:8.2f}" if base_tokens else f"{'-':>8}"
         print(f"{s:28} {n:>3} {acc:>8.1%} {tok:>11.0f} {ratio} {samples}  "
               + ", ".join(f"{k} {v}" for k, v in sorted(stops.items())))
-    print("\n# the stop rule's mistakes (fixed vote right, adaptive wrong)")
+    print(f"\n# the stop rule's mistakes (the same vote at N={args.n} right, the adaptive one wrong)")
     for (s, n), by in sorted(cells.items()):
-        if "+adaptive" not in s or not base:
+        fixed = cells.get((s.split("+")[0], args.n), {})  # majority+adaptive against majority@16
+        if "+adaptive" not in s or not fixed:
             continue
-        lost = [i for i in sorted(shared) if base[i]["correct"] and not by[i]["correct"]]
-        gained = [i for i in sorted(shared) if by[i]["correct"] and not base[i]["correct"]]
+        lost = [i for i in sorted(shared) if fixed[i]["correct"] and not by[i]["correct"]]
+        gained = [i for i in sorted(shared) if by[i]["correct"] and not fixed[i]["correct"]]
         detail = "; ".join(f"{i} (stopped at {by[i].get('samples_used')} on {by[i]['answer']}, "
                            f"P {by[i].get('posterior')})" for i in lost)
         print(f"{s:28} lost {len(lost)}, gained {len(gained)}" + (f": {detail}" if detail else ""))
