@@ -117,12 +117,12 @@ async def test_the_probe_times_out_to_unreachable(monkeypatch):
 async def test_a_verifier_the_server_cannot_serve_is_the_one_line_input_error():
     with Standin() as s:
         configure(local=s.url)
-        app = make_app("endpoint:local", verifier="self-judge")
+        app = make_app("endpoint:local", verifier="probe")  # hidden states: local only
         async with app.run_test(size=SIZE) as pilot:
             await pilot.press("ctrl+r")
             await wait_for(pilot, lambda: bool(app.last_error))
             errors = str(app.query_one("#errors", Static).render())
-            assert "self-judge" in errors and "confidence, deepconf" in errors
+            assert "probe" in errors and "hidden states" in errors and "confidence, deepconf, self-judge" in errors
             assert app.record is None
 
 
