@@ -12,7 +12,7 @@ from typing import Any
 
 from tts_tui.backends.protocol import StopRule, answer_complete
 from tts_tui.search import events as ev
-from tts_tui.search.protocol import Answers, Expand, Generator, Scorer, SearchParams
+from tts_tui.search.protocol import AdaptiveParams, Answers, Expand, Generator, Scorer, SearchParams
 from tts_tui.search.stopping import lowest_window
 from tts_tui.search.tree import CHOSEN, FINISHED, LIVE, PRUNED, Node, Tree
 from tts_tui.search.votes import AnswerGroup, group_answers
@@ -100,8 +100,7 @@ class Search:
     # -- growing the tree --------------------------------------------------------------
     def stop_rule(self, max_steps: int = 1, delimiter: str | None = "\n\n", max_total: int | None = None,
                   answer_stop: bool = True, confidence: bool = False, cut_below: float | None = None) -> StopRule:
-        a = self.params.adaptive
-        window = a.window if a is not None else 32
+        window = self.cut_window
         return StopRule(delimiter=delimiter, max_tokens=self.params.step_tokens, max_steps=max_steps,
                         max_total=max_total, answer_stop=answer_stop,
                         conf_top_k=CONF_TOP_K if confidence or cut_below is not None or self.confidence else 0,
@@ -223,9 +222,14 @@ class Search:
                     self.set_status(n, LIVE)
         return node
 
-    def _cut_reason(self, steps: Sequence[Node]) -> str:
+    @property
+    def cut_window(self) -> int:
+        """Tokens a DeepConf window spans: the adaptive settings', else their default."""
         a = self.params.adaptive
-        window = a.window if a is not None else 32
+        return (a or AdaptiveParams()).window
+
+    def _cut_reason(self, steps: Sequence[Node]) -> str:
+        window = self.cut_window
         conf = [c for n in steps for c in n.meta.get("conf", [])]
         low = lowest_window(conf, window)
         floor = self.cut_floor

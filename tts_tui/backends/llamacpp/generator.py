@@ -8,18 +8,13 @@ from typing import Any
 
 from tts_tui.backends.llamacpp.branches import BranchEngine, BranchRequest, Handle
 from tts_tui.errors import ModelError
+from tts_tui.backends.prompts import SYSTEM_PROMPT, follow_up, judge_messages
 from tts_tui.backends.protocol import Expand
 
-JUDGE_SYSTEM = "You are a careful math teacher who checks solutions."
-JUDGE_QUESTION = "Which solution is correct, A or B? Answer with a single letter."
 # The share of the context a judge group leaves free: slack, should the engine's count
 # of free cells ever run ahead of llama.cpp's.
 JUDGE_SLACK = 0.03
 
-SYSTEM_PROMPT = (
-    "Solve the problem step by step. Write each step as a short paragraph and separate "
-    "steps with a blank line. Put the final answer within \\boxed{}."
-)
 
 
 class LlamaGenerator:
@@ -102,10 +97,7 @@ class LlamaGenerator:
         return out
 
     def _judge_prompt(self, problem: str, first: str, second: str) -> list[int]:
-        user = (f"Problem: {problem}\n\nSolution A:\n{first.strip()}\n\n"
-                f"Solution B:\n{second.strip()}\n\n{JUDGE_QUESTION}")
-        return self.engine.model.chat_tokens(
-            [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": user}])
+        return self.engine.model.chat_tokens(judge_messages(problem, first, second))
 
     def _judge_group(self, todo: list[int], prompts: list[list[int]]) -> list[int]:
         """The next prompts that fit the free KV cells (a prompt's cells and its letter's)
@@ -135,15 +127,8 @@ class LlamaGenerator:
                 self.engine.release(h)
 
     def follow_up(self, text: str) -> str:
-        # Render a conversation around a marker and keep what the template puts after
-        # the assistant's text: the end of its turn, the user turn, the next assistant turn.
-        mark = "\u2063ATTEMPT\u2063"
-        msgs = [{"role": "system", "content": self.system}, {"role": "user", "content": "Q"},
-                {"role": "assistant", "content": mark}, {"role": "user", "content": text}]
-        full = self.engine.model.render_chat(msgs, add_generation_prompt=True)
-        if mark not in full:
-            return f"\n\n{text}\n\n"  # a template that drops assistant text: plain continuation
-        return full[full.index(mark) + len(mark):]
+        return follow_up(lambda msgs: self.engine.model.render_chat(msgs, add_generation_prompt=True),
+                         self.system, text)
 
     def release(self, state: Any) -> None:
         if isinstance(state, Handle):

@@ -20,15 +20,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from tts_tui.backends.openai.client import OpenAIClient, RemoteError
+from tts_tui.backends.prompts import SYSTEM_PROMPT, follow_up, judge_messages
 from tts_tui.backends.protocol import answer_complete
 from tts_tui.search.protocol import Expand, StepResult
 
-SYSTEM_PROMPT = (
-    "Solve the problem step by step. Write each step as a short paragraph and separate "
-    "steps with a blank line. Put the final answer within \\boxed{}."
-)
-JUDGE_SYSTEM = "You are a careful math teacher who checks solutions."
-JUDGE_QUESTION = "Which solution is correct, A or B? Answer with a single letter."
 CHATML = "chatml"
 
 
@@ -66,10 +61,7 @@ class RemoteGenerator:
                                         {"role": "user", "content": problem}]))
 
     def follow_up(self, text: str) -> str:
-        mark = "\u2063ATTEMPT\u2063"
-        full = self.render([{"role": "system", "content": self.system}, {"role": "user", "content": "Q"},
-                            {"role": "assistant", "content": mark}, {"role": "user", "content": text}])
-        return full[full.index(mark) + len(mark):] if mark in full else f"\n\n{text}\n\n"
+        return follow_up(self.render, self.system, text)
 
     # -- growing ------------------------------------------------------------------------
     def expand(self, requests: Sequence[Expand], *, budget: int, should_stop: Callable[[], bool],
@@ -196,8 +188,7 @@ class RemoteGenerator:
         return [(p[2 * i] + (1 - p[2 * i + 1])) / 2 for i in range(len(pairs))]
 
     def _judge(self, problem: str, first: str, second: str) -> float:
-        user = f"Problem: {problem}\n\nSolution A:\n{first.strip()}\n\nSolution B:\n{second.strip()}\n\n{JUDGE_QUESTION}"
-        prompt = self.render([{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": user}])
+        prompt = self.render(judge_messages(problem, first, second))
         resp = self.client.post("/v1/completions", {"model": self.model, "prompt": prompt, "max_tokens": 1,
                                                     "temperature": 0.0, "logprobs": 20})
         top = _first_top_logprobs((resp.get("choices") or [{}])[0].get("logprobs"))
