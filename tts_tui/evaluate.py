@@ -777,17 +777,24 @@ def probe_agreement(samples: list[dict[str, Any]], probe: int | None = None) -> 
     return round(groups[0].count / max(1, len(first)), 4) if groups else 0.0
 
 
-def _samples(search: Any, window: int = 32) -> list[dict[str, Any]]:
-    """Each full sample: its answer, path score, tokens and confidence record
-    (`trace_record` over `window` tokens), in generation order."""
-    tree = search.tree
+def sample_leaves(tree: Any) -> list[Any]:
+    """Each full sample's last node, in seed order (the order a run at smaller N draws)."""
     out = []
     firsts = [c for c in tree.children(tree.root) if c.kind != "match"]  # not bracket's judged matches
-    for child in sorted(firsts, key=lambda c: (c.meta.get("sample", c.id), c.id)):  # seed order
+    for child in sorted(firsts, key=lambda c: (c.meta.get("sample", c.id), c.id)):
         leaf = child
         while leaf.children:
             leaf = tree.nodes[leaf.children[-1]]
-        path = tree.path(leaf)
+        out.append(leaf)
+    return out
+
+
+def _samples(search: Any, window: int = 32) -> list[dict[str, Any]]:
+    """Each full sample: its answer, path score, tokens and confidence record
+    (`trace_record` over `window` tokens), in generation order."""
+    out = []
+    for leaf in sample_leaves(search.tree):
+        path = search.tree.path(leaf)
         # an answer is only set on a finished sample; bracket later prunes its losers
         ok = bool(leaf.answer)
         out.append({

@@ -139,11 +139,16 @@ class Solver:
         )
 
     def solve(self, problem: str, strategy: str, params: SearchParams, verifier: str = "confidence",
-              listener: ev.Listener | None = None, cancel: threading.Event | None = None) -> tuple[Result, Search]:
+              listener: ev.Listener | None = None, cancel: threading.Event | None = None,
+              capture: bool = False) -> tuple[Result, Search]:
+        """Run a strategy; `capture` records hidden states and token statistics on every
+        node whatever the verifier (the same tokens: capture changes no sampling)."""
         with self.lock:  # one context: one search at a time
             if self.closed:
                 raise ModelError("the model was closed")  # a freed context would crash llama.cpp
             search = self.new_search(problem, strategy, params, verifier, listener, cancel)
+            if capture:
+                search.capture = search.confidence = True
             try:
                 result = run_strategy(strategy, search)
             finally:

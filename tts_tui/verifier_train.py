@@ -43,10 +43,7 @@ class Dataset:
 def collect(solver: Any, problems: Sequence[Problem], n: int, budget_per_sample: int, out_dir: Path,
             on_problem: Callable[[Problem, dict[str, Any]], None] | None = None) -> None:
     """Sample and label what `out_dir` lacks."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _check_settings(out_dir, {"model_sha256": _model_sha(solver), "n": n, "budget_per_sample": budget_per_sample})
-    log = out_dir / "samples.jsonl"
-    done = done_keys(log)
+    done = open_sample_set(out_dir, solver, {"n": n, "budget_per_sample": budget_per_sample})
     for i, p in enumerate(problems):
         if p.id in done:
             continue
@@ -56,18 +53,34 @@ def collect(solver: Any, problems: Sequence[Problem], n: int, budget_per_sample:
             search.capture = True
             try:
                 leaves = sample_full(search, n, confidence=True)
-                states = _states(search, leaves, p.answer)
             finally:
                 search.release_all()
-        name = f"states-{_safe(p.id)}.npz"
-        _save_npz(out_dir / name, states)
-        row = {"key": p.id, "id": p.id, "gold": p.answer, "file": name, "n": n,
-               "answers": [leaf.answer for leaf in leaves], "right": int(sum(states["final_label"])),
-               "states": int(len(states["labels"])), "tokens": int(search.spent),
-               "seconds": round(time.monotonic() - t0, 2)}
-        append_line(log, json.dumps(row, ensure_ascii=False))
+        row = save_problem(out_dir, p, search, leaves, time.monotonic() - t0)
         if on_problem:
             on_problem(p, row)
+
+
+def open_sample_set(out_dir: Path, solver: Any, settings: dict[str, Any]) -> set[str]:
+    """Make `out_dir` a sample set of the solver's model (refused if it holds another's or
+    other settings); the ids of the problems it holds already."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _check_settings(out_dir, {"model_sha256": _model_sha(solver), **settings})
+    return done_keys(out_dir / "samples.jsonl")
+
+
+def save_problem(out_dir: Path, p: Problem, search: Any, leaves: Sequence[Any], seconds: float) -> dict[str, Any]:
+    """One problem's labelled states: its .npz, then its fsynced line in samples.jsonl
+    (the line marks it done, so a kill between the two only redoes the problem)."""
+    states = _states(search, leaves, p.answer)
+    name = f"states-{_safe(p.id)}.npz"
+    _save_npz(out_dir / name, states)
+    row = {"key": p.id, "id": p.id, "gold": p.answer, "file": name, "n": len(leaves),
+           "answers": [leaf.answer or None for leaf in leaves], "right": int(sum(states["final_label"])),
+           "states": int(len(states["labels"])), "tokens": int(search.spent),
+           "sample_tokens": [int(sum(x.n_tokens for x in search.tree.path(leaf))) for leaf in leaves],
+           "seconds": round(seconds, 2)}
+    append_line(out_dir / "samples.jsonl", json.dumps(row, ensure_ascii=False))
+    return row
 
 
 def _model_sha(solver: Any) -> str | None:
@@ -153,3 +166,71 @@ def load(out_dirs: Sequence[Path], exclude: set[str] = frozenset()) -> Dataset:
         return Dataset(np.zeros((0, 0)), np.zeros((0, 0)), np.zeros(0), [], np.zeros(0, dtype=bool))
     return Dataset(np.vstack(parts["stats"]).astype(np.float64), np.vstack(parts["hidden"]).astype(np.float64),
                    np.concatenate(parts["labels"]).astype(np.int64), groups, np.concatenate(parts["final"]))
+
+
+@dataclass
+class ProblemSamples:
+    """One problem's first K samples as a vote sees them."""
+
+    id: str
+    answers: list[str | None]
+    right: list[bool]
+    tokens: list[int] | None  # per sample, where the set records it
+    stats: np.ndarray  # (K, n_stats): each answered sample's final state; zeros if unanswered
+    hidden: np.ndarray  # (K, n_embd)
+
+
+def problem_samples(out_dir: Path, k: int, exclude: set[str] = frozenset()) -> list[ProblemSamples]:
+    """The problems of a sample set that hold at least `k` samples, each cut to its first k
+    (seed order where the set was written by `tts eval --save-states`)."""
+    out = []
+    for line in (out_dir / "samples.jsonl").read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if row["id"] in exclude or len(row["answers"]) < k or not (out_dir / row["file"]).is_file():
+            continue
+        with np.load(out_dir / row["file"]) as z:
+            stats, hidden = z["stats"], z["hidden"]
+            final, sample, right = z["final"], z["sample"], z["final_label"]
+            width_s = stats.shape[1] if stats.ndim == 2 and len(stats) else 0
+            fs = np.zeros((k, width_s), dtype=np.float64)
+            fh = np.zeros((k, hidden.shape[1] if hidden.ndim == 2 else 0), dtype=np.float64)
+            for i in np.flatnonzero(final):
+                if sample[i] < k:
+                    fs[sample[i]], fh[sample[i]] = stats[i], hidden[i]
+        tokens = row.get("sample_tokens")
+        out.append(ProblemSamples(row["id"], row["answers"][:k], [bool(x) for x in right[:k]],
+                                  tokens[:k] if tokens else None, fs, fh))
+    return out
+
+
+def vote_rows(problems: Sequence[ProblemSamples], scorers: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]],
+              equivalent_fn: Callable[[str, str], bool]) -> list[dict[str, Any]]:
+    """Accuracy of majority, of a weighted vote and best-of-K under each scorer, and pass@K,
+    all read from the same samples. A weighted vote sums scores per equivalent answer."""
+    from tts_tui.search.votes import group_answers
+
+    hits: dict[str, int] = {}
+
+    def add(name: str, ok: bool) -> None:
+        hits[name] = hits.get(name, 0) + int(ok)
+
+    for p in problems:
+        answered = [i for i, a in enumerate(p.answers) if a]
+        add("pass", any(p.right))
+        if not answered:
+            for name in ["majority", *(f"{v} {s}" for s in scorers for v in ("weighted", "best-of"))]:
+                add(name, False)
+            continue
+        add("majority", p.right[group_answers([(p.answers[i], 1.0, i) for i in answered], equivalent_fn)[0].members[0]])
+        for s, fn in scorers.items():
+            scores = fn(p.stats, p.hidden)
+            top = group_answers([(p.answers[i], float(scores[i]), i) for i in answered], equivalent_fn)[0]
+            add(f"weighted {s}", p.right[top.members[0]])
+            add(f"best-of {s}", p.right[max(answered, key=lambda i: scores[i])])
+    tokens = [sum(p.tokens) for p in problems if p.tokens is not None]
+    mean_tokens = round(float(np.mean(tokens))) if len(tokens) == len(problems) and tokens else None
+    return [{"row": name, "correct": c, "problems": len(problems), "accuracy": c / max(1, len(problems)),
+             "mean_tokens": mean_tokens} for name, c in hits.items()]

@@ -55,6 +55,10 @@ def eval_command(
     stop_at: float = typer.Option(0.95, "--stop-at", help="Adaptive: stop once P(leader holds) reaches this."),
     wave: int = typer.Option(4, "--wave", help="Adaptive: samples per wave."),
     cut: bool = typer.Option(False, "--cut", help="Adaptive: also DeepConf-cut rows (weak traces cut after wave 1)."),
+    save_states: Optional[Path] = typer.Option(
+        None, "--save-states",
+        help="Also keep every vote sample's hidden states and token statistics in this sample set "
+             "(as tts verifier train makes; read by tts verifier eval). Local backend only."),
     backend: str = typer.Option("llamacpp", "--backend", help="llamacpp (in process) or openai (servers)."),
     base_url: Optional[str] = typer.Option(None, "--base-url", help="openai: URL[,URL2,...]; problems spread over them."),
     api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="openai: the variable holding the API key."),
@@ -92,6 +96,8 @@ def eval_command(
             validate(base_strategy(s), job_params(base, s, k, budget_per_sample))
     problems = load_problems(data, limit, lv, skip)
     if backend == "openai":
+        if save_states:
+            raise TTSError("--save-states needs the local backend: a server does not return hidden states")
         return _eval_remote(data, problems, strategies, ns, base, budget_per_sample, verifier, out, model, base_url,
                             api_key_env, template, concurrency, allow_settings_change, retry_failed)
     if backend != "llamacpp":
@@ -110,8 +116,8 @@ def eval_command(
     with download_progress() as on_progress:
         solver = Solver(model, prm=prm, options=options, on_progress=on_progress)
 
-    def solve(problem: str, strat: str, params: SearchParams):
-        return solver.solve(problem, strat, params, verifier)
+    solve = _state_saving(solver, verifier, problems, save_states, budget_per_sample, base) if save_states else (
+        lambda problem, strat, params: solver.solve(problem, strat, params, verifier))
 
     stamp = {"settings_digest": digest, "code": code, **library_versions()}
     rows = run_eval(problems, strategies, ns, base, solve, out, budget_per_sample, _print_row,
@@ -122,6 +128,30 @@ def eval_command(
     _tail(mine, strategies)
     if refit_auto:
         _refit(mine, max(ns), base.settings()["adaptive"])
+
+
+def _state_saving(solver, verifier: str, problems, dest: Path, budget_per_sample: int, base: SearchParams):
+    """A solve that runs with capture on and writes each vote's samples, labelled, to the
+    sample set `dest` (resumable: a problem it holds already is not written again)."""
+    from tts_tui.evaluate import SUBSAMPLED, sample_leaves
+    from tts_tui.verifier_train import open_sample_set, save_problem
+
+    held = open_sample_set(dest, solver, {"budget_per_sample": budget_per_sample,
+                                          "temperature": base.temperature, "seed": base.seed})
+    by_text = {}
+    for p in problems:
+        by_text.setdefault(p.problem.strip(), p)
+
+    def solve(problem: str, strat: str, params: SearchParams):
+        t0 = time.monotonic()
+        result, search = solver.solve(problem, strat, params, verifier, capture=True)
+        p = by_text.get(problem.strip())
+        if strat in SUBSAMPLED and p is not None and p.id not in held:
+            save_problem(dest, p, search, sample_leaves(search.tree), time.monotonic() - t0)
+            held.add(p.id)
+        return result, search
+
+    return solve
 
 
 def _report(rows, problems, strategies, out: Path, title: str) -> list[dict]:

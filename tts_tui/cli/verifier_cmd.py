@@ -100,49 +100,87 @@ def train_command(
           f"chosen {probe.info['chosen']})")
 
 
+def _signals(probe=None) -> dict:
+    """Every verifier that reads the captured signals: name -> (stats, hidden) -> scores."""
+    import numpy as np
+
+    from tts_tui.verify.features import STAT_NAMES
+
+    def stat(name: str, sign: float = 1.0):
+        i = STAT_NAMES.index(name)
+        return lambda stats, hidden: sign * stats[:, i]
+
+    mean_logprob = STAT_NAMES.index("mean_logprob")
+    out = {"confidence (mean logprob)": lambda stats, hidden: np.exp(stats[:, mean_logprob]),
+           "deepconf (bottom 10%)": stat("bottom10_conf"),
+           "deepconf (lowest window)": stat("lowest_window_conf"),
+           "deepconf (tail)": stat("tail_conf"),
+           "self-certainty": stat("step_self_certainty"),
+           "entropy (negated)": stat("step_entropy", -1.0)}
+    if probe is not None:
+        out["probe"] = probe.predict
+    return out
+
+
 @verifier_app.command("eval")
 def eval_command(
-    samples_dir: Path = typer.Option(..., "--samples", help="A labelled sample set (from tts verifier train)."),
+    samples_dir: Path = typer.Option(..., "--samples", help="A labelled sample set (tts verifier train, tts eval --save-states)."),
     model: Optional[str] = typer.Option(None, "--model", help="Whose probe to score with (default model)."),
+    votes: Optional[int] = typer.Option(None, "--votes", min=1,
+                                        help="Also the votes over each problem's first K samples, scored by every verifier."),
 ) -> None:
     """Pooled and within-question AUROC and calibration of every verifier that reads the
-    captured signals, on the final states of a labelled sample set."""
+    captured signals, on the final states of a labelled sample set; with --votes K, the
+    majority, weighted and best-of-K accuracy under each, and pass@K, from the same samples."""
     import numpy as np
 
     from tts_tui.catalog import resolve_model
     from tts_tui.catalog.fetch import known_sha256
     from tts_tui.verifier_train import load, probe_path
-    from tts_tui.verify.features import STAT_NAMES
     from tts_tui.verify.probe import Probe, metrics
 
     path = resolve_model(model)
     _, sha = known_sha256(path)
     trained: set[str] = set()
     probe_file = probe_path(path, sha)
-    if probe_file.is_file():
-        trained = set(Probe.load(probe_file).info.get("trained_on", []))
+    probe = Probe.load(probe_file, sha) if probe_file.is_file() else None
+    if probe is not None:
+        trained = set(probe.info.get("trained_on", []))
     ds = load([samples_dir], exclude=trained)  # never score the probe on what it was trained on
     if not ds.groups:
         raise TTSError(f"no labelled samples in {samples_dir}" + (" that the probe was not trained on" if trained else ""))
     m = ds.final
     groups = np.asarray(ds.groups)[m]
     labels = ds.labels[m]
-    rows = {"confidence (mean logprob)": np.exp(ds.stats[m, STAT_NAMES.index("mean_logprob")]),
-            "deepconf (bottom 10%)": ds.stats[m, STAT_NAMES.index("bottom10_conf")],
-            "deepconf (lowest window)": ds.stats[m, STAT_NAMES.index("lowest_window_conf")],
-            "deepconf (tail)": ds.stats[m, STAT_NAMES.index("tail_conf")],
-            "self-certainty": ds.stats[m, STAT_NAMES.index("step_self_certainty")],
-            "entropy (negated)": -ds.stats[m, STAT_NAMES.index("step_entropy")]}
-    if probe_file.is_file():
-        probe = Probe.load(probe_file, sha)
-        rows["probe"] = probe.predict(ds.stats[m], ds.hidden[m])
+    signals = _signals(probe)
     print(f"{'verifier':28} {'within AUROC':>12} {'pooled AUROC':>12} {'ECE':>6}  samples {int(m.sum())}, "
           f"right {int(labels.sum())}, problems {len(set(groups.tolist()))}")
-    for name, scores in rows.items():
-        r = metrics(scores.astype(float), labels, groups)
+    for name, fn in signals.items():
+        r = metrics(fn(ds.stats[m], ds.hidden[m]).astype(float), labels, groups)
         ece = f"{r['ece']:.3f}" if name == "probe" else "-"  # only the probe is a probability
         print(f"{name:28} {r['within_auroc']:>12.3f} {r['auroc']:>12.3f} {ece:>6}")
-    if "probe" not in rows:
+    if probe is None:
         print(f"# no probe trained for {path.name} (tts verifier train)")
     elif trained:
         print(f"# the {len(trained)} problems the probe was trained on are left out")
+    if votes:
+        _print_votes(samples_dir, votes, signals, trained)
+
+
+def _print_votes(samples_dir: Path, k: int, signals: dict, exclude: set[str]) -> None:
+    from tts_tui.verifier_train import problem_samples, vote_rows
+    from tts_tui.verify.answers import equivalent
+
+    problems = problem_samples(samples_dir, k, exclude)
+    if not problems:
+        raise TTSError(f"no problem in {samples_dir} holds {k} samples")
+    rows = {r["row"]: r for r in vote_rows(problems, signals, equivalent)}
+    tokens = rows["pass"]["mean_tokens"]
+    print(f"\n{'vote @' + str(k):36} {'accuracy':>9}  problems {len(problems)}"
+          + (f", mean tokens {tokens}" if tokens is not None else ""))
+    for name, r in rows.items():
+        print(f"{name:36} {r['accuracy']:>8.1%}")
+    gap = rows["pass"]["correct"] - rows["majority"]["correct"]
+    if "weighted probe" in rows and gap > 0:
+        closed = (rows["weighted probe"]["correct"] - rows["majority"]["correct"]) / gap
+        print(f"# the probe's weighted vote closes {closed:.0%} of the gap from majority to pass@{k}")
