@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The evaluations behind the README's figures (issues #3, #5, #15 and #17), in priority order.
+# The evaluations behind the README's figures (issues #3, #5, #15, #16 and #17), in priority order.
 # Each `tts eval` is resumable: rerun this script after a kill and finished problems are kept.
 # Default model, first 20 problems, matched budget of 512 tokens per sample (4096 at N=8);
 # MATH gets 1024 per sample, since at 512 most CoT misses were cut off unanswered.
@@ -54,13 +54,19 @@ LIMIT=20 step 17 adaptive-gsm8k60 --data $G --strategy majority,weighted --n 8,1
 if (( FIRST <= 18 && 18 <= LAST )); then
   python3 bench/adaptive_live.py --limit 3 --n 16 --wave 4 --out eval-out/adaptive-live.jsonl
 fi
-LIMIT=60 step 19 adaptive-gsm8k60 --data $G --strategy majority,weighted --n 8,16 $A
+# From problem 35 on (and on the MATH slice), the fixed runs also keep their samples' hidden
+# states and token statistics: issue 16 scores the first 8 of them with every verifier.
+SG="--save-states eval-out/report-gsm8k60-states"
+SM="--save-states eval-out/report-math30-states"
+LIMIT=60 step 19 adaptive-gsm8k60 --data $G --strategy majority,weighted --n 8,16 $A $SG
 LIMIT=60 step 20 adaptive-gsm8k60 --data $G --strategy auto --n 16 --m 4 $A
-B=1024 LIMIT=30 step 21 adaptive-math30 --data $M --levels 1,2,3 --strategy majority,weighted --n 8,16 $A
+B=1024 LIMIT=30 step 21 adaptive-math30 --data $M --levels 1,2,3 --strategy majority,weighted --n 8,16 $A $SM
 B=1024 LIMIT=30 step 22 adaptive-math30 --data $M --levels 1,2,3 --strategy auto --n 16 --m 4 $A
+# Issue 16: GSM8K problems 1-34 sampled at N=8 with their states kept (35-60 come from step 19).
+LIMIT=34 step 23 probe-gsm8k34 --data $G --strategy majority,weighted --n 8 $SG
 # Issue 16: the probe's training samples, from every dev problem but the report slices
 # (resumable; --sample-only: fit later with the same command without it).
-if (( FIRST <= 23 && 23 <= LAST )); then
+if (( FIRST <= 24 && 24 <= LAST )); then
   python3 scripts/report_slices.py > eval-out/report-ids.txt
   tts verifier train --data $G,$M --exclude eval-out/report-ids.txt --n 8 --limit 240 --sample-only
 fi
