@@ -546,3 +546,66 @@ def test_a_problem_whose_rows_fail_to_read_is_a_failed_row(tmp_path):
         run_eval(PROBLEMS, ["weighted"], [2], SearchParams(m=2), solve, tmp_path, 64)
     rows = read_rows(tmp_path / "log.jsonl")
     assert len(rows) == 3 and all(r["failed"].startswith("RuntimeError: the verifier") for r in rows)
+
+
+def test_a_stop_under_concurrency_logs_the_jobs_in_flight_and_starts_no_more(tmp_path):
+    import threading
+    import time
+
+    import pytest
+
+    from tts_tui.evaluate import EvalStopped
+
+    problems = [Problem(f"p{i}", f"problem {i}", "42") for i in range(12)]
+    ok = solver([])
+    three_logged = threading.Event()
+    started, logged = [], []
+
+    def on_row(row):
+        logged.append(row)
+        if sum(1 for r in logged if r.get("failed")) >= 3:
+            three_logged.set()
+
+    def solve(problem, strategy, params):
+        started.append(problem)
+        if problem == "problem 0":  # in flight when the stop comes: it ends after it
+            assert three_logged.wait(10)
+            return ok(problem, strategy, params)
+        time.sleep(0.05)
+        raise RuntimeError("server fell over")
+
+    with pytest.raises(EvalStopped):
+        run_eval(problems, ["cot"], [1], SearchParams(), solve, tmp_path, 64, on_row, concurrency=4)
+    rows = read_rows(tmp_path / "log.jsonl")
+    assert any(r["id"] == "p0" and r["correct"] for r in rows)  # finished work is kept
+    assert len(rows) == len(started) < len(problems)  # every job that ran is logged; the rest never start
+
+
+def test_a_failure_outside_the_problem_is_run_again_on_resume(tmp_path):
+    from tts_tui.errors import TTSError
+
+    problems = [Problem(f"p{i}", f"problem {i}", "42") for i in range(3)]
+    calls = []
+    ok = solver(calls)
+
+    def down(problem, strategy, params):
+        if problem == "problem 1":
+            err = TTSError("http://127.0.0.1:8080/v1/completions: no usable answer after 5 tries (ConnectionRefusedError)")
+            err.transient = True
+            raise err
+        if problem == "problem 2":
+            raise ValueError("a problem the strategy cannot do")
+        return ok(problem, strategy, params)
+
+    rows = run_eval(problems, ["cot"], [1], SearchParams(), down, tmp_path, 64)
+    assert [r["id"] for r in rows if r.get("failed")] == ["p1", "p2"]
+    seen = []
+    ok = solver([])
+
+    def again(problem, strategy, params):
+        seen.append(problem)
+        return ok(problem, strategy, params)
+
+    rows = run_eval(problems, ["cot"], [1], SearchParams(), again, tmp_path, 64)  # no --retry-failed
+    assert seen == ["problem 1"]  # the server's failure is run again; the problem's own is kept
+    assert [r["id"] for r in rows if r.get("failed")] == ["p2"]

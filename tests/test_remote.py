@@ -54,6 +54,17 @@ def test_the_budget_is_a_hard_cap_across_parallel_requests():
         assert search.spent <= 40 and gen.stats()["generated_tokens"] <= 40
 
 
+def test_a_tight_budget_is_shared_by_the_branches_not_taken_by_the_first_requests():
+    with Standin(step_tokens=4) as s:
+        search, gen = make(s, SearchParams(n=8, budget=40, max_steps=8))  # 4 requests in flight at once
+        paths = search.expand([search.tree.root] * 8, max_steps=8, max_total=40)
+        assert search.spent <= 40
+        grown = [sum(n.n_tokens for n in path) for path in paths]
+        # each branch its share of 40 / 8 tokens, give or take what the rounds' order leaves
+        assert min(grown) >= 3 and max(grown) - min(grown) <= 4, grown
+        assert max(s.bodies, key=lambda b: b.get("max_tokens", 0))["max_tokens"] <= 5
+
+
 def test_5xx_and_429_are_retried_then_succeed():
     with Standin() as s:
         s.fail = [500, 429, 503]
@@ -250,7 +261,7 @@ def test_the_other_servers_shapes_are_read(resp, kind):
     from tts_tui.backends.openai.generator import _confidences, _stop_kind, _token_logprobs
 
     choice = resp["choices"][0]
-    assert _stop_kind(choice["finish_reason"], choice, resp) == kind
+    assert _stop_kind(choice["finish_reason"], choice, resp) == (kind, "\n\n" if kind == "word" else None)
     ids, lps = _token_logprobs(choice["logprobs"], None)
     assert lps == choice["logprobs"]["token_logprobs"] and ids == [-1] * len(lps)  # no ids in this shape
     confs = _confidences(choice["logprobs"], 20)
@@ -284,3 +295,33 @@ def test_the_self_judge_runs_remotely_from_yes_no_logprobs():
         assert result.answer in ("41", "42") and judged and all(0 <= n.scores["self-judge"] <= 1 for n in judged)
         assert any(n.scores["self-judge"] > 0.5 for n in judged)  # Yes read from the top logprobs
         assert any("Is the last step of this solution correct?" in b.get("prompt", "") for b in s.bodies)
+
+
+@pytest.mark.parametrize("named, stops, piece_ends, kind", [
+    ("</answer>", ("</answer>",), "24</answer>", "stop"),  # the server names the rule's stop string
+    ("\n\n", ("</answer>",), "24\n\n", "delimiter"),  # ... or the delimiter
+    (None, (), "24\n\n", "delimiter"),  # named by none: with no other stop string, the delimiter
+    (None, ("</answer>",), "24\n\n", "delimiter"),  # ambiguous: the step ends, the branch goes on
+])
+def test_the_stop_string_a_server_matched_decides_how_the_step_ends(named, stops, piece_ends, kind):
+    from tts_tui.backends.openai.generator import RemoteGenerator, RemoteState
+    from tts_tui.backends.protocol import Expand, SamplingParams, StopRule
+
+    reply = {"choices": [{"text": "We add 48 and 24", "finish_reason": "stop", "stop_reason": named}],
+             "usage": {"prompt_tokens": 9, "completion_tokens": 6}}
+    if named is None:  # a server that says neither which string nor EOS
+        reply["choices"][0].pop("stop_reason")
+
+    class Recorded:
+        base_url = "http://recorded"
+
+        def post(self, path, body):
+            assert body["stop"] == ["\n\n", *stops]
+            return reply
+
+    gen = RemoteGenerator(Recorded(), "m")
+    rule = StopRule(stop=stops, max_steps=2, answer_stop=False)
+    steps = gen.expand([Expand(RemoteState("p"), SamplingParams(), rule)], budget=100, should_stop=lambda: False,
+                       on_step=lambda r: None)[0]
+    assert steps[0].text.endswith(piece_ends) and steps[0].finish == kind
+    assert len(steps) == (1 if kind == "stop" else 2)  # a delimiter step leaves the branch its next step

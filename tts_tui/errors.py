@@ -12,6 +12,9 @@ class TTSError(Exception):
     """An error a user can act on; the front ends print `str(err)` on one line, no traceback."""
 
     exit_code = EXIT_BAD_INPUT
+    # the cause lies outside the problem (a server down or overloaded): a resumed
+    # evaluation runs the problem again instead of keeping its failed row
+    transient = False
 
     def __init__(self, message: str, exit_code: int | None = None) -> None:
         super().__init__(message)

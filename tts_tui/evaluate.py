@@ -28,6 +28,7 @@ import json
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -114,7 +115,8 @@ RowFilter = Callable[[dict[str, Any]], bool]
 def done_keys(log: Path, retry_failed: bool = False, is_current: RowFilter | None = None) -> set[str]:
     """Keys a resume skips: those whose latest row (a later row replaces an earlier one,
     as in the tables) was made with the current settings (`is_current`, see
-    `current_filter`; None: any row), except failed ones when `retry_failed`."""
+    `current_filter`; None: any row), except failed ones when `retry_failed`, and those
+    that failed for a cause outside the problem (a server down: `transient`) always."""
     last: dict[str, dict[str, Any]] = {}
     if log.is_file():
         for line in log.read_text(encoding="utf-8").splitlines():
@@ -124,7 +126,8 @@ def done_keys(log: Path, retry_failed: bool = False, is_current: RowFilter | Non
             except (json.JSONDecodeError, KeyError, TypeError):
                 continue  # a line cut by a kill: that problem is redone
     return {k for k, row in last.items()
-            if not (row.get("failed") and retry_failed) and (is_current is None or is_current(row))}
+            if not (row.get("failed") and (retry_failed or row.get("transient")))
+            and (is_current is None or is_current(row))}
 
 
 # -- settings: what produced a directory's rows ---------------------------------------------
@@ -536,7 +539,9 @@ def run_eval(
                         base.adaptive)
 
     errors: list[tuple[str, str]] = []  # (problem id, error) of the problems failing in a row now
-    for job, rows in _jobs_done(jobs, run, concurrency):
+    stop = threading.Event()  # set: start no more jobs, but log those in flight as they end
+    stopped = ""
+    for job, rows in _jobs_done(jobs, run, concurrency, stop):
         for row in rows:
             if row["key"] in done:
                 continue
@@ -547,16 +552,23 @@ def run_eval(
                 on_row(row)
         failed = bool(rows) and bool(rows[0].get("failed"))  # a job's rows fail together
         errors = [*errors, (job[4].id, rows[0]["failed"])] if failed else []
-        if len(errors) >= MAX_FAILED_IN_A_ROW:
-            raise EvalStopped(_stopped_message(errors))
+        if len(errors) >= MAX_FAILED_IN_A_ROW and not stopped:
+            stopped = _stopped_message(errors)
+            stop.set()
+    if stopped:
+        raise EvalStopped(stopped)
     return read_rows(log)
 
 
-def _jobs_done(jobs: list[tuple], run: Callable[[tuple], list[dict[str, Any]]], concurrency: int):
-    """(job, rows) as jobs finish: in order one at a time, or `concurrency` at once. Jobs not
-    started yet are dropped when the caller stops early (EvalStopped, a cancel)."""
+def _jobs_done(jobs: list[tuple], run: Callable[[tuple], list[dict[str, Any]]], concurrency: int,
+               stop: threading.Event):
+    """(job, rows) as jobs finish: in order one at a time, or `concurrency` at once. Once
+    `stop` is set no job starts, and those in flight are still yielded as they end (their
+    work is done: it is logged). A cancel (an exception in the caller) drops them."""
     if concurrency <= 1:
         for job in jobs:
+            if stop.is_set():
+                return
             yield job, run(job)
         return
     from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -565,7 +577,12 @@ def _jobs_done(jobs: list[tuple], run: Callable[[tuple], list[dict[str, Any]]], 
     try:
         futures = {pool.submit(run, job): job for job in jobs}
         for fut in as_completed(futures):
+            if fut.cancelled():
+                continue
             yield futures[fut], fut.result()
+            if stop.is_set():
+                for other in futures:
+                    other.cancel()  # only those not started yet: the running ones finish
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -612,7 +629,8 @@ def _failed_row(strategy: str, n: int, p: Problem, exc: Exception, cost: dict[st
     return {"id": p.id, "strategy": strategy, "gold": p.answer, "level": p.level, "key": _key(strategy, n, p.id),
             "n": n, "answer": None, "correct": False, "tokens": cost["generated"] if cost else 0,
             "prefill_tokens": cost["prefill"] if cost else None, "seconds": round(seconds, 2),
-            "failed": f"{type(exc).__name__}: {message}"}
+            "failed": f"{type(exc).__name__}: {message}",
+            **({"transient": True} if getattr(exc, "transient", False) else {})}
 
 
 def _direct_prefill(pf: Prefill | None) -> dict[str, int | None]:

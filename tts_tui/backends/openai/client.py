@@ -74,7 +74,9 @@ class OpenAIClient:
             except (json.JSONDecodeError, UnicodeDecodeError):
                 last = f"malformed JSON ({len(raw)} bytes)"
                 continue
-        raise RemoteError(f"{self.base_url}{path}: no usable answer after {self.retries + 1} tries ({last})")
+        err = RemoteError(f"{self.base_url}{path}: no usable answer after {self.retries + 1} tries ({last})")
+        err.transient = True  # unreachable, overloaded or garbling: another time it may answer
+        raise err
 
     def _headers(self) -> dict[str, str]:
         h = {"Content-Type": "application/json"}

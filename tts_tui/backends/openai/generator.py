@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -67,11 +68,16 @@ class RemoteGenerator:
     def expand(self, requests: Sequence[Expand], *, budget: int, should_stop: Callable[[], bool],
                on_step: Callable[[Any], None]) -> list[list[Any]]:
         left = [budget]
+        growing = [len(requests)]  # branches not ended yet
         report = threading.Lock()
 
         def take(n: int) -> int:
+            """Reserve up to n tokens of the budget for one request. A request holds its
+            max_tokens until the server answers, so when the budget is tight each branch
+            gets its share, not the first few all of it (the engine spends token by token)."""
             with report:
-                got = max(0, min(n, left[0]))
+                share = -(-left[0] // max(1, growing[0]))
+                got = max(0, min(n, share))
                 left[0] -= got
                 return got
 
@@ -83,13 +89,23 @@ class RemoteGenerator:
             with report:  # the search's tree is not thread-safe: one step at a time
                 on_step(res)
 
-        def grow(i: int) -> list[StepResult]:
-            return self._grow(i, requests[i], take, give_back, emit, should_stop)
+        # every branch has its thread, `concurrency` requests in flight at once, in rounds:
+        # the branches take turns, as in the engine's batch, instead of the first few
+        # finishing before the rest begin
+        rounds = _Rounds(len(requests), self.concurrency)
 
-        with ThreadPoolExecutor(max_workers=min(self.concurrency, max(1, len(requests)))) as pool:
+        def grow(i: int) -> list[StepResult]:
+            try:
+                return self._grow(i, requests[i], take, give_back, emit, should_stop, rounds)
+            finally:
+                with report:
+                    growing[0] -= 1
+                rounds.done(i)
+
+        with ThreadPoolExecutor(max_workers=max(1, len(requests))) as pool:
             return list(pool.map(grow, range(len(requests))))
 
-    def _grow(self, i: int, req: Expand, take, give_back, emit, should_stop) -> list[StepResult]:
+    def _grow(self, i: int, req: Expand, take, give_back, emit, should_stop, rounds: "_Rounds") -> list[StepResult]:
         rule, s = req.stop, req.sampling
         text = req.parent.text + req.prefix
         forced = req.prefix
@@ -101,14 +117,19 @@ class RemoteGenerator:
             if should_stop():
                 return self._end(steps, i, text, "cancelled", forced, emit)
             want = rule.max_tokens if rule.max_total is None else min(rule.max_tokens, rule.max_total - used)
-            got = take(want)
-            if got <= 0:
-                return self._end(steps, i, text, "budget", forced, emit)
             # a fresh seed per step: a server re-seeds per request, and one seed for every
             # step would draw the same random numbers at each step's token j
             step_seed = (s.seed * 1_000_003 + len(steps)) % (2**31 - 1)
-            piece, ids, lps, confs, stop_kind, n = self._complete(text, got, s, rule, step_seed)
-            give_back(got - n)
+            with rounds.turn(i):
+                got = take(want)
+                if got > 0:
+                    n = 0  # a request that fails spent nothing of the budget
+                    try:
+                        piece, ids, lps, confs, stop_kind, n = self._complete(text, got, s, rule, step_seed)
+                    finally:
+                        give_back(got - n)
+            if got <= 0:
+                return self._end(steps, i, text, "budget", forced, emit)
             used += n
             text += piece
             last = len(steps) + 1 >= rule.max_steps
@@ -162,9 +183,11 @@ class RemoteGenerator:
         confs = _confidences(choice.get("logprobs"), rule.conf_top_k) if rule.conf_top_k else []
         n = int(usage.get("completion_tokens") or len(lps) or 0)
         self._count(usage, n)
-        kind = _stop_kind(finish, choice, resp)
-        if kind == "word" and rule.delimiter and rule.delimiter not in rule.stop:
-            piece += rule.delimiter  # a stop string is not in the text; our steps keep their delimiter
+        kind, matched = _stop_kind(finish, choice, resp)
+        if kind == "word":
+            # a server leaves the stop string out of the text; the engine keeps it (a step ends
+            # with its delimiter, a branch with its stop string): put back the one that matched
+            piece += _which_stop(matched, rule)
         # a stop string's own tokens are counted in usage but have no logprobs: they stay
         # missing (scored as absent), never padded as certain tokens
         if len(ids) < n:
@@ -234,18 +257,66 @@ def _falls_below(window: list[float], confs: list[float], size: int, floor: floa
     return False
 
 
-def _stop_kind(finish: str | None, choice: dict[str, Any], resp: dict[str, Any]) -> str:
-    """"eos", "word" (a stop string) or "length", from whatever the server tells."""
+class _Rounds:
+    """Requests in rounds, as the engine decodes its branches in steps: at most `k` in
+    flight, and a branch starts its next request only once every branch still growing has
+    started as many as it has. So a tight budget is spent evenly, whatever the order the
+    threads happen to run in."""
+
+    def __init__(self, n: int, k: int) -> None:
+        self._cond = threading.Condition()
+        self._free = k
+        self._started = [0] * n
+        self._growing = set(range(n))
+
+    @contextmanager
+    def turn(self, i: int) -> Iterator[None]:
+        with self._cond:
+            while not self._free or self._started[i] > min(self._started[j] for j in self._growing):
+                self._cond.wait()
+            self._free -= 1
+            self._started[i] += 1
+            self._cond.notify_all()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._free += 1
+                self._cond.notify_all()
+
+    def done(self, i: int) -> None:
+        with self._cond:
+            self._growing.discard(i)
+            self._cond.notify_all()
+
+
+def _stop_kind(finish: str | None, choice: dict[str, Any], resp: dict[str, Any]) -> tuple[str, str | None]:
+    """("eos" | "word" (a stop string) | "length", the stop string when the server names it),
+    from whatever the server tells."""
     if finish == "length":
-        return "length"
+        return "length", None
     verbose = resp.get("__verbose") or {}
     if verbose.get("stop_type") in ("eos", "word", "limit"):  # llama-server
-        return {"limit": "length"}.get(verbose["stop_type"], verbose["stop_type"])
+        word = verbose.get("stopping_word")
+        return {"limit": "length"}.get(verbose["stop_type"], verbose["stop_type"]), word if isinstance(word, str) else None
     if "stop_reason" in choice:  # vLLM: the matched string, a stop token id, or None for EOS
-        return "word" if isinstance(choice["stop_reason"], str) else "eos"
+        reason = choice["stop_reason"]
+        return ("word", reason) if isinstance(reason, str) else ("eos", None)
     if "matched_stop" in choice:  # SGLang: the matched string, or the EOS token id
-        return "word" if isinstance(choice["matched_stop"], str) else "eos"
-    return "word"  # unknown server: a stop after text is taken for the delimiter
+        matched = choice["matched_stop"]
+        return ("word", matched) if isinstance(matched, str) else ("eos", None)
+    return "word", None  # unknown server: a stop after text
+
+
+def _which_stop(matched: str | None, rule: Any) -> str:
+    """The stop string a "word" stop matched: the one the server named when it is ours, else
+    the delimiter when the rule has no other stop string to confuse it with. A server that
+    names none, with both kinds in play, is read as ending the step (the branch goes on, so
+    an answer is never taken from a text cut short)."""
+    ours = ([rule.delimiter] if rule.delimiter else []) + list(rule.stop)
+    if matched in ours:
+        return matched
+    return rule.delimiter or (rule.stop[0] if len(rule.stop) == 1 else "")
 
 
 def _token_logprobs(lp: Any, verbose: Any) -> tuple[list[int], list[float]]:
