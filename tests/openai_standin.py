@@ -14,8 +14,9 @@ class Standin:
     """Solutions of `depth` steps; seed % 3 == 2 answers 41, the others 42. `fail` is a
     list of faults served to the next requests in order: an HTTP status, "garbage", "slow"."""
 
-    def __init__(self, depth: int = 3, step_tokens: int = 4) -> None:
+    def __init__(self, depth: int = 3, step_tokens: int = 4, pools: bool = False) -> None:
         self.depth = depth
+        self.pools = pools  # answers vLLM's /pooling as a PRM would
         self.step_tokens = step_tokens
         self.fail: list = []
         self.bodies: list[dict] = []
@@ -72,6 +73,17 @@ class Standin:
                           "total_tokens": len(prompt) // 4 + len(content)},
                 "__verbose": {"stop_type": kind, "tokens": [c["id"] for c in content]}}
 
+    def pooling(self, body: dict) -> dict:
+        """vLLM's /pooling for a Qwen2.5-Math-PRM: [P(wrong), P(right)] at each <extra_0>;
+        a step that says 42 is right (0.9), any other 0.3."""
+        data = []
+        for i, text in enumerate(body["input"]):
+            steps = text.split("<|im_start|>assistant\n", 1)[-1].split("<extra_0>")[:-1]
+            data.append({"index": i, "object": "pooling",
+                         "data": [[0.1, 0.9] if "42" in st else [0.7, 0.3] for st in steps]})
+        return {"id": "pool-standin", "object": "list", "created": 0, "model": body["model"], "data": data,
+                "usage": {"prompt_tokens": 10 * len(data), "total_tokens": 10 * len(data)}}
+
     def _handler(self):
         standin = self
 
@@ -120,6 +132,8 @@ class Standin:
                     return self._send(200, json.dumps({"prompt": text + "<|im_start|>assistant\n"}).encode())
                 if self.path == "/v1/completions":
                     return self._send(200, json.dumps(standin.completion(body)).encode())
+                if self.path == "/pooling" and standin.pools:
+                    return self._send(200, json.dumps(standin.pooling(body)).encode())
                 self._send(404, b'{"error": {"message": "not found"}}')
 
         return Handler

@@ -166,8 +166,9 @@ class Solver:
                 self._prm.engine.model.close()
 
 
-# Verifiers that read only what an OpenAI-compatible server returns (token logprobs).
-REMOTE_VERIFIERS = ("confidence", "deepconf", "self-judge")
+# Verifiers that read only what an OpenAI-compatible server returns (token logprobs), and
+# a PRM on a vLLM server of its own (--prm-url).
+REMOTE_VERIFIERS = ("confidence", "deepconf", "self-judge", "prm")
 
 
 class RemoteSolver:
@@ -175,7 +176,7 @@ class RemoteSolver:
     SGLang): the same search, the server's decoding. Same `solve` as `Solver`."""
 
     def __init__(self, base_url: str, model: str, api_key: str | None = None, concurrency: int = 8,
-                 template: str | None = None) -> None:
+                 template: str | None = None, prm_url: str | None = None, prm_model: str | None = None) -> None:
         from tts_tui.backends.openai import OpenAIClient, RemoteGenerator
 
         self.model_name = model
@@ -185,6 +186,14 @@ class RemoteSolver:
         self.answers = MathAnswers()
         self.lock = threading.RLock()
         self._caps = None
+        self._prm = None
+        if prm_url:
+            from tts_tui.backends.openai.prm import RemotePRM
+
+            if not prm_model:
+                raise InputError("--prm-url needs --prm NAME (the PRM's model name on that server)")
+            self._prm = RemotePRM(OpenAIClient(prm_url, api_key=api_key), prm_model)
+        self._prm_checked = False
 
     def capabilities(self):
         """What the server can do (probed once, at the first solve)."""
@@ -208,6 +217,11 @@ class RemoteSolver:
             from tts_tui.verify.scorers import JUDGE_QUESTION
 
             return RemoteJudge(self.generator, JUDGE_QUESTION)
+        if verifier == "prm":
+            if self._prm is None:
+                raise InputError("the prm verifier on a server needs --prm-url URL and --prm NAME "
+                                 "(a PRM served by vLLM's pooling API, e.g. Qwen/Qwen2.5-Math-PRM-7B)")
+            return self._prm
         return TRAINING_FREE[verifier]()
 
     def solve(self, problem: str, strategy: str, params: SearchParams, verifier: str = "confidence",
@@ -227,6 +241,9 @@ class RemoteSolver:
     def check(self, strategy: str, verifier: str, params: SearchParams | None = None) -> None:
         """Refuse, in one line, what the server cannot serve."""
         self.scorer(verifier)
+        if verifier == "prm" and not self._prm_checked:
+            self._prm.check()  # the PRM's server pools and answers a reward per step tag
+            self._prm_checked = True
         cut = bool(params is not None and params.adaptive is not None and params.adaptive.cut)
         why = self.capabilities().refuse(strategy, verifier, cut)
         if why:

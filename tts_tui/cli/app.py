@@ -47,7 +47,7 @@ DEFAULT_WAVE = 4  # see the README's wave figures (bench/engine_throughput.py)
 
 
 def remote_solver(base_url: Optional[str], model: Optional[str], api_key_env: Optional[str],
-                  template: Optional[str]):
+                  template: Optional[str], prm: Optional[str] = None, prm_url: Optional[str] = None):
     """The solver for --backend openai; the key is read from the named variable, never given
     on the command line (where it would land in shell history and process lists)."""
     import os
@@ -65,7 +65,9 @@ def remote_solver(base_url: Optional[str], model: Optional[str], api_key_env: Op
             raise TTSError(f"--api-key-env {api_key_env}: that variable is not set")
     if template not in (None, "chatml"):
         raise TTSError(f"unknown --template {template!r} (chatml, or leave it to the server)")
-    return RemoteSolver(base_url, model, api_key=key, template=template)
+    if prm_url and not prm:
+        raise TTSError("--prm-url needs --prm NAME (the PRM's model name on that server)")
+    return RemoteSolver(base_url, model, api_key=key, template=template, prm_url=prm_url, prm_model=prm)
 
 
 def adaptive_params(on: bool, stop_at: float, wave: int, cut: bool):
@@ -106,7 +108,10 @@ def solve(
     max_steps: int = typer.Option(24, "--max-steps"),
     model: Optional[str] = typer.Option(None, "--model", help="Catalog id or path to a GGUF file."),
     verifier: Optional[str] = typer.Option(None, "--verifier", help=VERIFIER_HELP),
-    prm: Optional[str] = typer.Option(None, "--prm", help="PRM model (catalog id or GGUF path)."),
+    prm: Optional[str] = typer.Option(None, "--prm", help="PRM model (catalog id or GGUF path; with --prm-url, "
+                                                           "the PRM's name on that server)."),
+    prm_url: Optional[str] = typer.Option(None, "--prm-url", help="openai: a vLLM server pooling a PRM "
+                                                                   "(Qwen2.5-Math-PRM format)."),
     aggregate: str = typer.Option("last", "--aggregate", help="Step-score aggregation: last, min, prod, mean."),
     threads: Optional[int] = typer.Option(None, "--threads"),
     n_gpu_layers: int = typer.Option(-1, "--n-gpu-layers", help="-1 = all layers on the GPU when there is one."),
@@ -146,8 +151,11 @@ def solve(
         e = named(endpoint)
         backend, base_url, model = "openai", e["base_url"], e["model"]
         api_key_env, template = e.get("api_key_env"), e.get("template")
+        prm, prm_url = prm or e.get("prm"), prm_url or e.get("prm_url")
     if backend == "openai":
-        solver = remote_solver(base_url, model, api_key_env, template)
+        solver = remote_solver(base_url, model, api_key_env, template, prm, prm_url)
+    elif prm_url:
+        raise TTSError("--prm-url needs --backend openai (locally, --prm names a GGUF)")
     elif backend != "llamacpp":
         raise TTSError(f"unknown backend {backend!r} (llamacpp or openai)")
     else:

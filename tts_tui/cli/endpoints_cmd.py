@@ -48,10 +48,15 @@ def endpoint(name: str) -> dict[str, Any]:
 def add(name: str = typer.Argument(...), base_url: str = typer.Option(..., "--base-url"),
         model: str = typer.Option(..., "--model", help="The server's model name."),
         api_key_env: Optional[str] = typer.Option(None, "--api-key-env"),
-        template: Optional[str] = typer.Option(None, "--template")) -> None:
+        template: Optional[str] = typer.Option(None, "--template"),
+        prm_url: Optional[str] = typer.Option(None, "--prm-url", help="A vLLM server pooling a PRM for this one."),
+        prm: Optional[str] = typer.Option(None, "--prm", help="That PRM's model name.")) -> None:
     """Add (or replace) a named endpoint."""
+    if bool(prm_url) != bool(prm):
+        raise TTSError("give --prm-url URL and --prm NAME together")
     all_ = load_endpoints()
-    all_[name] = {"base_url": base_url, "model": model, "api_key_env": api_key_env, "template": template}
+    all_[name] = {"base_url": base_url, "model": model, "api_key_env": api_key_env, "template": template,
+                  **({"prm_url": prm_url, "prm": prm} if prm_url else {})}
     _save(all_)
     print(f"{name}: {base_url} ({model})")
 
@@ -69,7 +74,8 @@ def list_() -> None:
     """Named endpoints, one per line."""
     for name, e in sorted(load_endpoints().items()):
         key = f"  key from ${e['api_key_env']}" if e.get("api_key_env") else ""
-        print(f"{name:16} {e['base_url']:32} {e['model']}{key}")
+        prm = f"  prm {e['prm']} at {e['prm_url']}" if e.get("prm_url") else ""
+        print(f"{name:16} {e['base_url']:32} {e['model']}{key}{prm}")
 
 
 @endpoints_app.command("check")
@@ -84,5 +90,10 @@ def check(name: str = typer.Argument(...)) -> None:
     print(f"{name}: {e['base_url']} ({e['model']})")
     for line in caps.lines():
         print(f"  {line}")
+    if e.get("prm_url"):
+        from tts_tui.backends.openai.prm import RemotePRM
+
+        RemotePRM(OpenAIClient(e["prm_url"], api_key=key, retries=1, timeout=30), e["prm"]).check()
+        print(f"  prm: {e['prm']} at {e['prm_url']}: one reward per step tag")
     if not caps.continuation:
         raise TTSError(f"{name}: not usable (no completion came back)", exit_code=1)

@@ -37,7 +37,9 @@ def eval_command(
     model: Optional[str] = typer.Option(None, "--model"),
     verifier: Optional[str] = typer.Option(None, "--verifier",
                                            help="Default: the probe where one is trained for the model, else confidence."),
-    prm: Optional[str] = typer.Option(None, "--prm"),
+    prm: Optional[str] = typer.Option(None, "--prm", help="PRM model (catalog id or GGUF path; with --prm-url, "
+                                                           "its name on that server)."),
+    prm_url: Optional[str] = typer.Option(None, "--prm-url", help="openai: a vLLM server pooling a PRM."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output dir (default eval-out/<data>-<model>)."),
     threads: Optional[int] = typer.Option(None, "--threads"),
     refit_auto: bool = typer.Option(False, "--refit-auto",
@@ -89,7 +91,9 @@ def eval_command(
     if verifier is not None and verifier not in VERIFIERS:
         raise TTSError(f"unknown verifier {verifier!r} (choose from: {', '.join(VERIFIERS)})")
     if verifier == "prm" and not prm:
-        raise TTSError("--verifier prm needs --prm MODEL (a catalog id or a GGUF path)")
+        raise TTSError("--verifier prm needs --prm MODEL (a catalog id or a GGUF path; on a server, with --prm-url)")
+    if prm_url and backend != "openai":
+        raise TTSError("--prm-url needs --backend openai (locally, --prm names a GGUF)")
     check_m(strategies, ns, m)
     for s in strategies:
         for k in ns:
@@ -99,7 +103,7 @@ def eval_command(
         if save_states:
             raise TTSError("--save-states needs the local backend: a server does not return hidden states")
         return _eval_remote(data, problems, strategies, ns, base, budget_per_sample, verifier, out, model, base_url,
-                            api_key_env, template, concurrency, allow_settings_change, retry_failed)
+                            api_key_env, template, concurrency, allow_settings_change, retry_failed, prm, prm_url)
     if backend != "llamacpp":
         raise TTSError(f"unknown backend {backend!r} (llamacpp or openai)")
     if concurrency > 1:
@@ -179,7 +183,7 @@ def _tail(mine: list[dict], strategies: list[str]) -> None:
 
 def _eval_remote(data: Path, problems, strategies, ns, base, budget_per_sample: int, verifier, out, model,
                  base_url, api_key_env, template, concurrency: int, allow_settings_change: bool,
-                 retry_failed: bool) -> None:
+                 retry_failed: bool, prm: Optional[str] = None, prm_url: Optional[str] = None) -> None:
     """`tts eval --backend openai`: the same rows from servers, `concurrency` problems at
     once, spread round robin over the --base-url list."""
     import itertools
@@ -190,7 +194,8 @@ def _eval_remote(data: Path, problems, strategies, ns, base, budget_per_sample: 
                                   params_settings, run_eval)
 
     urls = [u.strip() for u in (base_url or "").split(",") if u.strip()]
-    solvers = [remote_solver(u, model, api_key_env, template) for u in urls] or [remote_solver(None, model, None, None)]
+    solvers = ([remote_solver(u, model, api_key_env, template, prm, prm_url) for u in urls]
+               or [remote_solver(None, model, None, None)])
     verifier = verifier or "confidence"
     from tts_tui.evaluate import base_strategy
 
@@ -199,6 +204,7 @@ def _eval_remote(data: Path, problems, strategies, ns, base, budget_per_sample: 
             s.check(base_strategy(name), verifier, base if "+adaptive" in name else None)
     settings = {"data": data.name, "data_sha256": file_sha256(data), "model": model, "model_sha256": None,
                 "backend": "openai", "template": template, "verifier": verifier,
+                **({"prm": prm} if verifier == "prm" else {}),
                 **params_settings(base, budget_per_sample)}
     out = out or Path("eval-out") / f"{data.stem}-{Path(model).name}-remote"
     code = code_version()
