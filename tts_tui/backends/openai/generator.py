@@ -41,6 +41,7 @@ class RemoteGenerator:
         self.concurrency = max(1, concurrency)
         self.template = template  # None: the server's own (/apply-template); "chatml": ours
         self.system = system
+        self.cache_prompt = True  # False: ask llama-server not to reuse its cached prefix
         self._lock = threading.Lock()
         self._usage = {"requests": 0, "prompt_tokens": 0, "generated_tokens": 0, "cached_tokens": 0}
 
@@ -171,6 +172,8 @@ class RemoteGenerator:
                                 "stop": stops, "verbose": True, "return_tokens": True}
         if s.top_k:
             body["top_k"] = s.top_k
+        if not self.cache_prompt:
+            body["cache_prompt"] = False  # llama-server: evaluate the whole prompt (a measurement's baseline)
         resp = self.client.post("/v1/completions", body)
         try:
             choice = resp["choices"][0]

@@ -1,0 +1,178 @@
+"""In-process engine against llama-server, side by side in one run (issue 18, part 4).
+
+    python bench/server_figures.py [--model fast] [--limit 20] [--n 8] [--m 4]
+                                   [--parts engine,c1,c4,c8,nocache] [--out eval-out/server-figures]
+
+The same GSM8K problems with majority@N and beam N M: in process, then against a fresh
+llama-server (`scripts/serve_local.sh`, `--parallel N`) at `--concurrency` 1, 4 and 8.
+Accuracy, tokens, wall time and problems per minute, as ratios to the engine. Then beam
+alone on the first 5 problems, one at a time, with the server's prompt cache on (`cache5`)
+and off (`nocache5`): the prompt tokens the server evaluated per generated token.
+
+Each part is one `run_eval` into its own folder with its summary written at its end; a
+part with a summary is not run again, a part cut short is run again from its start (its
+wall time must be whole to compare).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from tts_tui.atomic import write_json
+from tts_tui.evaluate import load_problems, run_eval
+from tts_tui.search.protocol import SearchParams
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "gsm8k_dev.jsonl"
+STRATEGIES = ("majority", "beam")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve(model: str, slots: int, log: Path) -> tuple[subprocess.Popen, str]:
+    """A fresh llama-server (an empty prompt cache), `slots` parallel sequences of 2048 tokens."""
+    port = free_port()
+    proc = subprocess.Popen([str(ROOT / "scripts" / "serve_local.sh"), model, str(port), "-np", str(slots),
+                             "-c", str(2048 * slots)], stdout=open(log, "ab"), stderr=subprocess.STDOUT,
+                            start_new_session=True, env={**os.environ, "PYTHON": sys.executable})
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 1200  # a first call builds llama-server
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"llama-server exited with {proc.returncode} (see {log})")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                if json.loads(r.read()).get("status") == "ok":
+                    return proc, url
+        except OSError:
+            time.sleep(0.5)
+    stop(proc)
+    raise SystemExit(f"llama-server did not come up (see {log})")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def run_part(name: str, solver, problems, params: SearchParams, share: int, out: Path, concurrency: int,
+             strategies=STRATEGIES) -> dict:
+    """Each strategy over the problems; wall time and the server's counts per strategy."""
+    part = out / name
+    if part.exists():
+        shutil.rmtree(part)  # a part cut short: its wall time would not be whole
+    summary = {}
+    for strategy in strategies:
+        before = solver.generator.stats() if hasattr(solver.generator, "stats") else {}
+        t0 = time.monotonic()
+        rows = run_eval(problems, [strategy], [params.n], params, lambda p, s, q: solver.solve(p, s, q, "confidence"),
+                        part / strategy, share, concurrency=concurrency)
+        wall = time.monotonic() - t0
+        after = solver.generator.stats() if hasattr(solver.generator, "stats") else {}
+        summary[strategy] = {
+            "problems": len(rows), "correct": sum(bool(r["correct"]) for r in rows),
+            "failed": sum(1 for r in rows if r.get("failed")),
+            "tokens": sum(r["tokens"] for r in rows), "wall_s": round(wall, 1),
+            "server": {k: after[k] - before.get(k, 0) for k in after}}
+        print(f"{name:8} {strategy:9} {summary[strategy]}", file=sys.stderr, flush=True)
+    write_json(out / f"{name}.json", summary)
+    return summary
+
+
+def table(parts: dict[str, dict]) -> str:
+    lines = ["| part | strategy | accuracy | mean tokens | wall s | problems/min | vs engine |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for name, summary in parts.items():
+        for strategy, s in summary.items():
+            ppm = s["problems"] / (s["wall_s"] / 60)
+            base = parts.get("engine", {}).get(strategy)
+            ratio = f"{ppm / (base['problems'] / (base['wall_s'] / 60)):.2f}x" if base and name != "engine" else "1"
+            lines.append(f"| {name} | {strategy} | {s['correct']}/{s['problems']} | {s['tokens'] / s['problems']:.0f} "
+                         f"| {s['wall_s']:.0f} | {ppm:.2f} | {ratio} |")
+    return "\n".join(lines)
+
+
+def resent(parts: dict[str, dict]) -> str:
+    """Prompt tokens the server evaluated (not served from its cache) per generated token."""
+    lines = []
+    for name, summary in parts.items():
+        for strategy, s in summary.items():
+            srv = s.get("server") or {}
+            if srv.get("generated_tokens"):
+                evaluated = srv["prompt_tokens"] - srv.get("cached_tokens", 0)
+                lines.append(f"{name:8} {strategy:9} prompt {srv['prompt_tokens']:>8} cached {srv.get('cached_tokens', 0):>8} "
+                             f"evaluated per generated token {evaluated / srv['generated_tokens']:.2f} "
+                             f"(resent per generated token {srv['prompt_tokens'] / srv['generated_tokens']:.2f}, "
+                             f"{s['problems']} problems)")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="fast")
+    ap.add_argument("--data", type=Path, default=DATA)
+    ap.add_argument("--limit", type=int, default=20)
+    ap.add_argument("--n", type=int, default=8)
+    ap.add_argument("--m", type=int, default=4)
+    ap.add_argument("--budget-per-sample", type=int, default=512)
+    ap.add_argument("--parts", default="engine,c1,c4,c8,cache5,nocache5")
+    ap.add_argument("--out", type=Path, default=ROOT / "eval-out" / "server-figures")
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    problems = load_problems(args.data, args.limit)
+    params = SearchParams(n=args.n, m=args.m, budget=args.budget_per_sample * args.n)
+    parts: dict[str, dict] = {}
+    for name in args.parts.split(","):
+        done = args.out / f"{name}.json"
+        if done.is_file():
+            parts[name] = json.loads(done.read_text())
+            continue
+        if name == "engine":
+            from tts_tui.session import Solver
+
+            solver = Solver(args.model)
+            try:
+                parts[name] = run_part(name, solver, problems, params, args.budget_per_sample, args.out, 1)
+            finally:
+                solver.close()
+            continue
+        from tts_tui.session import RemoteSolver
+
+        proc, url = serve(args.model, args.n, args.out / "llama-server.log")
+        try:
+            solver = RemoteSolver(url, args.model, concurrency=args.n)
+            if name in ("cache5", "nocache5"):
+                solver.generator.cache_prompt = name == "cache5"
+                parts[name] = run_part(name, solver, problems[:5], params, args.budget_per_sample, args.out, 1,
+                                       strategies=("beam",))
+            else:
+                k = int(name.removeprefix("c"))
+                parts[name] = run_part(name, solver, problems, params, args.budget_per_sample, args.out, k)
+        finally:
+            stop(proc)
+    print(table({k: v for k, v in parts.items() if not k.endswith("cache5")}))
+    print()
+    print(resent(parts))
+
+
+if __name__ == "__main__":
+    main()
