@@ -85,6 +85,7 @@ def test_eval_save_states_writes_the_samples_its_vote_rows_count(tmp_path, tiny_
         assert h["answers"] == [s[0] for s in row["samples"]]
         assert h["sample_tokens"] == [s[2] for s in row["samples"]]
         assert sum(h["sample_tokens"]) == row["tokens"]
+        assert len(h["texts"]) == 4 and all(isinstance(t, str) for t in h["texts"])
         with np.load(states / h["file"]) as z:
             assert z["hidden"].shape[1] > 0 and z["final"].sum() == sum(1 for a in h["answers"] if a)
     assert tts(*args).returncode == 0  # a resume writes nothing twice

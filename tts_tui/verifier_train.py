@@ -78,6 +78,8 @@ def save_problem(out_dir: Path, p: Problem, search: Any, leaves: Sequence[Any], 
            "answers": [leaf.answer or None for leaf in leaves], "right": int(sum(states["final_label"])),
            "states": int(len(states["labels"])), "tokens": int(search.spent),
            "sample_tokens": [int(sum(x.n_tokens for x in search.tree.path(leaf))) for leaf in leaves],
+           # each sample's solution text, so a verifier that reads text (the self-judge) can score it later
+           "texts": ["".join(x.forced + x.text for x in search.tree.path(leaf)) for leaf in leaves],
            "seconds": round(seconds, 2)}
     append_line(out_dir / "samples.jsonl", json.dumps(row, ensure_ascii=False))
     return row
