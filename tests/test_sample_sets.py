@@ -23,7 +23,7 @@ def one(pid, answers, right, scores, tokens=None):
     return ProblemSamples(pid, answers, right, tokens, stats, np.zeros((k, 2)))
 
 
-SCORERS = {"s": lambda stats, hidden: stats[:, 0]}
+SCORERS = {"s": lambda p: p.stats[:, 0]}
 
 
 def test_vote_rows_on_known_cases():
@@ -90,8 +90,16 @@ def test_eval_save_states_writes_the_samples_its_vote_rows_count(tmp_path, tiny_
             assert z["hidden"].shape[1] > 0 and z["final"].sum() == sum(1 for a in h["answers"] if a)
     assert tts(*args).returncode == 0  # a resume writes nothing twice
     assert len((states / "samples.jsonl").read_text().splitlines()) == 2
+    proc = tts("verifier", "judge", "--samples", str(states), "--model", "tiny")
+    assert proc.returncode == 0, proc.stderr
+    judged = {j["id"]: j["self_judge"] for j in map(json.loads, (states / "judge.jsonl").read_text().splitlines())}
+    for h in held:  # a score in [0, 1] for each answered sample, none for the others
+        assert [s is None for s in judged[h["id"]]] == [not a for a in h["answers"]]
+        assert all(0.0 <= s <= 1.0 for s in judged[h["id"]] if s is not None)
+    assert "judged 0 problems" in tts("verifier", "judge", "--samples", str(states), "--model", "tiny").stdout
     proc = tts("verifier", "eval", "--samples", str(states), "--model", "tiny", "--votes", "2")
     assert proc.returncode == 0, proc.stderr
+    assert "weighted self-judge" in proc.stdout
     majority2 = sum(r["correct"] for r in log if r["strategy"] == "majority" and r["n"] == 2)
     line = next(x for x in proc.stdout.splitlines() if x.startswith("majority "))
     assert line.split()[-1] == f"{majority2 / 2:.1%}"  # the eval's majority@2, read from the sample set

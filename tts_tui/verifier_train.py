@@ -38,6 +38,7 @@ class Dataset:
     labels: np.ndarray  # (states,) 1 = the state's sample ended right
     groups: list[str]  # problem id per state
     final: np.ndarray  # (states,) the sample's last state (what a vote scores)
+    sample: np.ndarray | None = None  # (states,) the state's sample within its problem
 
 
 def collect(solver: Any, problems: Sequence[Problem], n: int, budget_per_sample: int, out_dir: Path,
@@ -74,7 +75,7 @@ def save_problem(out_dir: Path, p: Problem, search: Any, leaves: Sequence[Any], 
     states = _states(search, leaves, p.answer)
     name = f"states-{_safe(p.id)}.npz"
     _save_npz(out_dir / name, states)
-    row = {"key": p.id, "id": p.id, "gold": p.answer, "file": name, "n": len(leaves),
+    row = {"key": p.id, "id": p.id, "gold": p.answer, "problem": p.problem, "file": name, "n": len(leaves),
            "answers": [leaf.answer or None for leaf in leaves], "right": int(sum(states["final_label"])),
            "states": int(len(states["labels"])), "tokens": int(search.spent),
            "sample_tokens": [int(sum(x.n_tokens for x in search.tree.path(leaf))) for leaf in leaves],
@@ -145,7 +146,7 @@ def _safe(text: str) -> str:
 
 def load(out_dirs: Sequence[Path], exclude: set[str] = frozenset()) -> Dataset:
     """Every labelled state in `out_dirs`' logs, but the problems in `exclude`."""
-    parts: dict[str, list] = {"stats": [], "hidden": [], "labels": [], "final": []}
+    parts: dict[str, list] = {"stats": [], "hidden": [], "labels": [], "final": [], "sample": []}
     groups: list[str] = []
     for d in out_dirs:
         log = d / "samples.jsonl"
@@ -167,7 +168,8 @@ def load(out_dirs: Sequence[Path], exclude: set[str] = frozenset()) -> Dataset:
     if not groups:
         return Dataset(np.zeros((0, 0)), np.zeros((0, 0)), np.zeros(0), [], np.zeros(0, dtype=bool))
     return Dataset(np.vstack(parts["stats"]).astype(np.float64), np.vstack(parts["hidden"]).astype(np.float64),
-                   np.concatenate(parts["labels"]).astype(np.int64), groups, np.concatenate(parts["final"]))
+                   np.concatenate(parts["labels"]).astype(np.int64), groups, np.concatenate(parts["final"]),
+                   np.concatenate(parts["sample"]).astype(np.int64))
 
 
 @dataclass
@@ -180,11 +182,13 @@ class ProblemSamples:
     tokens: list[int] | None  # per sample, where the set records it
     stats: np.ndarray  # (K, n_stats): each answered sample's final state; zeros if unanswered
     hidden: np.ndarray  # (K, n_embd)
+    judge: list[float | None] | None = None  # the self-judge's score per sample, where judged
 
 
 def problem_samples(out_dir: Path, k: int, exclude: set[str] = frozenset()) -> list[ProblemSamples]:
     """The problems of a sample set that hold at least `k` samples, each cut to its first k
     (seed order where the set was written by `tts eval --save-states`)."""
+    judged = judge_scores(out_dir)
     out = []
     for line in (out_dir / "samples.jsonl").read_text(encoding="utf-8").splitlines():
         try:
@@ -203,12 +207,64 @@ def problem_samples(out_dir: Path, k: int, exclude: set[str] = frozenset()) -> l
                 if sample[i] < k:
                     fs[sample[i]], fh[sample[i]] = stats[i], hidden[i]
         tokens = row.get("sample_tokens")
+        judge = judged.get(row["id"])
         out.append(ProblemSamples(row["id"], row["answers"][:k], [bool(x) for x in right[:k]],
-                                  tokens[:k] if tokens else None, fs, fh))
+                                  tokens[:k] if tokens else None, fs, fh, judge[:k] if judge else None))
     return out
 
 
-def vote_rows(problems: Sequence[ProblemSamples], scorers: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]],
+JUDGE_LOG = "judge.jsonl"
+
+
+def judge_scores(out_dir: Path) -> dict[str, list[float | None]]:
+    """The self-judge's scores of a sample set, by problem (None: an unanswered sample)."""
+    path = out_dir / JUDGE_LOG
+    out: dict[str, list[float | None]] = {}
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+                out[row["id"]] = row["self_judge"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue  # a line cut by a kill: that problem is judged again
+    return out
+
+
+def judge_set(solver: Any, out_dir: Path, problems: dict[str, str] | None = None,
+              on_problem: Callable[[str, int], None] | None = None) -> int:
+    """Score every answered sample of a sample set with the self-judge (resumable: one
+    fsynced line per problem in judge.jsonl); the problems judged by this call. A set's
+    problem text is its own, else `problems[id]`; a problem with neither is left out."""
+    from tts_tui.verify.scorers import SelfJudgeScorer
+
+    done = set(judge_scores(out_dir))
+    judge = SelfJudgeScorer(solver.engine)
+    count = 0
+    for line in (out_dir / "samples.jsonl").read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if row["id"] in done or "texts" not in row:
+            continue  # judged already, or written before sample sets kept their texts
+        answered = [i for i, a in enumerate(row["answers"]) if a]
+        text = row.get("problem") or (problems or {}).get(row["id"])
+        if text is None:
+            continue
+        with solver.lock:
+            scores = judge.score_texts(solver.generator.prompt_tokens(text.strip()), [row["texts"][i] for i in answered])
+        out: list[float | None] = [None] * len(row["answers"])
+        for i, sc in zip(answered, scores):
+            out[i] = round(float(sc), 5)
+        append_line(out_dir / JUDGE_LOG, json.dumps({"id": row["id"], "self_judge": out}))
+        done.add(row["id"])
+        count += 1
+        if on_problem:
+            on_problem(row["id"], len(answered))
+    return count
+
+
+def vote_rows(problems: Sequence[ProblemSamples], scorers: dict[str, Callable[[ProblemSamples], np.ndarray]],
               equivalent_fn: Callable[[str, str], bool]) -> list[dict[str, Any]]:
     """Accuracy of majority, of a weighted vote and best-of-K under each scorer, and pass@K,
     all read from the same samples. A weighted vote sums scores per equivalent answer."""
@@ -228,7 +284,7 @@ def vote_rows(problems: Sequence[ProblemSamples], scorers: dict[str, Callable[[n
             continue
         add("majority", p.right[group_answers([(p.answers[i], 1.0, i) for i in answered], equivalent_fn)[0].members[0]])
         for s, fn in scorers.items():
-            scores = fn(p.stats, p.hidden)
+            scores = fn(p)
             top = group_answers([(p.answers[i], float(scores[i]), i) for i in answered], equivalent_fn)[0]
             add(f"weighted {s}", p.right[top.members[0]])
             add(f"best-of {s}", p.right[max(answered, key=lambda i: scores[i])])

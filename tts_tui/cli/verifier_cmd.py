@@ -100,6 +100,34 @@ def train_command(
           f"chosen {probe.info['chosen']})")
 
 
+@verifier_app.command("judge")
+def judge_command(
+    samples_dir: Path = typer.Option(..., "--samples", help="A labelled sample set whose samples kept their text."),
+    model: Optional[str] = typer.Option(None, "--model", help="The policy that judges (default model)."),
+    data: Optional[str] = typer.Option(None, "--data", help="JSONL file(s) with the problems, where the set lacks them."),
+    threads: Optional[int] = typer.Option(None, "--threads"),
+) -> None:
+    """Score a sample set's answered samples with the self-judge (resumable), so `tts
+    verifier eval` can set it beside the other verifiers."""
+    from tts_tui.cli.progress import download_progress
+    from tts_tui.evaluate import load_problems
+    from tts_tui.session import EngineOptions, Solver
+    from tts_tui.verifier_train import judge_set
+
+    if not (samples_dir / "samples.jsonl").is_file():
+        raise TTSError(f"no sample set in {samples_dir} (no samples.jsonl)")
+    texts = {p.id: p.problem for path in (_data_paths(data) if data else []) for p in load_problems(path, None)}
+    with download_progress() as on_progress:
+        solver = Solver(model, options=EngineOptions(n_threads=threads), on_progress=on_progress)
+    try:
+        t0 = time.monotonic()
+        count = judge_set(solver, samples_dir, texts,
+                          lambda pid, k: print(f"{pid:32} judged {k}", file=sys.stderr, flush=True))
+        print(f"# judged {count} problems in {time.monotonic() - t0:.0f}s: {samples_dir / 'judge.jsonl'}")
+    finally:
+        solver.close()
+
+
 def _signals(probe=None) -> dict:
     """Every verifier that reads the captured signals: name -> (stats, hidden) -> scores."""
     import numpy as np
@@ -159,6 +187,12 @@ def eval_command(
         r = metrics(fn(ds.stats[m], ds.hidden[m]).astype(float), labels, groups)
         ece = f"{r['ece']:.3f}" if name == "probe" else "-"  # only the probe is a probability
         print(f"{name:28} {r['within_auroc']:>12.3f} {r['auroc']:>12.3f} {ece:>6}")
+    judged = _judged_finals(samples_dir, ds, m)
+    if judged is not None:
+        has, scores = judged
+        r = metrics(scores[has], labels[has], groups[has])
+        print(f"{'self-judge':28} {r['within_auroc']:>12.3f} {r['auroc']:>12.3f} {'-':>6}  "
+              f"({int(has.sum())} of the samples judged)")
     if probe is None:
         print(f"# no probe trained for {path.name} (tts verifier train)")
     elif trained:
@@ -167,14 +201,35 @@ def eval_command(
         _print_votes(samples_dir, votes, signals, trained)
 
 
+def _judged_finals(samples_dir: Path, ds, m):
+    """(which final states the self-judge scored, its scores), or None where it never ran."""
+    import numpy as np
+
+    from tts_tui.verifier_train import judge_scores
+
+    judged = judge_scores(samples_dir)
+    if not judged or ds.sample is None:
+        return None
+    ids, samples = np.asarray(ds.groups)[m], ds.sample[m]
+    scores = np.array([(judged.get(g) or [])[k] if k < len(judged.get(g) or []) and judged[g][k] is not None
+                       else np.nan for g, k in zip(ids.tolist(), samples.tolist())], dtype=float)
+    has = ~np.isnan(scores)
+    return (has, scores) if has.any() else None
+
+
 def _print_votes(samples_dir: Path, k: int, signals: dict, exclude: set[str]) -> None:
+    import numpy as np
+
     from tts_tui.verifier_train import problem_samples, vote_rows
     from tts_tui.verify.answers import equivalent
 
     problems = problem_samples(samples_dir, k, exclude)
     if not problems:
         raise TTSError(f"no problem in {samples_dir} holds {k} samples")
-    rows = {r["row"]: r for r in vote_rows(problems, signals, equivalent)}
+    scorers = {name: (lambda p, f=f: f(p.stats, p.hidden)) for name, f in signals.items()}
+    if all(p.judge is not None for p in problems):  # the self-judge only where it scored every problem
+        scorers["self-judge"] = lambda p: np.array([x if x is not None else 0.0 for x in p.judge])
+    rows = {r["row"]: r for r in vote_rows(problems, scorers, equivalent)}
     tokens = rows["pass"]["mean_tokens"]
     print(f"\n{'vote @' + str(k):36} {'accuracy':>9}  problems {len(problems)}"
           + (f", mean tokens {tokens}" if tokens is not None else ""))

@@ -99,11 +99,27 @@ class SelfJudgeScorer:
         self.yes = [_first_token(engine, w) for w in ("Yes", "yes")]
         self.no = [_first_token(engine, w) for w in ("No", "no")]
 
+    def score_texts(self, prompt: Sequence[int], texts: Sequence[str]) -> list[float]:
+        """The judge on finished solutions given as text after `prompt` (the problem's chat
+        tokens): each is decoded afresh, then judged as `score` judges a node."""
+        model = self.engine.model
+        handles: list[Handle] = []
+        try:
+            for t in texts:
+                handles.append(self.engine.prefill([*prompt, *model.tokenize(t, add_special=False, parse_special=False)]))
+            return self._judge(handles)
+        finally:
+            for h in handles:
+                self.engine.release(h)
+
     def score(self, search: Search, nodes: Sequence[Node]) -> list[float]:
         handles = [n.state for n in nodes]
         if any(not isinstance(h, Handle) for h in handles):
             raise InputError("self-judge needs nodes from the llama.cpp engine")
-        sets = [self.yes + self.no] * len(nodes)
+        return self._judge(handles)
+
+    def _judge(self, handles: Sequence[Handle]) -> list[float]:
+        sets = [self.yes + self.no] * len(handles)
         out = []
         for lps in self.engine.next_token_logprobs(handles, sets, self.suffix):
             py = sum(math.exp(x) for x in lps[: len(self.yes)])
