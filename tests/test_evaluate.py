@@ -565,6 +565,7 @@ def test_a_stop_under_concurrency_logs_the_jobs_in_flight_and_starts_no_more(tmp
         logged.append(row)
         if sum(1 for r in logged if r.get("failed")) >= 3:
             three_logged.set()
+        time.sleep(0.1)  # a slow reader: jobs must wait for it, not start while it reads
 
     def solve(problem, strategy, params):
         started.append(problem)
@@ -578,7 +579,9 @@ def test_a_stop_under_concurrency_logs_the_jobs_in_flight_and_starts_no_more(tmp
         run_eval(problems, ["cot"], [1], SearchParams(), solve, tmp_path, 64, on_row, concurrency=4)
     rows = read_rows(tmp_path / "log.jsonl")
     assert any(r["id"] == "p0" and r["correct"] for r in rows)  # finished work is kept
-    assert len(rows) == len(started) < len(problems)  # every job that ran is logged; the rest never start
+    assert len(rows) == len(started)  # every job that ran is logged
+    # 4 at first, then one per row read before the stop (two failures): none after it
+    assert len(started) <= 4 + 2, started
 
 
 def test_a_failure_outside_the_problem_is_run_again_on_resume(tmp_path):
@@ -609,3 +612,27 @@ def test_a_failure_outside_the_problem_is_run_again_on_resume(tmp_path):
     rows = run_eval(problems, ["cot"], [1], SearchParams(), again, tmp_path, 64)  # no --retry-failed
     assert seen == ["problem 1"]  # the server's failure is run again; the problem's own is kept
     assert [r["id"] for r in rows if r.get("failed")] == ["p2"]
+
+
+def test_breaking_off_a_concurrent_run_cancels_the_jobs_in_flight(tmp_path):
+    import threading
+    import time
+
+    import pytest
+
+    problems = [Problem(f"p{i}", f"problem {i}", "42") for i in range(4)]
+    ok = solver([])
+    cancel = threading.Event()
+
+    def solve(problem, strategy, params):
+        if problem != "problem 0":
+            cancel.wait(10)  # a long job: it ends at once when cancelled
+        return ok(problem, strategy, params)
+
+    def on_row(row):
+        raise KeyboardInterrupt  # Ctrl-C while the first row is logged
+
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        run_eval(problems, ["cot"], [1], SearchParams(), solve, tmp_path, 64, on_row, concurrency=2, cancel=cancel)
+    assert cancel.is_set() and time.monotonic() - t0 < 5  # the job in flight did not run its 10 s

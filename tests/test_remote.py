@@ -91,6 +91,114 @@ def test_connection_refused_is_one_line():
     with pytest.raises(RemoteError) as err:
         RemoteGenerator(client, "m").root("q")
     assert f"127.0.0.1:{port}" in str(err.value) and "\n" not in str(err.value)
+    assert err.value.transient and "--template" not in str(err.value)  # a server down: no misleading hint
+
+
+def test_a_server_down_mid_eval_leaves_rows_a_resume_runs_again(tmp_path):
+    from tts_tui.evaluate import Problem, read_rows, run_eval
+    from tts_tui.session import RemoteSolver
+
+    problems = [Problem(f"q{i}", f"What is {i}*7?", "42") for i in range(2)]
+    with Standin() as s:
+        solver = RemoteSolver(s.url, "standin")
+        solver.client.retries, solver.client.backoff = 1, 0.0
+        solver._caps = True  # probed already
+        solver.check = lambda *a: None
+        s.fail = [503] * 4  # the first problem's template call fails twice, then the second's
+        run_eval(problems, ["cot"], [1], SearchParams(), lambda p, st, q: solver.solve(p, st, q), tmp_path, 64)
+        rows = read_rows(tmp_path / "log.jsonl")
+        assert all(r.get("failed") and r.get("transient") for r in rows)
+        rows = run_eval(problems, ["cot"], [1], SearchParams(), lambda p, st, q: solver.solve(p, st, q), tmp_path, 64)
+        assert not any(r.get("failed") for r in rows)  # the resume ran them again, no --retry-failed
+
+
+def test_bad_urls_are_refused_at_once():
+    for url in ("localhost:8080", "http://127.0.0.1:port", "ftp://x"):
+        with pytest.raises(RemoteError) as err:
+            OpenAIClient(url)
+        assert not err.value.transient
+    client = OpenAIClient("http://user:pw@127.0.0.1:9/v1?api-key=s3cret", retries=0, timeout=1)
+    with pytest.raises(RemoteError) as err:
+        client.get("/v1/models")
+    assert "s3cret" not in str(err.value) and "pw" not in str(err.value) and "127.0.0.1:9" in str(err.value)
+
+
+def test_one_failing_branch_stops_the_others():
+    with Standin(depth=60) as s:
+        client = OpenAIClient(s.url, retries=0, backoff=0.0)
+        gen = RemoteGenerator(client, "standin", concurrency=4)
+        search = Search(gen, "What is 6*7?", SearchParams(n=4, budget=100000, max_steps=60), MathAnswers(),
+                        ConfidenceScorer())
+        sent = len(s.bodies)
+        s.fail = [500]  # the first step request fails
+        with pytest.raises(RemoteError):
+            search.expand([search.tree.root] * 4, max_steps=60)
+        assert len(s.bodies) - sent <= 1 + 2 * 4  # not the others' 60 steps each
+
+
+def test_a_cancel_reaches_branches_waiting_for_their_turn():
+    import threading
+
+    with Standin(depth=60) as s:
+        client = OpenAIClient(s.url, backoff=0.0)
+        gen = RemoteGenerator(client, "standin", concurrency=2)
+        cancel = threading.Event()
+        search = Search(gen, "What is 6*7?", SearchParams(n=8, budget=100000, max_steps=60), MathAnswers(),
+                        ConfidenceScorer(), cancel=cancel)
+        sent = len(s.bodies)
+        orig = s.completion
+
+        def completion(body):
+            if len(s.bodies) - sent >= 4:
+                cancel.set()
+            return orig(body)
+
+        s.completion = completion
+        paths = search.expand([search.tree.root] * 8, max_steps=60)
+        assert len(s.bodies) - sent <= 4 + 2  # the two in flight at the cancel, no more
+        assert all(p[-1].finish == "cancelled" for p in paths if p)
+
+
+def test_a_branch_at_its_length_on_a_delimiter_ends_there_not_as_unanswered():
+    from tts_tui.backends.openai.generator import RemoteState
+    from tts_tui.backends.protocol import Expand, SamplingParams, StopRule
+
+    class Recorded:
+        base_url = shown = "http://recorded"
+
+        def post(self, path, body):
+            return {"choices": [{"text": "We add 4 and 5", "finish_reason": "stop", "stop_reason": "\n\n"}],
+                    "usage": {"prompt_tokens": 9, "completion_tokens": 4}}
+
+    gen = RemoteGenerator(Recorded(), "m")
+    rule = StopRule(max_steps=8, max_total=4, answer_stop=False)
+    steps = gen.expand([Expand(RemoteState("p"), SamplingParams(), rule)], budget=100, should_stop=lambda: False,
+                       on_step=lambda r: None)[0]
+    assert [(x.finish, x.ended) for x in steps] == [("length", True)]  # as the engine: no empty "budget" step
+
+
+def test_a_step_that_no_longer_fits_the_context_ends_the_branch():
+    from tts_tui.backends.openai.generator import RemoteState
+    from tts_tui.backends.protocol import Expand, SamplingParams, StopRule
+
+    class Full:
+        base_url = shown = "http://recorded"
+        calls = 0
+
+        def post(self, path, body):
+            Full.calls += 1
+            if Full.calls == 1:
+                return {"choices": [{"text": "Step 1.", "finish_reason": "stop", "stop_reason": "\n\n"}],
+                        "usage": {"completion_tokens": 3}}
+            err = RemoteError("http://recorded/v1/completions: the server answered 400 This model's maximum "
+                              "context length is 2048 tokens")
+            err.status = 400
+            raise err
+
+    gen = RemoteGenerator(Full(), "m")
+    steps = gen.expand([Expand(RemoteState("p"), SamplingParams(), StopRule(max_steps=8))], budget=100,
+                       should_stop=lambda: False, on_step=lambda r: None)[0]
+    assert [x.finish for x in steps] == ["delimiter", "context"] and steps[-1].ended
 
 
 def test_a_timeout_is_retried_and_reported():
@@ -273,14 +381,14 @@ def test_a_vllm_step_is_a_delimiter_step_with_its_usage_count():
     from tts_tui.backends.protocol import SamplingParams, StopRule
 
     class Recorded:
-        base_url = "http://recorded"
+        base_url = shown = "http://recorded"
 
         def post(self, path, body):
             return VLLM_STOP
 
     gen = RemoteGenerator(Recorded(), "m")
     piece, ids, lps, confs, kind, n = gen._complete("prompt", 64, SamplingParams(), StopRule(), seed=1)
-    assert piece == "We add 48 and 24\n\n" and kind == "word" and n == 6  # the delimiter's token counted
+    assert piece == "We add 48 and 24\n\n" and kind == "delimiter" and n == 6  # the delimiter's token counted
     assert len(ids) == 6 and len(lps) == 5  # ... but it has no logprob
 
 
@@ -313,7 +421,7 @@ def test_the_stop_string_a_server_matched_decides_how_the_step_ends(named, stops
         reply["choices"][0].pop("stop_reason")
 
     class Recorded:
-        base_url = "http://recorded"
+        base_url = shown = "http://recorded"
 
         def post(self, path, body):
             assert body["stop"] == ["\n\n", *stops]

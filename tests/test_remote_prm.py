@@ -38,7 +38,7 @@ def test_vllms_pooling_answer_gives_p_right_per_step():
 
 def test_a_node_is_scored_by_p_right_at_its_last_step_in_one_request():
     class Recorded:
-        base_url = "http://prm"
+        base_url = shown = "http://prm"
         bodies = []
 
         def post(self, path, body):
@@ -91,3 +91,16 @@ def test_prm_url_mistakes_are_one_line():
     assert_one_line_error(tts("solve", "1+1?", "--prm-url", "http://127.0.0.1:9"), match="needs --backend openai")
     assert_one_line_error(tts("solve", "1+1?", "--backend", "openai", "--base-url", "http://127.0.0.1:9",
                               "--model", "m", "--prm-url", "http://127.0.0.1:9"), match="needs --prm NAME")
+
+
+def test_the_policys_key_is_not_sent_to_the_prm_server():
+    from tts_tui.session import RemoteSolver
+
+    with Standin() as policy, Standin(pools=True) as prm_server:
+        solver = RemoteSolver(policy.url, "standin", api_key="sk-policy", prm_url=prm_server.url, prm_model="prm")
+        solver.solve("What is 6*7?", "weighted", SearchParams(n=2, budget=400), "prm")
+        assert prm_server.headers and not any("Authorization" in h for h in prm_server.headers)
+        assert all(h.get("Authorization") == "Bearer sk-policy" for h in policy.headers)
+        keyed = RemoteSolver(policy.url, "standin", prm_url=prm_server.url, prm_model="prm", prm_api_key="sk-prm")
+        keyed.solve("What is 6*7?", "weighted", SearchParams(n=2, budget=400), "prm")
+        assert prm_server.headers[-1].get("Authorization") == "Bearer sk-prm"

@@ -513,12 +513,15 @@ def run_eval(
     retry_failed: bool = False,
     is_current: RowFilter | None = None,
     concurrency: int = 1,
+    cancel: threading.Event | None = None,
 ) -> list[dict[str, Any]]:
     """Run what the log lacks, one fsynced row per (strategy, N, problem); return all rows.
 
     `concurrency` > 1 runs that many problems at once (a server's continuous batching
     does the rest); rows are logged from this thread as jobs finish, so the log stays
     whole and resumable. A meter cannot tell concurrent jobs apart: it is not read then.
+    `cancel` (the event the solves watch) is set when the run is broken off (Ctrl-C), so
+    the jobs in flight stop at their next step instead of running to their end.
 
     A logged row counts as done only when `is_current` keeps it (rows made with other
     settings are run again; None: every row counts). `stamp` (the settings digest, code
@@ -541,7 +544,7 @@ def run_eval(
     errors: list[tuple[str, str]] = []  # (problem id, error) of the problems failing in a row now
     stop = threading.Event()  # set: start no more jobs, but log those in flight as they end
     stopped = ""
-    for job, rows in _jobs_done(jobs, run, concurrency, stop):
+    for job, rows in _jobs_done(jobs, run, concurrency, stop, cancel):
         for row in rows:
             if row["key"] in done:
                 continue
@@ -561,28 +564,42 @@ def run_eval(
 
 
 def _jobs_done(jobs: list[tuple], run: Callable[[tuple], list[dict[str, Any]]], concurrency: int,
-               stop: threading.Event):
-    """(job, rows) as jobs finish: in order one at a time, or `concurrency` at once. Once
-    `stop` is set no job starts, and those in flight are still yielded as they end (their
-    work is done: it is logged). A cancel (an exception in the caller) drops them."""
+               stop: threading.Event, cancel: threading.Event | None = None):
+    """(job, rows) as jobs finish: in order one at a time, or `concurrency` at once. A job
+    starts only when one has ended and the caller, having read its rows, has not set
+    `stop`; those in flight at a stop are still yielded as they end (their work is done:
+    it is logged). When the caller breaks off (an exception: Ctrl-C), `cancel` is set so
+    the jobs in flight end at their next step, and their rows are dropped."""
     if concurrency <= 1:
         for job in jobs:
             if stop.is_set():
                 return
             yield job, run(job)
         return
-    from concurrent.futures import ThreadPoolExecutor, as_completed
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
     pool = ThreadPoolExecutor(max_workers=concurrency)
+    waiting = iter(jobs)
+    running: dict[Any, tuple] = {}
+
+    def fill() -> None:
+        while len(running) < concurrency and not stop.is_set():
+            job = next(waiting, None)
+            if job is None:
+                return
+            running[pool.submit(run, job)] = job
+
     try:
-        futures = {pool.submit(run, job): job for job in jobs}
-        for fut in as_completed(futures):
-            if fut.cancelled():
-                continue
-            yield futures[fut], fut.result()
-            if stop.is_set():
-                for other in futures:
-                    other.cancel()  # only those not started yet: the running ones finish
+        fill()
+        while running:
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                yield running.pop(fut), fut.result()
+            fill()
+    except BaseException:  # GeneratorExit: the caller broke off
+        if cancel is not None:
+            cancel.set()
+        raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 

@@ -176,7 +176,8 @@ class RemoteSolver:
     SGLang): the same search, the server's decoding. Same `solve` as `Solver`."""
 
     def __init__(self, base_url: str, model: str, api_key: str | None = None, concurrency: int = 8,
-                 template: str | None = None, prm_url: str | None = None, prm_model: str | None = None) -> None:
+                 template: str | None = None, prm_url: str | None = None, prm_model: str | None = None,
+                 prm_api_key: str | None = None) -> None:
         from tts_tui.backends.openai import OpenAIClient, RemoteGenerator
 
         self.model_name = model
@@ -192,7 +193,8 @@ class RemoteSolver:
 
             if not prm_model:
                 raise InputError("--prm-url needs --prm NAME (the PRM's model name on that server)")
-            self._prm = RemotePRM(OpenAIClient(prm_url, api_key=api_key), prm_model)
+            # its own key (or none): the policy's key is never sent to another host
+            self._prm = RemotePRM(OpenAIClient(prm_url, api_key=prm_api_key), prm_model)
         self._prm_checked = False
 
     def capabilities(self):
@@ -234,7 +236,7 @@ class RemoteSolver:
                         listener=listener, cancel=cancel)
         before = self.generator.stats()
         result = run_strategy(strategy, search)
-        after = self.generator.stats()  # the server's counts for this run alone (others may run beside it)
+        after = self.generator.stats()  # the server's counts over this run: runs beside it on this solver add theirs
         result.stats.update({k: v - before.get(k, 0) for k, v in after.items()})
         return result, search
 
@@ -247,7 +249,7 @@ class RemoteSolver:
         cut = bool(params is not None and params.adaptive is not None and params.adaptive.cut)
         why = self.capabilities().refuse(strategy, verifier, cut)
         if why:
-            raise InputError(f"{self.client.base_url}: {why}")
+            raise InputError(f"{self.client.shown}: {why}")
 
     def close(self) -> None:
         """Nothing is held locally."""

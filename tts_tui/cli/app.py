@@ -46,28 +46,35 @@ CUT_HELP = "Adaptive: cut traces whose confidence falls below what the first wav
 DEFAULT_WAVE = 4  # see the README's wave figures (bench/engine_throughput.py)
 
 
-def remote_solver(base_url: Optional[str], model: Optional[str], api_key_env: Optional[str],
-                  template: Optional[str], prm: Optional[str] = None, prm_url: Optional[str] = None):
-    """The solver for --backend openai; the key is read from the named variable, never given
-    on the command line (where it would land in shell history and process lists)."""
+def _key_from(variable: Optional[str], option: str) -> Optional[str]:
     import os
 
+    if not variable:
+        return None
+    key = os.environ.get(variable)
+    if not key:
+        raise TTSError(f"{option} {variable}: that variable is not set")
+    return key
+
+
+def remote_solver(base_url: Optional[str], model: Optional[str], api_key_env: Optional[str],
+                  template: Optional[str], prm: Optional[str] = None, prm_url: Optional[str] = None,
+                  prm_api_key_env: Optional[str] = None):
+    """The solver for --backend openai; the key is read from the named variable, never given
+    on the command line (where it would land in shell history and process lists)."""
     from tts_tui.session import RemoteSolver
 
     if not base_url:
         raise TTSError("--backend openai needs --base-url URL")
     if not model:
         raise TTSError("--backend openai needs --model NAME (the server's model name)")
-    key = None
-    if api_key_env:
-        key = os.environ.get(api_key_env)
-        if not key:
-            raise TTSError(f"--api-key-env {api_key_env}: that variable is not set")
+    key = _key_from(api_key_env, "--api-key-env")
     if template not in (None, "chatml"):
         raise TTSError(f"unknown --template {template!r} (chatml, or leave it to the server)")
     if prm_url and not prm:
         raise TTSError("--prm-url needs --prm NAME (the PRM's model name on that server)")
-    return RemoteSolver(base_url, model, api_key=key, template=template, prm_url=prm_url, prm_model=prm)
+    return RemoteSolver(base_url, model, api_key=key, template=template, prm_url=prm_url, prm_model=prm,
+                        prm_api_key=_key_from(prm_api_key_env, "--prm-api-key-env"))
 
 
 def adaptive_params(on: bool, stop_at: float, wave: int, cut: bool):
@@ -112,6 +119,8 @@ def solve(
                                                            "the PRM's name on that server)."),
     prm_url: Optional[str] = typer.Option(None, "--prm-url", help="openai: a vLLM server pooling a PRM "
                                                                    "(Qwen2.5-Math-PRM format)."),
+    prm_api_key_env: Optional[str] = typer.Option(None, "--prm-api-key-env",
+                                                  help="openai: the variable holding the PRM server's key."),
     aggregate: str = typer.Option("last", "--aggregate", help="Step-score aggregation: last, min, prod, mean."),
     threads: Optional[int] = typer.Option(None, "--threads"),
     n_gpu_layers: int = typer.Option(-1, "--n-gpu-layers", help="-1 = all layers on the GPU when there is one."),
@@ -152,8 +161,9 @@ def solve(
         backend, base_url, model = "openai", e["base_url"], e["model"]
         api_key_env, template = e.get("api_key_env"), e.get("template")
         prm, prm_url = prm or e.get("prm"), prm_url or e.get("prm_url")
+        prm_api_key_env = prm_api_key_env or e.get("prm_api_key_env")
     if backend == "openai":
-        solver = remote_solver(base_url, model, api_key_env, template, prm, prm_url)
+        solver = remote_solver(base_url, model, api_key_env, template, prm, prm_url, prm_api_key_env)
     elif prm_url:
         raise TTSError("--prm-url needs --backend openai (locally, --prm names a GGUF)")
     elif backend != "llamacpp":

@@ -7,7 +7,6 @@ variable that holds its API key, never the key itself.
 from __future__ import annotations
 
 import json
-import os
 from typing import Any, Optional
 
 import typer
@@ -41,6 +40,8 @@ def endpoint(name: str) -> dict[str, Any]:
     found = load_endpoints().get(name)
     if found is None:
         raise TTSError(f"no endpoint named {name!r} (tts endpoints list)")
+    if not isinstance(found, dict) or not found.get("base_url") or not found.get("model"):
+        raise TTSError(f"endpoint {name!r} lacks a base_url or a model (tts endpoints add {name} ...)")
     return found
 
 
@@ -50,13 +51,19 @@ def add(name: str = typer.Argument(...), base_url: str = typer.Option(..., "--ba
         api_key_env: Optional[str] = typer.Option(None, "--api-key-env"),
         template: Optional[str] = typer.Option(None, "--template"),
         prm_url: Optional[str] = typer.Option(None, "--prm-url", help="A vLLM server pooling a PRM for this one."),
-        prm: Optional[str] = typer.Option(None, "--prm", help="That PRM's model name.")) -> None:
+        prm: Optional[str] = typer.Option(None, "--prm", help="That PRM's model name."),
+        prm_api_key_env: Optional[str] = typer.Option(None, "--prm-api-key-env",
+                                                      help="The variable holding the PRM server's key.")) -> None:
     """Add (or replace) a named endpoint."""
     if bool(prm_url) != bool(prm):
         raise TTSError("give --prm-url URL and --prm NAME together")
+    from tts_tui.backends.openai import OpenAIClient
+
+    for url in filter(None, (base_url, prm_url)):
+        OpenAIClient(url)  # a malformed URL is refused now, not at its first use
     all_ = load_endpoints()
     all_[name] = {"base_url": base_url, "model": model, "api_key_env": api_key_env, "template": template,
-                  **({"prm_url": prm_url, "prm": prm} if prm_url else {})}
+                  **({"prm_url": prm_url, "prm": prm, "prm_api_key_env": prm_api_key_env} if prm_url else {})}
     _save(all_)
     print(f"{name}: {base_url} ({model})")
 
@@ -73,6 +80,9 @@ def remove(name: str = typer.Argument(...)) -> None:
 def list_() -> None:
     """Named endpoints, one per line."""
     for name, e in sorted(load_endpoints().items()):
+        if not isinstance(e, dict) or not e.get("base_url") or not e.get("model"):
+            print(f"{name:16} (incomplete: no base_url or model)")
+            continue
         key = f"  key from ${e['api_key_env']}" if e.get("api_key_env") else ""
         prm = f"  prm {e['prm']} at {e['prm_url']}" if e.get("prm_url") else ""
         print(f"{name:16} {e['base_url']:32} {e['model']}{key}{prm}")
@@ -84,8 +94,10 @@ def check(name: str = typer.Argument(...)) -> None:
     from tts_tui.backends.openai import OpenAIClient
     from tts_tui.backends.openai.capabilities import probe
 
+    from tts_tui.cli.app import _key_from
+
     e = endpoint(name)
-    key = os.environ.get(e["api_key_env"]) if e.get("api_key_env") else None
+    key = _key_from(e.get("api_key_env"), "the endpoint's api_key_env")
     caps = probe(OpenAIClient(e["base_url"], api_key=key, retries=1, timeout=30), e["model"])
     print(f"{name}: {e['base_url']} ({e['model']})")
     for line in caps.lines():
@@ -93,7 +105,8 @@ def check(name: str = typer.Argument(...)) -> None:
     if e.get("prm_url"):
         from tts_tui.backends.openai.prm import RemotePRM
 
-        RemotePRM(OpenAIClient(e["prm_url"], api_key=key, retries=1, timeout=30), e["prm"]).check()
+        prm_key = _key_from(e.get("prm_api_key_env"), "the endpoint's prm_api_key_env")
+        RemotePRM(OpenAIClient(e["prm_url"], api_key=prm_key, retries=1, timeout=30), e["prm"]).check()
         print(f"  prm: {e['prm']} at {e['prm_url']}: one reward per step tag")
     if not caps.continuation:
         raise TTSError(f"{name}: not usable (no completion came back)", exit_code=1)

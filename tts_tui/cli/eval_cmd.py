@@ -40,6 +40,8 @@ def eval_command(
     prm: Optional[str] = typer.Option(None, "--prm", help="PRM model (catalog id or GGUF path; with --prm-url, "
                                                            "its name on that server)."),
     prm_url: Optional[str] = typer.Option(None, "--prm-url", help="openai: a vLLM server pooling a PRM."),
+    prm_api_key_env: Optional[str] = typer.Option(None, "--prm-api-key-env",
+                                                  help="openai: the variable holding the PRM server's key."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output dir (default eval-out/<data>-<model>)."),
     threads: Optional[int] = typer.Option(None, "--threads"),
     refit_auto: bool = typer.Option(False, "--refit-auto",
@@ -103,7 +105,8 @@ def eval_command(
         if save_states:
             raise TTSError("--save-states needs the local backend: a server does not return hidden states")
         return _eval_remote(data, problems, strategies, ns, base, budget_per_sample, verifier, out, model, base_url,
-                            api_key_env, template, concurrency, allow_settings_change, retry_failed, prm, prm_url)
+                            api_key_env, template, concurrency, allow_settings_change, retry_failed, prm, prm_url,
+                            prm_api_key_env)
     if backend != "llamacpp":
         raise TTSError(f"unknown backend {backend!r} (llamacpp or openai)")
     if concurrency > 1:
@@ -183,25 +186,26 @@ def _tail(mine: list[dict], strategies: list[str]) -> None:
 
 def _eval_remote(data: Path, problems, strategies, ns, base, budget_per_sample: int, verifier, out, model,
                  base_url, api_key_env, template, concurrency: int, allow_settings_change: bool,
-                 retry_failed: bool, prm: Optional[str] = None, prm_url: Optional[str] = None) -> None:
+                 retry_failed: bool, prm: Optional[str] = None, prm_url: Optional[str] = None,
+                 prm_api_key_env: Optional[str] = None) -> None:
     """`tts eval --backend openai`: the same rows from servers, `concurrency` problems at
     once, spread round robin over the --base-url list."""
     import itertools
     import threading
 
     from tts_tui.cli.app import remote_solver
-    from tts_tui.evaluate import (code_version, current_filter, file_sha256, library_versions, open_settings,
-                                  params_settings, run_eval)
+    from tts_tui.evaluate import (code_version, current_filter, file_sha256, job_params, library_versions,
+                                  open_settings, params_settings, run_eval)
 
     urls = [u.strip() for u in (base_url or "").split(",") if u.strip()]
-    solvers = ([remote_solver(u, model, api_key_env, template, prm, prm_url) for u in urls]
+    solvers = ([remote_solver(u, model, api_key_env, template, prm, prm_url, prm_api_key_env) for u in urls]
                or [remote_solver(None, model, None, None)])
     verifier = verifier or "confidence"
     from tts_tui.evaluate import base_strategy
 
     for s in solvers:  # refused here, once, before any row: a refusal is not a failed row
         for name in strategies:
-            s.check(base_strategy(name), verifier, base if "+adaptive" in name else None)
+            s.check(base_strategy(name), verifier, job_params(base, name, max(ns), budget_per_sample))
     settings = {"data": data.name, "data_sha256": file_sha256(data), "model": model, "model_sha256": None,
                 "backend": "openai", "template": template, "verifier": verifier,
                 **({"prm": prm} if verifier == "prm" else {}),
@@ -212,10 +216,12 @@ def _eval_remote(data: Path, problems, strategies, ns, base, budget_per_sample: 
     turn = itertools.cycle(solvers)
     lock = threading.Lock()
 
+    cancel = threading.Event()  # set if the run is broken off: the problems in flight stop
+
     def solve(problem: str, strat: str, params):
         with lock:
             solver = next(turn)
-        return solver.solve(problem, strat, params, verifier)
+        return solver.solve(problem, strat, params, verifier, cancel=cancel)
 
     t0 = time.monotonic()
     seen: set[str] = set()
@@ -228,7 +234,8 @@ def _eval_remote(data: Path, problems, strategies, ns, base, budget_per_sample: 
 
     stamp = {"settings_digest": digest, "code": code, **library_versions(), "backend": "openai"}
     rows = run_eval(problems, strategies, ns, base, solve, out, budget_per_sample, on_row, stamp=stamp,
-                    retry_failed=retry_failed, is_current=current_filter(out), concurrency=concurrency)
+                    retry_failed=retry_failed, is_current=current_filter(out), concurrency=concurrency,
+                    cancel=cancel)
     mine = _report(rows, problems, strategies, out, f"{data.name}: accuracy vs tokens ({model}, remote)")
     print(f"# log: {out / 'log.jsonl'}  plot: {out / 'plot.svg'}  settings: {out / 'settings.json'} ({digest})"
           f"  servers: {len(solvers)}, concurrency {concurrency}")

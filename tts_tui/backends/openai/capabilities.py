@@ -45,7 +45,8 @@ def probe(client: OpenAIClient, model: str) -> Capabilities:
     caps = Capabilities()
     try:
         listed = client.get("/v1/models")
-        caps.models = [str(m.get("id")) for m in (listed.get("data") or []) if isinstance(m, dict)]
+        data = listed.get("data") if isinstance(listed, dict) else None
+        caps.models = [str(m.get("id")) for m in (data if isinstance(data, list) else []) if isinstance(m, dict)]
     except RemoteError as exc:
         caps.notes.append(f"/v1/models: {exc}")
     try:
@@ -56,9 +57,10 @@ def probe(client: OpenAIClient, model: str) -> Capabilities:
     # a server that cannot be reached says so here, in one line (not as "cannot continue")
     one = client.post("/v1/completions", {"model": model, "prompt": "1, 2, 3,", "max_tokens": 1,
                                           "temperature": 0.0, "logprobs": 2})
-    choices = (one.get("choices") or []) if isinstance(one, dict) else []
-    caps.continuation = bool(choices) and isinstance(choices[0].get("text"), str)
-    lp = choices[0].get("logprobs") if choices else None
+    choices = one.get("choices") if isinstance(one, dict) else None
+    first = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
+    caps.continuation = isinstance(first.get("text"), str)
+    lp = first.get("logprobs")
     caps.logprobs = _has_logprobs(lp)
     caps.top_logprobs = _has_top(lp)
     try:  # n > 1 on its own: a server that refuses it still serves everything else
@@ -71,11 +73,11 @@ def probe(client: OpenAIClient, model: str) -> Capabilities:
 
 def _has_logprobs(lp: Any) -> bool:
     if isinstance(lp, dict) and isinstance(lp.get("content"), list):
-        return bool(lp["content"]) and "logprob" in lp["content"][0]
+        return bool(lp["content"]) and isinstance(lp["content"][0], dict) and "logprob" in lp["content"][0]
     return isinstance(lp, dict) and bool(lp.get("token_logprobs"))
 
 
 def _has_top(lp: Any) -> bool:
     if isinstance(lp, dict) and isinstance(lp.get("content"), list) and lp["content"]:
-        return bool(lp["content"][0].get("top_logprobs"))
+        return isinstance(lp["content"][0], dict) and bool(lp["content"][0].get("top_logprobs"))
     return isinstance(lp, dict) and bool(lp.get("top_logprobs"))

@@ -12,6 +12,7 @@ import json
 import random
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any
 
@@ -21,9 +22,18 @@ RETRY_STATUS = {429, 500, 502, 503, 504}
 
 
 class RemoteError(TTSError):
-    """The server could not be reached or answered something unusable."""
+    """The server could not be reached or answered something unusable. `status`: the HTTP
+    status of a refused request, where there was one."""
 
     exit_code = 1
+    status: int | None = None
+
+
+def safe_url(url: str) -> str:
+    """A URL fit for a message or a log: no user:password@, no query (where keys hide)."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]  # host[:port], whatever the port holds
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 class OpenAIClient:
@@ -32,6 +42,14 @@ class OpenAIClient:
         self.base_url = base_url.rstrip("/")
         if self.base_url.endswith("/v1"):
             self.base_url = self.base_url[: -len("/v1")]
+        parts = urllib.parse.urlsplit(self.base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise RemoteError(f"{safe_url(self.base_url)!r} is not a server URL (http://HOST:PORT)")
+        try:
+            parts.port  # noqa: B018 - a non-numeric port raises here, not at the first request
+        except ValueError:
+            raise RemoteError(f"{safe_url(self.base_url)!r}: the port is not a number") from None
+        self.shown = safe_url(self.base_url)  # what messages say
         self._key = api_key
         self.timeout = timeout
         self.retries = retries
@@ -57,11 +75,13 @@ class OpenAIClient:
                 with _OPENER.open(req, timeout=self.timeout) as resp:
                     raw = resp.read()
             except urllib.error.HTTPError as exc:
-                detail = _error_detail(exc)
+                detail = self._scrub(_error_detail(exc))
                 if exc.code in RETRY_STATUS:
                     last = f"{exc.code} {detail}"
                     continue
-                raise RemoteError(f"{self.base_url}{path}: the server answered {exc.code} {detail}") from None
+                err = RemoteError(f"{self.shown}{path}: the server answered {exc.code} {detail}")
+                err.status = exc.code
+                raise err from None
             except http.client.HTTPException as exc:  # a truncated or garbled answer
                 last = f"truncated answer ({type(exc).__name__})"
                 continue
@@ -74,9 +94,13 @@ class OpenAIClient:
             except (json.JSONDecodeError, UnicodeDecodeError):
                 last = f"malformed JSON ({len(raw)} bytes)"
                 continue
-        err = RemoteError(f"{self.base_url}{path}: no usable answer after {self.retries + 1} tries ({last})")
+        err = RemoteError(f"{self.shown}{path}: no usable answer after {self.retries + 1} tries ({self._scrub(last)})")
         err.transient = True  # unreachable, overloaded or garbling: another time it may answer
         raise err
+
+    def _scrub(self, text: str) -> str:
+        """A server may echo what it was sent: never the key in a message."""
+        return text.replace(self._key, "***") if self._key else text
 
     def _headers(self) -> dict[str, str]:
         h = {"Content-Type": "application/json"}
@@ -85,7 +109,7 @@ class OpenAIClient:
         return h
 
     def __repr__(self) -> str:  # never the key
-        return f"OpenAIClient({self.base_url!r})"
+        return f"OpenAIClient({self.shown!r})"
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):

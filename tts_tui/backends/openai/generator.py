@@ -16,7 +16,7 @@ import math
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +52,8 @@ class RemoteGenerator:
         try:
             out = self.client.post("/apply-template", {"messages": messages})
         except RemoteError as exc:
+            if exc.transient or exc.status not in (400, 404, 405, 501):
+                raise  # the server is down or busy: no hint, and a resume runs the problem again
             raise RemoteError(f"{exc}; give the endpoint a template (--template chatml) if the server "
                               "cannot render its own") from None
         if not isinstance(out, dict) or not isinstance(out.get("prompt"), str):
@@ -70,25 +72,36 @@ class RemoteGenerator:
                on_step: Callable[[Any], None]) -> list[list[Any]]:
         left = [budget]
         growing = [len(requests)]  # branches not ended yet
+        holding = [0]  # branches with a request in flight (their reservation is out of `left`)
         report = threading.Lock()
 
         def take(n: int) -> int:
             """Reserve up to n tokens of the budget for one request. A request holds its
             max_tokens until the server answers, so when the budget is tight each branch
-            gets its share, not the first few all of it (the engine spends token by token)."""
+            gets its share of what the others do not hold, not the first few all of it
+            (the engine spends token by token)."""
             with report:
-                share = -(-left[0] // max(1, growing[0]))
+                share = -(-left[0] // max(1, growing[0] - holding[0]))
                 got = max(0, min(n, share))
                 left[0] -= got
+                holding[0] += got > 0
                 return got
 
         def give_back(n: int) -> None:
+            """A request's answer came (or it failed): the unused reservation returns."""
             with report:
                 left[0] += n
+                holding[0] -= 1
+
+        abort = threading.Event()  # a branch failed or the caller was interrupted: all stop
+
+        def stopping() -> bool:
+            return abort.is_set() or should_stop()
 
         def emit(res: StepResult) -> None:
             with report:  # the search's tree is not thread-safe: one step at a time
-                on_step(res)
+                if not abort.is_set():  # after an abort the caller no longer reads the tree
+                    on_step(res)
 
         # every branch has its thread, `concurrency` requests in flight at once, in rounds:
         # the branches take turns, as in the engine's batch, instead of the first few
@@ -97,14 +110,26 @@ class RemoteGenerator:
 
         def grow(i: int) -> list[StepResult]:
             try:
-                return self._grow(i, requests[i], take, give_back, emit, should_stop, rounds)
+                return self._grow(i, requests[i], take, give_back, emit, stopping, rounds)
+            except BaseException:
+                abort.set()  # one branch's failure fails the call: the others stop at once
+                raise
             finally:
                 with report:
                     growing[0] -= 1
                 rounds.done(i)
 
-        with ThreadPoolExecutor(max_workers=max(1, len(requests))) as pool:
-            return list(pool.map(grow, range(len(requests))))
+        pool = ThreadPoolExecutor(max_workers=max(1, len(requests)))
+        futures = [pool.submit(grow, i) for i in range(len(requests))]
+        try:
+            wait(futures, return_when=FIRST_EXCEPTION)
+            return [f.result() for f in futures]  # the others end at their next step: then the error
+        except BaseException:
+            abort.set()  # Ctrl-C, or a branch's error: nothing more is sent
+            raise
+        finally:
+            # after an abort, requests in flight end in their threads; the caller does not wait
+            pool.shutdown(wait=not abort.is_set(), cancel_futures=True)
 
     def _grow(self, i: int, req: Expand, take, give_back, emit, should_stop, rounds: "_Rounds") -> list[StepResult]:
         rule, s = req.stop, req.sampling
@@ -121,34 +146,43 @@ class RemoteGenerator:
             # a fresh seed per step: a server re-seeds per request, and one seed for every
             # step would draw the same random numbers at each step's token j
             step_seed = (s.seed * 1_000_003 + len(steps)) % (2**31 - 1)
+            end = None
             with rounds.turn(i):
-                got = take(want)
+                got = 0 if should_stop() else take(want)  # a stop may come while it waits its turn
                 if got > 0:
                     n = 0  # a request that fails spent nothing of the budget
                     try:
                         piece, ids, lps, confs, stop_kind, n = self._complete(text, got, s, rule, step_seed)
+                    except RemoteError as exc:
+                        if not _context_full(exc):
+                            raise
+                        end = "context"  # prompt and step no longer fit: the branch ends, as in the engine
                     finally:
                         give_back(got - n)
-            if got <= 0:
-                return self._end(steps, i, text, "budget", forced, emit)
+                else:
+                    end = "cancelled" if should_stop() else "budget"
+            if end:
+                return self._end(steps, i, text, end, forced, emit)
             used += n
             text += piece
             last = len(steps) + 1 >= rule.max_steps
             in_code_before = fences
             fences += ((forced if not steps else "") + piece).count("```")
-            if rule.cut_below is not None and _falls_below(window, confs, rule.cut_window, rule.cut_below):
-                finish, ended = "cut", True  # a weak trace: the server wrote this step, no more
-            elif rule.answer_stop and answer_complete((forced if not steps else "") + piece,
-                                                      in_code=in_code_before % 2 == 1):
+            # the engine's order, per step instead of per token: a complete answer first, then a
+            # stop string, a cut, the end of sequence, the branch's length, then the step's end
+            if rule.answer_stop and answer_complete((forced if not steps else "") + piece,
+                                                    in_code=in_code_before % 2 == 1):
                 finish, ended = "stop", True  # the answer is complete (the server went on to its stop)
+            elif stop_kind == "stop":
+                finish, ended = "stop", True  # one of the rule's stop strings
+            elif rule.cut_below is not None and _falls_below(window, confs, rule.cut_window, rule.cut_below):
+                finish, ended = "cut", True  # a weak trace: the server wrote this step, no more
             elif stop_kind == "eos":
                 finish, ended = "eos", True
-            elif stop_kind == "word" and rule.delimiter and piece.endswith(rule.delimiter):
-                finish, ended = "delimiter", last
-            elif stop_kind == "word":
-                finish, ended = "stop", True  # one of the rule's stop strings
             elif rule.max_total is not None and used >= rule.max_total:
                 finish, ended = "length", True
+            elif stop_kind == "delimiter":
+                finish, ended = "delimiter", last
             else:
                 finish, ended = "length", last  # a long step: the branch goes on
             res = StepResult(i, piece, ids, lps, finish, RemoteState(text), forced=forced if not steps else "",
@@ -179,18 +213,27 @@ class RemoteGenerator:
             choice = resp["choices"][0]
             piece = choice["text"]
             finish = choice.get("finish_reason")
-        except (KeyError, IndexError, TypeError):
-            raise RemoteError("the server's completion had no choices[0].text") from None
-        usage = resp.get("usage") or {}
-        ids, lps = _token_logprobs(choice.get("logprobs"), resp.get("__verbose"))
-        confs = _confidences(choice.get("logprobs"), rule.conf_top_k) if rule.conf_top_k else []
-        n = int(usage.get("completion_tokens") or len(lps) or 0)
+            if not isinstance(piece, str):
+                raise TypeError
+        except (KeyError, IndexError, TypeError, AttributeError):
+            raise RemoteError(f"{self.client.shown}: the server's completion had no choices[0].text") from None
+        try:  # the rest of a malformed answer is one line too, never a traceback
+            usage = resp.get("usage") or {}
+            ids, lps = _token_logprobs(choice.get("logprobs"), resp.get("__verbose"))
+            confs = _confidences(choice.get("logprobs"), rule.conf_top_k) if rule.conf_top_k else []
+            n = int(usage.get("completion_tokens") or len(lps) or 0)
+            kind, matched = _stop_kind(finish, choice, resp)
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError):
+            raise RemoteError(f"{self.client.shown}: the server's completion has malformed logprobs or usage") from None
         self._count(usage, n)
-        kind, matched = _stop_kind(finish, choice, resp)
+        if kind == "word" and matched is None and not piece:
+            kind = "eos"  # nothing written and no stop string named: the model ended
         if kind == "word":
             # a server leaves the stop string out of the text; the engine keeps it (a step ends
             # with its delimiter, a branch with its stop string): put back the one that matched
-            piece += _which_stop(matched, rule)
+            which = _which_stop(matched, rule)
+            piece += which
+            kind = "delimiter" if which and which == rule.delimiter else "stop"
         # a stop string's own tokens are counted in usage but have no logprobs: they stay
         # missing (scored as absent), never padded as certain tokens
         if len(ids) < n:
@@ -217,7 +260,7 @@ class RemoteGenerator:
         prompt = self.render(judge_messages(problem, first, second))
         resp = self.client.post("/v1/completions", {"model": self.model, "prompt": prompt, "max_tokens": 1,
                                                     "temperature": 0.0, "logprobs": 20})
-        top = _first_top_logprobs((resp.get("choices") or [{}])[0].get("logprobs"))
+        top = _first_top_logprobs(_first_choice(resp).get("logprobs"))
         la, lb = top.get("A"), top.get("B")
         if la is None and lb is None:
             return 0.5  # no opinion
@@ -311,6 +354,12 @@ def _stop_kind(finish: str | None, choice: dict[str, Any], resp: dict[str, Any])
     return "word", None  # unknown server: a stop after text
 
 
+def _context_full(exc: RemoteError) -> bool:
+    """A refusal because prompt and max_tokens exceed the context (vLLM, llama-server: 400)."""
+    text = str(exc).lower()
+    return exc.status == 400 and ("context" in text or "maximum" in text and "length" in text)
+
+
 def _which_stop(matched: str | None, rule: Any) -> str:
     """The stop string a "word" stop matched: the one the server named when it is ours, else
     the delimiter when the rule has no other stop string to confuse it with. A server that
@@ -339,12 +388,25 @@ def _token_logprobs(lp: Any, verbose: Any) -> tuple[list[int], list[float]]:
 
 
 def _first_top_logprobs(lp: Any) -> dict[str, float]:
+    """The first token's top logprobs by token text ({} where the answer has none usable)."""
+    try:
+        return _first_top(lp)
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError):
+        return {}
+
+
+def _first_top(lp: Any) -> dict[str, float]:
     if isinstance(lp, dict) and isinstance(lp.get("content"), list) and lp["content"]:
         first = lp["content"][0]
         return {str(t.get("token", "")).strip(): float(t["logprob"]) for t in first.get("top_logprobs", [])}
     if isinstance(lp, dict) and isinstance(lp.get("top_logprobs"), list) and lp["top_logprobs"]:
         return {str(k).strip(): float(v) for k, v in (lp["top_logprobs"][0] or {}).items()}
     return {}
+
+
+def _first_choice(resp: Any) -> dict[str, Any]:
+    choices = resp.get("choices") if isinstance(resp, dict) else None
+    return choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
 
 
 def _chatml(messages: list[dict[str, str]], add_generation_prompt: bool) -> str:
@@ -371,7 +433,7 @@ class RemoteJudge:
                     {"role": "user", "content": self.question}]
             resp = self.gen.client.post("/v1/completions", {"model": self.gen.model, "prompt": self.gen.render(msgs),
                                                             "max_tokens": 1, "temperature": 0.0, "logprobs": 20})
-            top = _first_top_logprobs((resp.get("choices") or [{}])[0].get("logprobs"))
+            top = _first_top_logprobs(_first_choice(resp).get("logprobs"))
             yes = [v for k, v in top.items() if k.lower() == "yes"]
             no = [v for k, v in top.items() if k.lower() == "no"]
             p_yes = sum(math.exp(v) for v in yes)

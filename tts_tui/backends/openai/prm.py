@@ -60,9 +60,9 @@ class RemotePRM:
             outputs = sorted(resp["data"], key=lambda d: d["index"])
             rewards = [step_rewards(d["data"]) for d in outputs]
         except (KeyError, TypeError):
-            raise RemoteError(f"{self.client.base_url}/pooling: the answer has no data[i].data") from None
+            raise RemoteError(f"{self.client.shown}/pooling: the answer has no data[i].data") from None
         if len(rewards) != len(nodes):
-            raise RemoteError(f"{self.client.base_url}/pooling: {len(rewards)} outputs for {len(nodes)} inputs")
+            raise RemoteError(f"{self.client.shown}/pooling: {len(rewards)} outputs for {len(nodes)} inputs")
         self.prompt_tokens += int((resp.get("usage") or {}).get("prompt_tokens") or 0)
         # a node with no step text yet (the root) has no tag: it is scored as a coin
         return [r[-1] if r else 0.5 for r in rewards]
@@ -73,7 +73,7 @@ class RemotePRM:
         try:
             rewards = step_rewards(resp["data"][0]["data"])
         except (KeyError, IndexError, TypeError):
-            raise RemoteError(f"{self.client.base_url}/pooling: the answer has no data[0].data") from None
+            raise RemoteError(f"{self.client.shown}/pooling: the answer has no data[0].data") from None
         if len(rewards) != 1:
-            raise RemoteError(f"{self.client.base_url}: the PRM answered {len(rewards)} step rewards for one "
+            raise RemoteError(f"{self.client.shown}: the PRM answered {len(rewards)} step rewards for one "
                               f"step tag ({self.step_tag}): not a Qwen2.5-Math-PRM-style model")
