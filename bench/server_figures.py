@@ -117,7 +117,7 @@ def resent(parts: dict[str, dict]) -> str:
     for name, summary in parts.items():
         for strategy, s in summary.items():
             srv = s.get("server") or {}
-            if srv.get("generated_tokens"):
+            if srv.get("generated_tokens") and "cached_tokens" in srv:  # a server's counts, not the engine's
                 evaluated = srv["prompt_tokens"] - srv.get("cached_tokens", 0)
                 lines.append(f"{name:8} {strategy:9} prompt {srv['prompt_tokens']:>8} cached {srv.get('cached_tokens', 0):>8} "
                              f"evaluated per generated token {evaluated / srv['generated_tokens']:.2f} "

@@ -64,6 +64,11 @@ B=1024 LIMIT=30 step 21 adaptive-math30 --data $M --levels 1,2,3 --strategy majo
 B=1024 LIMIT=30 step 22 adaptive-math30 --data $M --levels 1,2,3 --strategy auto --n 16 --m 4 $A
 # Issue 16: GSM8K problems 1-34 sampled at N=8 with their states kept (35-60 come from step 19).
 LIMIT=34 step 23 probe-gsm8k34 --data $G --strategy majority,weighted --n 8 $SG
+# Issue 18: the in-process engine against llama-server at concurrency 1, 4 and 8, and the
+# prompt cache on and off (the fast 0.5B policy: 20 problems x 5 runs fit one session).
+if (( FIRST <= 25 && 25 <= LAST )); then
+  python3 bench/server_figures.py --model fast --limit 20 --out eval-out/server-figures
+fi
 # Issue 16: the probe's training samples, from every dev problem but the report slices
 # (resumable; --sample-only: fit later with the same command without it).
 if (( FIRST <= 24 && 24 <= LAST )); then
