@@ -54,7 +54,7 @@ LIMIT=20 step 17 adaptive-gsm8k60 --data $G --strategy majority,weighted --n 8,1
 if (( FIRST <= 18 && 18 <= LAST )); then
   python3 bench/adaptive_live.py --limit 3 --n 16 --wave 4 --out eval-out/adaptive-live.jsonl
 fi
-# From problem 35 on (and on the MATH slice), the fixed runs also keep their samples' hidden
+# From problem 23 on (and on the MATH slice), the fixed runs also keep their samples' hidden
 # states and token statistics: issue 16 scores the first 8 of them with every verifier.
 SG="--save-states eval-out/report-gsm8k60-states"
 SM="--save-states eval-out/report-math30-states"
@@ -62,8 +62,8 @@ LIMIT=60 step 19 adaptive-gsm8k60 --data $G --strategy majority,weighted --n 8,1
 LIMIT=60 step 20 adaptive-gsm8k60 --data $G --strategy auto --n 16 --m 4 $A
 B=1024 LIMIT=30 step 21 adaptive-math30 --data $M --levels 1,2,3 --strategy majority,weighted --n 8,16 $A $SM
 B=1024 LIMIT=30 step 22 adaptive-math30 --data $M --levels 1,2,3 --strategy auto --n 16 --m 4 $A
-# Issue 16: GSM8K problems 1-34 sampled at N=8 with their states kept (35-60 come from step 19).
-LIMIT=34 step 23 probe-gsm8k34 --data $G --strategy majority,weighted --n 8 $SG
+# Issue 16: GSM8K problems 1-22 sampled at N=8 with their states kept (23-60 come from step 19).
+LIMIT=22 step 23 probe-gsm8k22 --data $G --strategy majority,weighted --n 8 $SG
 # Issue 18: the in-process engine against llama-server at concurrency 1, 4 and 8, and the
 # prompt cache on and off (the fast 0.5B policy: 20 problems x 5 runs fit one session).
 if (( FIRST <= 25 && 25 <= LAST )); then

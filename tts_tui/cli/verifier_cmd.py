@@ -134,9 +134,9 @@ def _signals(probe=None) -> dict:
 
     from tts_tui.verify.features import STAT_NAMES
 
-    def stat(name: str, sign: float = 1.0):
+    def stat(name: str):
         i = STAT_NAMES.index(name)
-        return lambda stats, hidden: sign * stats[:, i]
+        return lambda stats, hidden: stats[:, i]
 
     mean_logprob = STAT_NAMES.index("mean_logprob")
     out = {"confidence (mean logprob)": lambda stats, hidden: np.exp(stats[:, mean_logprob]),
@@ -144,7 +144,8 @@ def _signals(probe=None) -> dict:
            "deepconf (lowest window)": stat("lowest_window_conf"),
            "deepconf (tail)": stat("tail_conf"),
            "self-certainty": stat("step_self_certainty"),
-           "entropy (negated)": stat("step_entropy", -1.0)}
+           # exp(-entropy), as the entropy scorer gives it: a weighted vote needs weights >= 0
+           "entropy (exp -H)": lambda stats, hidden: np.exp(-stats[:, STAT_NAMES.index("step_entropy")])}
     if probe is not None:
         out["probe"] = probe.predict
     return out
