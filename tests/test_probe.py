@@ -201,3 +201,20 @@ def test_tts_solve_prints_p_right_when_a_probe_gave_it(capsys):
     assert "P(right): 0.83 (probe)" in out.splitlines()
     _print_result(Result("42", 0.75, groups, 3, 500, 2.0, "weighted", stats={}))
     assert "P(right)" not in capsys.readouterr().out
+
+
+def test_a_shipped_probe_is_found_and_the_users_own_comes_first(tmp_path, monkeypatch):
+    from tts_tui import verifier_train
+
+    monkeypatch.setattr(verifier_train, "SHIPPED", tmp_path / "shipped")
+    monkeypatch.setattr(verifier_train.paths, "data_dir", lambda: tmp_path / "user")
+    model, sha = tmp_path / "m.gguf", "ab" * 32
+    assert verifier_train.find_probe(model, sha) == verifier_train.probe_path(model, sha)  # none: where train writes
+    shipped = tmp_path / "shipped" / f"{sha[:16]}.npz"
+    shipped.parent.mkdir()
+    shipped.write_bytes(b"x")
+    assert verifier_train.find_probe(model, sha) == shipped
+    own = verifier_train.probe_path(model, sha)
+    own.parent.mkdir(parents=True)
+    own.write_bytes(b"x")
+    assert verifier_train.find_probe(model, sha) == own

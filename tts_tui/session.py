@@ -29,9 +29,9 @@ TRAINING_FREE = {"confidence": ConfidenceScorer, "deepconf": DeepConfScorer,
 
 def probe_file_for(model_path: Path) -> Path:
     from tts_tui.catalog.fetch import known_sha256
-    from tts_tui.verifier_train import probe_path
+    from tts_tui.verifier_train import find_probe
 
-    return probe_path(model_path, known_sha256(model_path)[1])
+    return find_probe(model_path, known_sha256(model_path)[1])
 
 
 def default_verifier_for(model_path: Path) -> str:

@@ -26,9 +26,22 @@ from tts_tui.verify.answers import equivalent
 from tts_tui.verify.features import token_stats
 
 
+# Probes that come with the package (trained by us for catalog models), named by checksum
+SHIPPED = Path(__file__).resolve().parent / "verify" / "probes"
+
+
 def probe_path(model_path: Path, model_sha256: str) -> Path:
-    """Where the probe for a model lives: the user data dir, named by model and checksum."""
+    """Where `tts verifier train` puts the probe for a model: the user data dir, named by
+    model and checksum."""
     return paths.data_dir() / "verifiers" / f"{model_path.stem}-{model_sha256[:12]}.npz"
+
+
+def find_probe(model_path: Path, model_sha256: str) -> Path:
+    """The probe to use for a model: the user's own (trained here) first, else the one the
+    package ships for that checksum; `probe_path` where there is none."""
+    own = probe_path(model_path, model_sha256)
+    shipped = SHIPPED / f"{model_sha256[:16]}.npz"
+    return own if own.is_file() or not shipped.is_file() else shipped
 
 
 @dataclass

@@ -165,13 +165,13 @@ def eval_command(
 
     from tts_tui.catalog import resolve_model
     from tts_tui.catalog.fetch import known_sha256
-    from tts_tui.verifier_train import load, probe_path
+    from tts_tui.verifier_train import find_probe, load
     from tts_tui.verify.probe import Probe, metrics
 
     path = resolve_model(model)
     _, sha = known_sha256(path)
     trained: set[str] = set()
-    probe_file = probe_path(path, sha)
+    probe_file = find_probe(path, sha)
     probe = Probe.load(probe_file, sha) if probe_file.is_file() else None
     if probe is not None:
         trained = set(probe.info.get("trained_on", []))
