@@ -46,6 +46,17 @@ def test_vote_rows_on_known_cases():
     assert all(r["problems"] == 4 for r in rows.values())
 
 
+def test_a_tie_goes_to_the_first_answer_and_an_unscored_sample_weighs_nothing():
+    tie = one("t", ["5", "6", "6", "5"], [False, True, True, False], [0.5, 0.5, 0.5, 0.5])
+    rows = {r["row"]: r for r in vote_rows([tie], SCORERS, same)}
+    assert rows["majority"]["correct"] == 0 and rows["weighted s"]["correct"] == 0  # 2:2, "5" seen first
+    # the right sample's state was not captured: zeros would make exp-style signals maximal
+    p = one("u", ["7", "9"], [False, True], [0.2, 0.0])
+    p.has_state = [True, False]
+    signal = {"s": lambda q: np.where(q.has_state, np.exp(q.stats[:, 0]), 0.0)}
+    assert {r["row"]: r for r in vote_rows([p], signal, same)}["best-of s"]["correct"] == 0
+
+
 def test_a_sample_set_is_read_cut_to_its_first_k_samples(tmp_path):
     # states of 3 samples: sample 0 has two steps (its last is final), sample 1 is unanswered,
     # sample 2 one step
@@ -61,6 +72,7 @@ def test_a_sample_set_is_read_cut_to_its_first_k_samples(tmp_path):
     assert [p.id for p in got] == ["q"]  # "short" holds fewer than 2 samples
     p = got[0]
     assert p.answers == ["5", None] and p.right == [True, False] and p.tokens == [3, 4]
+    assert p.has_state == [True, False]
     assert p.stats[:, 0].tolist() == [2.0, 0.0]  # sample 0's final state; none for the unanswered one
     assert p.hidden.tolist() == [[2, 2], [0, 0]]
     assert problem_samples(tmp_path, 2, exclude={"q"}) == []
@@ -103,6 +115,34 @@ def test_eval_save_states_writes_the_samples_its_vote_rows_count(tmp_path, tiny_
     majority2 = sum(r["correct"] for r in log if r["strategy"] == "majority" and r["n"] == 2)
     line = next(x for x in proc.stdout.splitlines() if x.startswith("majority "))
     assert line.split()[-1] == f"{majority2 / 2:.1%}"  # the eval's majority@2, read from the sample set
+    # another sampling into the same set is refused; bracket's samples are kept too
+    proc = tts(*args[:-2], "--save-states", str(states), "--temperature", "0.7")
+    assert proc.returncode == 2 and "other settings" in proc.stderr
+    other = tmp_path / "bracket-states"
+    proc = tts("eval", "--data", str(data), "--strategy", "bracket", "--n", "2", "--model", "tiny",
+               "--budget-per-sample", "48", "--out", str(tmp_path / "b"), "--save-states", str(other))
+    assert proc.returncode == 0, proc.stderr
+    assert len((other / "samples.jsonl").read_text().splitlines()) == 2
+    proc = tts("eval", "--data", str(data), "--strategy", "beam", "--n", "2", "--m", "2", "--model", "tiny",
+               "--save-states", str(tmp_path / "x"))
+    assert proc.returncode == 2 and "keeps vote samples" in proc.stderr
+
+
+@pytest.mark.model
+def test_the_judge_scores_more_solutions_than_the_context_holds_at_once(tiny_path):
+    from tts_tui.session import EngineOptions, Solver
+    from tts_tui.verify.scorers import SelfJudgeScorer
+
+    solver = Solver(str(tiny_path), options=EngineOptions(n_ctx=1024, n_seq_max=8))
+    try:
+        prompt = solver.generator.prompt_tokens("What is 2 + 3?")
+        texts = [f"Step {i}. " + "We add the numbers one by one and check. " * 25 + "\\boxed{5}" for i in range(8)]
+        assert sum(len(solver.model.tokenize(t)) for t in texts) > 1024  # all at once would not fit
+        scores = SelfJudgeScorer(solver.engine).score_texts(prompt, texts)
+        assert len(scores) == 8 and all(0.0 <= x <= 1.0 for x in scores)
+        assert solver.engine.free_sequences == solver.engine.n_seq_max  # every handle released
+    finally:
+        solver.close()
 
 
 def test_save_states_is_refused_for_a_server(tmp_path):

@@ -45,6 +45,7 @@ from tts_tui.search.votes import group_answers
 from tts_tui.verify.answers import equivalent
 
 SUBSAMPLED = {"best-of-n", "majority", "weighted"}
+SAMPLE_CARRIERS = SUBSAMPLED | {"bracket"}  # runs that draw N full samples (bracket then judges them)
 SUBTREES = {"dvts"}  # N/M independent subtrees: a smaller N is the first few of them
 SINGLE = {"cot", "keep-thinking"}  # N does not apply
 # Adaptive votes read from a fixed-N run's samples (adaptive_replay), at its N only.

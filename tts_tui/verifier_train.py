@@ -19,6 +19,7 @@ import numpy as np
 
 from tts_tui import paths
 from tts_tui.atomic import append_line, fsync_replace
+from tts_tui.errors import TTSError
 from tts_tui.evaluate import Problem, done_keys
 from tts_tui.search.protocol import SearchParams
 from tts_tui.search.strategies.sampling import sample_full
@@ -106,6 +107,19 @@ def _model_sha(solver: Any) -> str | None:
         return known_sha256(solver.model_path)[1]
     except (OSError, AttributeError):
         return None
+
+
+def check_model(out_dir: Path, model_sha256: str | None) -> None:
+    """Refuse to read a sample set with another model than the one that sampled it."""
+    from tts_tui.errors import InputError
+
+    path = out_dir / "settings.json"
+    if not path.is_file() or model_sha256 is None:
+        return
+    made = json.loads(path.read_text(encoding="utf-8")).get("model_sha256")
+    if made and made != model_sha256:
+        raise InputError(f"{out_dir} was sampled by another model (sha256 {made[:12]}, this one {model_sha256[:12]}): "
+                         "give its --model")
 
 
 def _check_settings(out_dir: Path, settings: dict[str, Any]) -> None:
@@ -196,6 +210,7 @@ class ProblemSamples:
     stats: np.ndarray  # (K, n_stats): each answered sample's final state; zeros if unanswered
     hidden: np.ndarray  # (K, n_embd)
     judge: list[float | None] | None = None  # the self-judge's score per sample, where judged
+    has_state: list[bool] | None = None  # which samples have a captured final state to score
 
 
 def problem_samples(out_dir: Path, k: int, exclude: set[str] = frozenset()) -> list[ProblemSamples]:
@@ -216,13 +231,15 @@ def problem_samples(out_dir: Path, k: int, exclude: set[str] = frozenset()) -> l
             width_s = stats.shape[1] if stats.ndim == 2 and len(stats) else 0
             fs = np.zeros((k, width_s), dtype=np.float64)
             fh = np.zeros((k, hidden.shape[1] if hidden.ndim == 2 else 0), dtype=np.float64)
+            has = [False] * k
             for i in np.flatnonzero(final):
                 if sample[i] < k:
                     fs[sample[i]], fh[sample[i]] = stats[i], hidden[i]
+                    has[int(sample[i])] = True
         tokens = row.get("sample_tokens")
         judge = judged.get(row["id"])
         out.append(ProblemSamples(row["id"], row["answers"][:k], [bool(x) for x in right[:k]],
-                                  tokens[:k] if tokens else None, fs, fh, judge[:k] if judge else None))
+                                  tokens[:k] if tokens else None, fs, fh, judge[:k] if judge else None, has))
     return out
 
 
@@ -244,12 +261,13 @@ def judge_scores(out_dir: Path) -> dict[str, list[float | None]]:
 
 
 def judge_set(solver: Any, out_dir: Path, problems: dict[str, str] | None = None,
-              on_problem: Callable[[str, int], None] | None = None) -> int:
+              on_problem: Callable[[str, int, str], None] | None = None) -> int:
     """Score every answered sample of a sample set with the self-judge (resumable: one
     fsynced line per problem in judge.jsonl); the problems judged by this call. A set's
     problem text is its own, else `problems[id]`; a problem with neither is left out."""
     from tts_tui.verify.scorers import SelfJudgeScorer
 
+    check_model(out_dir, _model_sha(solver))
     done = set(judge_scores(out_dir))
     judge = SelfJudgeScorer(solver.engine)
     count = 0
@@ -264,8 +282,14 @@ def judge_set(solver: Any, out_dir: Path, problems: dict[str, str] | None = None
         text = row.get("problem") or (problems or {}).get(row["id"])
         if text is None:
             continue
-        with solver.lock:
-            scores = judge.score_texts(solver.generator.prompt_tokens(text.strip()), [row["texts"][i] for i in answered])
+        try:
+            with solver.lock:
+                scores = judge.score_texts(solver.generator.prompt_tokens(text.strip()),
+                                           [row["texts"][i] for i in answered])
+        except TTSError as exc:  # one problem that cannot be judged (too long) does not stop the rest
+            if on_problem:
+                on_problem(row["id"], -1, str(exc))
+            continue
         out: list[float | None] = [None] * len(row["answers"])
         for i, sc in zip(answered, scores):
             out[i] = round(float(sc), 5)
@@ -273,7 +297,7 @@ def judge_set(solver: Any, out_dir: Path, problems: dict[str, str] | None = None
         done.add(row["id"])
         count += 1
         if on_problem:
-            on_problem(row["id"], len(answered))
+            on_problem(row["id"], len(answered), "")
     return count
 
 
@@ -297,7 +321,7 @@ def vote_rows(problems: Sequence[ProblemSamples], scorers: dict[str, Callable[[P
             continue
         add("majority", p.right[group_answers([(p.answers[i], 1.0, i) for i in answered], equivalent_fn)[0].members[0]])
         for s, fn in scorers.items():
-            scores = fn(p)
+            scores = np.asarray(fn(p), dtype=float)
             top = group_answers([(p.answers[i], float(scores[i]), i) for i in answered], equivalent_fn)[0]
             add(f"weighted {s}", p.right[top.members[0]])
             add(f"best-of {s}", p.right[max(answered, key=lambda i: scores[i])])

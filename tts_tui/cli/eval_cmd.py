@@ -72,8 +72,9 @@ def eval_command(
     """Accuracy, mean tokens and time per strategy x N; resumable; writes log.jsonl and plot.svg."""
     from tts_tui.catalog import resolve_model
     from tts_tui.cli.app import adaptive_params
-    from tts_tui.evaluate import (adaptive_names, base_strategy, check_m, code_version, current_filter, job_params,
-                                  library_versions, load_problems, open_settings, run_eval)
+    from tts_tui.evaluate import (SAMPLE_CARRIERS, adaptive_names, base_strategy, check_m, code_version,
+                                  current_filter, job_params, library_versions, load_problems, open_settings,
+                                  run_eval)
     from tts_tui.search.protocol import SearchParams
     from tts_tui.search.strategies import validate
     from tts_tui.session import VERIFIERS, EngineOptions, Solver, default_verifier_for
@@ -101,6 +102,8 @@ def eval_command(
         for k in ns:
             validate(base_strategy(s), job_params(base, s, k, budget_per_sample))
     problems = load_problems(data, limit, lv, skip)
+    if save_states and not any(base_strategy(s) in SAMPLE_CARRIERS for s in strategies):
+        raise TTSError("--save-states keeps vote samples: give majority, weighted, best-of-n or bracket")
     if backend == "openai":
         if save_states:
             raise TTSError("--save-states needs the local backend: a server does not return hidden states")
@@ -137,14 +140,19 @@ def eval_command(
         _refit(mine, max(ns), base.settings()["adaptive"])
 
 
+SAMPLING_KNOBS = ("budget_per_sample", "temperature", "top_p", "top_k", "seed", "max_steps", "step_tokens")
+
+
 def _state_saving(solver, verifier: str, problems, dest: Path, budget_per_sample: int, base: SearchParams):
     """A solve that runs with capture on and writes each vote's samples, labelled, to the
     sample set `dest` (resumable: a problem it holds already is not written again)."""
-    from tts_tui.evaluate import SUBSAMPLED, sample_leaves
+    from tts_tui.evaluate import SAMPLE_CARRIERS, params_settings, sample_leaves
     from tts_tui.verifier_train import open_sample_set, save_problem
 
-    held = open_sample_set(dest, solver, {"budget_per_sample": budget_per_sample,
-                                          "temperature": base.temperature, "seed": base.seed})
+    # the set holds one sampling: the same knobs that shape a sample on every problem (a resume
+    # with others is refused); N may differ, a vote reads each problem's first K samples
+    knobs = params_settings(base, budget_per_sample)
+    held = open_sample_set(dest, solver, {k: knobs[k] for k in SAMPLING_KNOBS})
     by_text = {}
     for p in problems:
         by_text.setdefault(p.problem.strip(), p)
@@ -153,9 +161,12 @@ def _state_saving(solver, verifier: str, problems, dest: Path, budget_per_sample
         t0 = time.monotonic()
         result, search = solver.solve(problem, strat, params, verifier, capture=True)
         p = by_text.get(problem.strip())
-        if strat in SUBSAMPLED and p is not None and p.id not in held:
-            save_problem(dest, p, search, sample_leaves(search.tree), time.monotonic() - t0)
-            held.add(p.id)
+        if strat in SAMPLE_CARRIERS and params.n == base.n and p is not None and p.id not in held:
+            try:
+                save_problem(dest, p, search, sample_leaves(search.tree), time.monotonic() - t0)
+                held.add(p.id)
+            except (OSError, ValueError) as exc:  # the eval's row stands; the set just lacks this problem
+                print(f"warning: {p.id} not kept in {dest}: {exc}", file=sys.stderr, flush=True)
         return result, search
 
     return solve

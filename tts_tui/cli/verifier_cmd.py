@@ -121,8 +121,10 @@ def judge_command(
         solver = Solver(model, options=EngineOptions(n_threads=threads), on_progress=on_progress)
     try:
         t0 = time.monotonic()
-        count = judge_set(solver, samples_dir, texts,
-                          lambda pid, k: print(f"{pid:32} judged {k}", file=sys.stderr, flush=True))
+        def progress(pid: str, k: int, error: str) -> None:
+            print(f"{pid:32} " + (f"judged {k}" if not error else f"left out: {error}"), file=sys.stderr, flush=True)
+
+        count = judge_set(solver, samples_dir, texts, progress)
         print(f"# judged {count} problems in {time.monotonic() - t0:.0f}s: {samples_dir / 'judge.jsonl'}")
     finally:
         solver.close()
@@ -138,8 +140,11 @@ def _signals(probe=None) -> dict:
         i = STAT_NAMES.index(name)
         return lambda stats, hidden: stats[:, i]
 
-    mean_logprob = STAT_NAMES.index("mean_logprob")
-    out = {"confidence (mean logprob)": lambda stats, hidden: np.exp(stats[:, mean_logprob]),
+    mean_logprob, step_logprob = STAT_NAMES.index("mean_logprob"), STAT_NAMES.index("step_logprob")
+    # the confidence verifier as the search scores a sample (its last step's exp mean
+    # logprob), and over the whole path
+    out = {"confidence (last step)": lambda stats, hidden: np.exp(stats[:, step_logprob]),
+           "confidence (whole path)": lambda stats, hidden: np.exp(stats[:, mean_logprob]),
            "deepconf (bottom 10%)": stat("bottom10_conf"),
            "deepconf (lowest window)": stat("lowest_window_conf"),
            "deepconf (tail)": stat("tail_conf"),
@@ -165,16 +170,20 @@ def eval_command(
 
     from tts_tui.catalog import resolve_model
     from tts_tui.catalog.fetch import known_sha256
-    from tts_tui.verifier_train import find_probe, load
+    from tts_tui.verifier_train import check_model, find_probe, load
     from tts_tui.verify.probe import Probe, metrics
 
     path = resolve_model(model)
     _, sha = known_sha256(path)
+    check_model(samples_dir, sha)
     trained: set[str] = set()
     probe_file = find_probe(path, sha)
     probe = Probe.load(probe_file, sha) if probe_file.is_file() else None
     if probe is not None:
-        trained = set(probe.info.get("trained_on", []))
+        if "trained_on" not in probe.info:
+            raise TTSError(f"{probe_file} does not say which problems it was trained on: its figures could "
+                           "include them (train it again)")
+        trained = set(probe.info["trained_on"])
     ds = load([samples_dir], exclude=trained)  # never score the probe on what it was trained on
     if not ds.groups:
         raise TTSError(f"no labelled samples in {samples_dir}" + (" that the probe was not trained on" if trained else ""))
@@ -227,7 +236,8 @@ def _print_votes(samples_dir: Path, k: int, signals: dict, exclude: set[str]) ->
     problems = problem_samples(samples_dir, k, exclude)
     if not problems:
         raise TTSError(f"no problem in {samples_dir} holds {k} samples")
-    scorers = {name: (lambda p, f=f: f(p.stats, p.hidden)) for name, f in signals.items()}
+    # a sample whose final state was not captured has no score there: it weighs nothing
+    scorers = {name: (lambda p, f=f: np.where(p.has_state, f(p.stats, p.hidden), 0.0)) for name, f in signals.items()}
     if all(p.judge is not None for p in problems):  # the self-judge only where it scored every problem
         scorers["self-judge"] = lambda p: np.array([x if x is not None else 0.0 for x in p.judge])
     rows = {r["row"]: r for r in vote_rows(problems, scorers, equivalent)}

@@ -101,16 +101,22 @@ class SelfJudgeScorer:
 
     def score_texts(self, prompt: Sequence[int], texts: Sequence[str]) -> list[float]:
         """The judge on finished solutions given as text after `prompt` (the problem's chat
-        tokens): each is decoded afresh, then judged as `score` judges a node."""
+        tokens), judged as `score` judges a node. The prompt is decoded once and each
+        solution forks from it, one at a time: N whole solutions held at once would not fit
+        the context on a long problem."""
         model = self.engine.model
-        handles: list[Handle] = []
+        root = self.engine.prefill(prompt)
+        out: list[float] = []
         try:
             for t in texts:
-                handles.append(self.engine.prefill([*prompt, *model.tokenize(t, add_special=False, parse_special=False)]))
-            return self._judge(handles)
+                h = self.engine.prefill([*prompt, *model.tokenize(t, add_special=False, parse_special=False)])
+                try:
+                    out += self._judge([h])
+                finally:
+                    self.engine.release(h)
         finally:
-            for h in handles:
-                self.engine.release(h)
+            self.engine.release(root)
+        return out
 
     def score(self, search: Search, nodes: Sequence[Node]) -> list[float]:
         handles = [n.state for n in nodes]
