@@ -9,9 +9,11 @@ Accuracy, tokens, wall time and problems per minute, as ratios to the engine. Th
 alone on the first 5 problems, one at a time, with the server's prompt cache on (`cache5`)
 and off (`nocache5`): the prompt tokens the server evaluated per generated token.
 
-Each part is one `run_eval` into its own folder with its summary written at its end; a
-part with a summary is not run again, a part cut short is run again from its start (its
-wall time must be whole to compare).
+Each part runs each strategy with one `run_eval` into its own folder (against a fresh
+server: no prompt cached from another run), its summary written at its end; a part with a
+summary is not run again, a part cut short is run again from its start (its wall time
+must be whole to compare). Run it on a quiet machine: another process on the cores makes
+the ratios meaningless.
 """
 
 from __future__ import annotations
@@ -78,10 +80,10 @@ def run_part(name: str, solver, problems, params: SearchParams, share: int, out:
              strategies=STRATEGIES) -> dict:
     """Each strategy over the problems; wall time and the server's counts per strategy."""
     part = out / name
-    if part.exists():
-        shutil.rmtree(part)  # a part cut short: its wall time would not be whole
     summary = {}
     for strategy in strategies:
+        if (part / strategy).exists():
+            shutil.rmtree(part / strategy)  # a run cut short: its wall time would not be whole
         before = solver.generator.stats() if hasattr(solver.generator, "stats") else {}
         t0 = time.monotonic()
         rows = run_eval(problems, [strategy], [params.n], params, lambda p, s, q: solver.solve(p, s, q, "confidence"),
@@ -94,7 +96,6 @@ def run_part(name: str, solver, problems, params: SearchParams, share: int, out:
             "tokens": sum(r["tokens"] for r in rows), "wall_s": round(wall, 1),
             "server": {k: after[k] - before.get(k, 0) for k in after}}
         print(f"{name:8} {strategy:9} {summary[strategy]}", file=sys.stderr, flush=True)
-    write_json(out / f"{name}.json", summary)
     return summary
 
 
@@ -107,7 +108,7 @@ def table(parts: dict[str, dict]) -> str:
             base = parts.get("engine", {}).get(strategy)
             ratio = f"{ppm / (base['problems'] / (base['wall_s'] / 60)):.2f}x" if base and name != "engine" else "1"
             lines.append(f"| {name} | {strategy} | {s['correct']}/{s['problems']} | {s['tokens'] / s['problems']:.0f} "
-                         f"| {s['wall_s']:.0f} | {ppm:.2f} | {ratio} |")
+                         f"| {s['wall_s']:.1f} | {ppm:.2f} | {ratio} |")
     return "\n".join(lines)
 
 
@@ -124,6 +125,22 @@ def resent(parts: dict[str, dict]) -> str:
                              f"(resent per generated token {srv['prompt_tokens'] / srv['generated_tokens']:.2f}, "
                              f"{s['problems']} problems)")
     return "\n".join(lines)
+
+
+def served(name: str, strategy: str, args, problems, params: SearchParams) -> dict:
+    """One strategy against a fresh llama-server: no prompt cached from another run."""
+    from tts_tui.session import RemoteSolver
+
+    proc, url = serve(args.model, args.n, args.out / "llama-server.log")
+    try:
+        solver = RemoteSolver(url, args.model, concurrency=args.n)
+        if name.endswith("cache5"):
+            solver.generator.cache_prompt = name == "cache5"
+            return run_part(name, solver, problems[:5], params, args.budget_per_sample, args.out, 1, (strategy,))
+        k = int(name.removeprefix("c"))
+        return run_part(name, solver, problems, params, args.budget_per_sample, args.out, k, (strategy,))
+    finally:
+        stop(proc)
 
 
 def main() -> None:
@@ -154,21 +171,11 @@ def main() -> None:
                 parts[name] = run_part(name, solver, problems, params, args.budget_per_sample, args.out, 1)
             finally:
                 solver.close()
-            continue
-        from tts_tui.session import RemoteSolver
-
-        proc, url = serve(args.model, args.n, args.out / "llama-server.log")
-        try:
-            solver = RemoteSolver(url, args.model, concurrency=args.n)
-            if name in ("cache5", "nocache5"):
-                solver.generator.cache_prompt = name == "cache5"
-                parts[name] = run_part(name, solver, problems[:5], params, args.budget_per_sample, args.out, 1,
-                                       strategies=("beam",))
-            else:
-                k = int(name.removeprefix("c"))
-                parts[name] = run_part(name, solver, problems, params, args.budget_per_sample, args.out, k)
-        finally:
-            stop(proc)
+        else:
+            parts[name] = {}
+            for strategy in ("beam",) if name.endswith("cache5") else STRATEGIES:
+                parts[name].update(served(name, strategy, args, problems, params))
+        write_json(done, parts[name])
     print(table({k: v for k, v in parts.items() if not k.endswith("cache5")}))
     print()
     print(resent(parts))
