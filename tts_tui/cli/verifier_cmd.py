@@ -221,8 +221,11 @@ def _judged_finals(samples_dir: Path, ds, m):
     if not judged or ds.sample is None:
         return None
     ids, samples = np.asarray(ds.groups)[m], ds.sample[m]
-    scores = np.array([(judged.get(g) or [])[k] if k < len(judged.get(g) or []) and judged[g][k] is not None
-                       else np.nan for g, k in zip(ids.tolist(), samples.tolist())], dtype=float)
+    def score(pid: str, k: int) -> float:
+        row = judged.get(pid) or []
+        return row[k] if k < len(row) and row[k] is not None else np.nan
+
+    scores = np.array([score(g, k) for g, k in zip(ids.tolist(), samples.tolist())], dtype=float)
     has = ~np.isnan(scores)
     return (has, scores) if has.any() else None
 
