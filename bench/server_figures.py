@@ -20,15 +20,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+import llama_server  # noqa: E402
+from llama_server import stop  # noqa: E402
 
 from tts_tui.atomic import write_json
 from tts_tui.evaluate import load_problems, run_eval
@@ -39,41 +39,12 @@ DATA = ROOT.parent / "shared" / "data" / "gsm8k_dev.jsonl"
 STRATEGIES = ("majority", "beam")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def serve(model: str, slots: int, log: Path) -> tuple[subprocess.Popen, str]:
     """A fresh llama-server (an empty prompt cache), `slots` parallel sequences of 2048 tokens."""
-    port = free_port()
-    proc = subprocess.Popen([str(ROOT / "scripts" / "serve_local.sh"), model, str(port), "-np", str(slots),
-                             "-c", str(2048 * slots)], stdout=open(log, "ab"), stderr=subprocess.STDOUT,
-                            start_new_session=True, env={**os.environ, "PYTHON": sys.executable})
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 1200  # a first call builds llama-server
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"llama-server exited with {proc.returncode} (see {log})")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                if json.loads(r.read()).get("status") == "ok":
-                    return proc, url
-        except OSError:
-            time.sleep(0.5)
-    stop(proc)
-    raise SystemExit(f"llama-server did not come up (see {log})")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    try:
+        return llama_server.start(model, log, "-np", str(slots), "-c", str(2048 * slots))
+    except RuntimeError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def run_part(name: str, solver, problems, params: SearchParams, share: int, out: Path, concurrency: int,

@@ -41,10 +41,15 @@ if [[ $# -lt 2 ]]; then
   echo "usage: scripts/serve_local.sh MODEL PORT [llama-server args] | --build-only" >&2
   exit 2
 fi
-MODEL=$1 PORT=$2
+MODEL=$1 PORT=$2 NAME=$1
 shift 2
 if [[ ! -f $MODEL ]]; then
   MODEL=$("$PY" -m tts_tui models path "$MODEL")
 fi
+if [[ ! -f $MODEL ]]; then
+  echo "serve_local.sh: $MODEL is not downloaded (tts models pull $NAME)" >&2
+  exit 2
+fi
 build
+exec 9>&-  # the build lock is the build's, not the server's for its whole life
 exec "$BIN" -m "$MODEL" --host 127.0.0.1 --port "$PORT" -np 4 -c 4096 "$@"

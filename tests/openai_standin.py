@@ -14,14 +14,14 @@ class Standin:
     """Solutions of `depth` steps; seed % 3 == 2 answers 41, the others 42. `fail` is a
     list of faults served to the next requests in order: an HTTP status, "garbage", "slow"."""
 
-    def __init__(self, depth: int = 3, step_tokens: int = 4, pools: bool = False) -> None:
+    def __init__(self, depth: int = 3, step_tokens: int = 4, pools: bool = False, port: int = 0) -> None:
         self.depth = depth
         self.pools = pools  # answers vLLM's /pooling as a PRM would
         self.step_tokens = step_tokens
         self.fail: list = []
         self.bodies: list[dict] = []
         self.headers: list[dict] = []
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property

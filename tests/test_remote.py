@@ -6,7 +6,6 @@ import socket
 
 import pytest
 
-from fakes import FakeScorer
 from openai_standin import Standin
 from tts_tui.backends.openai import OpenAIClient, RemoteError, RemoteGenerator
 from tts_tui.search.protocol import SearchParams
@@ -166,7 +165,7 @@ def test_a_branch_at_its_length_on_a_delimiter_ends_there_not_as_unanswered():
     class Recorded:
         base_url = shown = "http://recorded"
 
-        def post(self, path, body):
+        def post(self, path, body, stop=None):
             return {"choices": [{"text": "We add 4 and 5", "finish_reason": "stop", "stop_reason": "\n\n"}],
                     "usage": {"prompt_tokens": 9, "completion_tokens": 4}}
 
@@ -185,7 +184,7 @@ def test_a_step_that_no_longer_fits_the_context_ends_the_branch():
         base_url = shown = "http://recorded"
         calls = 0
 
-        def post(self, path, body):
+        def post(self, path, body, stop=None):
             Full.calls += 1
             if Full.calls == 1:
                 return {"choices": [{"text": "Step 1.", "finish_reason": "stop", "stop_reason": "\n\n"}],
@@ -283,7 +282,8 @@ def test_tts_eval_against_two_servers_concurrently(tmp_path):
                               capture_output=True, text=True, timeout=180)
         assert proc.returncode == 0, proc.stderr
         assert "per minute" in proc.stderr and "majority" in proc.stdout
-        assert a.bodies and b.bodies  # both servers took problems
+        # both servers took problems (a step request has a seed; the capability probe's have none)
+        assert any("seed" in x for x in a.bodies) and any("seed" in x for x in b.bodies)
         rows = [json.loads(x) for x in (tmp_path / "out" / "log.jsonl").read_text().splitlines()]
         assert len({r["id"] for r in rows}) == 4 and all(r["backend"] == "openai" for r in rows)
 
@@ -314,10 +314,11 @@ def test_endpoints_add_list_check_and_solve_by_name(tmp_path):
 def test_a_server_without_logprobs_is_refused_for_confidence():
     from tts_tui.backends.openai.capabilities import Capabilities
 
-    caps = Capabilities(continuation=True, logprobs=False)
+    caps = Capabilities(continuation=True, logprobs=False, template=True)
     assert "logprobs" in caps.refuse("majority", "confidence")
-    assert "top logprobs" in Capabilities(continuation=True, logprobs=True).refuse("bracket", "confidence")
-    assert Capabilities(continuation=True, logprobs=True, top_logprobs=True).refuse("bracket", "confidence") is None
+    assert "top logprobs" in Capabilities(continuation=True, logprobs=True, template=True).refuse("bracket", "confidence")
+    assert Capabilities(continuation=True, logprobs=True, top_logprobs=True,
+                        template=True).refuse("bracket", "confidence") is None
 
 
 def test_deepconf_signals_and_adaptive_votes_work_remotely():
@@ -383,7 +384,7 @@ def test_a_vllm_step_is_a_delimiter_step_with_its_usage_count():
     class Recorded:
         base_url = shown = "http://recorded"
 
-        def post(self, path, body):
+        def post(self, path, body, stop=None):
             return VLLM_STOP
 
     gen = RemoteGenerator(Recorded(), "m")
@@ -423,7 +424,7 @@ def test_the_stop_string_a_server_matched_decides_how_the_step_ends(named, stops
     class Recorded:
         base_url = shown = "http://recorded"
 
-        def post(self, path, body):
+        def post(self, path, body, stop=None):
             assert body["stop"] == ["\n\n", *stops]
             return reply
 
@@ -433,3 +434,188 @@ def test_the_stop_string_a_server_matched_decides_how_the_step_ends(named, stops
                        on_step=lambda r: None)[0]
     assert steps[0].text.endswith(piece_ends) and steps[0].finish == kind
     assert len(steps) == (1 if kind == "stop" else 2)  # a delimiter step leaves the branch its next step
+
+
+# -- the review's findings: keys, cancels, timeouts, counts under concurrency, slots ------------
+
+def test_a_key_from_a_file_loses_its_newline_and_a_key_no_header_carries_is_one_line():
+    with Standin() as s:
+        client = OpenAIClient(s.url, api_key="sk-abc\n", retries=0)
+        client.post("/v1/completions", {"model": "m", "prompt": "1,", "max_tokens": 1})
+        assert s.headers[-1]["Authorization"] == "Bearer sk-abc"
+    for bad in ("sk-a\x00b", "sk-a\nb", "sk-é"):
+        with pytest.raises(RemoteError) as err:
+            OpenAIClient("http://127.0.0.1:9", api_key=bad)
+        assert "sk-" not in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_cancel_ends_the_retries_and_their_backoff_at_once():
+    import threading
+    import time
+
+    from tts_tui.backends.openai.client import Cancelled
+
+    with Standin() as s:
+        s.fail = [503] * 50
+        client = OpenAIClient(s.url, retries=6, backoff=2.0)  # 2 + 4 + 8 ... seconds of backoff
+        stop = threading.Event()
+        threading.Timer(0.3, stop.set).start()
+        t0 = time.monotonic()
+        with pytest.raises(Cancelled):
+            client.post("/v1/completions", {"prompt": "x"}, stop=stop.is_set)
+        assert time.monotonic() - t0 < 1.5
+
+
+def test_a_cancelled_search_ends_its_branches_as_cancelled_while_the_server_refuses():
+    import threading
+    import time
+
+    with Standin() as s:
+        search, gen = make(s, SearchParams(n=4, m=2, budget=4000, max_steps=8))
+        gen.client.retries, gen.client.backoff = 8, 1.0
+        s.fail = [503] * 200
+        threading.Timer(0.5, search.cancel.set).start()
+        t0 = time.monotonic()
+        search.expand([search.tree.root] * 4, max_steps=8)  # ends, without an error
+        assert time.monotonic() - t0 < 3.0  # not the 255 s of backoff eight retries could take
+        assert len(s.bodies) <= 4 * 3  # each branch stopped within its first few tries
+
+
+def test_a_server_that_times_out_twice_is_not_tried_again():
+    with Standin() as s:
+        s.fail = ["slow"] * 5
+        client = OpenAIClient(s.url, retries=4, backoff=0.0, timeout=0.5)
+        with pytest.raises(RemoteError, match="after 2 tries") as err:
+            client.post("/v1/completions", {"prompt": "x"})
+        assert err.value.transient and len(s.bodies) == 2
+
+
+def test_solves_side_by_side_each_count_only_their_own_requests():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tts_tui.session import RemoteSolver
+
+    params = SearchParams(n=4, m=2, budget=4000, max_steps=8, seed=5)
+    problems = ["What is 6*7?", "What is 6*7? Think about it carefully, step by step, before answering."]
+    with Standin() as s:
+        solver = RemoteSolver(s.url, "standin")
+        alone = [solver.solve(p, "beam", params)[0].stats for p in problems]
+        total0 = solver.generator.stats()["prompt_tokens"]
+        with ThreadPoolExecutor(2) as pool:
+            both = list(pool.map(lambda p: solver.solve(p, "beam", params)[0].stats, problems))
+        for a, b in zip(alone, both):
+            assert a["prompt_tokens"] == b["prompt_tokens"] > 0 and a["requests"] == b["requests"]
+        assert alone[0]["prompt_tokens"] != alone[1]["prompt_tokens"]  # the test tells them apart
+        # the session's totals still hold every request
+        assert solver.generator.stats()["prompt_tokens"] - total0 == sum(b["prompt_tokens"] for b in both)
+
+
+def test_bracket_counts_its_judge_prompts():
+    from tts_tui.session import RemoteSolver
+
+    with Standin() as s:
+        solver = RemoteSolver(s.url, "standin")
+        result, _ = solver.solve("What is 6*7?", "bracket", SearchParams(n=4, budget=4000, max_steps=8))
+        assert result.stats["judge_prompt_tokens"] > 0
+        assert result.tokens == result.stats["generated_tokens"]  # the judge's one-token answers are not the search's
+
+
+def test_a_malformed_usage_counts_as_none_not_a_traceback():
+    class Odd:
+        shown = "http://odd"
+
+        def post(self, path, body, stop=None):
+            return {"choices": [{"text": "So the answer is \\boxed{42}.", "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": "many", "completion_tokens": 3, "prompt_tokens_details": []}}
+
+    gen = RemoteGenerator(Odd(), "m", template="chatml")
+    search = Search(gen, "What is 6*7?", SearchParams(n=1, budget=100, max_steps=4), MathAnswers(), ConfidenceScorer())
+    assert run_strategy("cot", search).answer == "42"
+    assert gen.stats()["prompt_tokens"] == 0 and gen.stats()["generated_tokens"] == 3
+
+
+def test_a_server_without_a_template_is_refused_unless_the_client_renders_one():
+    from tts_tui.backends.openai.capabilities import Capabilities
+
+    caps = Capabilities(continuation=True, logprobs=True, top_logprobs=True, template=False)
+    assert "--template chatml" in caps.refuse("cot", "confidence")
+    assert caps.refuse("cot", "confidence", own_template=True) is None
+    assert "top logprobs" in Capabilities(continuation=True, logprobs=True, template=True).refuse("auto", "confidence")
+
+
+def test_yes_and_space_yes_add_up_in_the_judges_reading():
+    import math
+
+    from tts_tui.backends.openai.generator import _first_top
+
+    top = _first_top({"content": [{"top_logprobs": [{"token": "Yes", "logprob": math.log(0.4)},
+                                                    {"token": " Yes", "logprob": math.log(0.3)},
+                                                    {"token": "No", "logprob": math.log(0.2)}]}]})
+    assert math.exp(top["Yes"]) == pytest.approx(0.7) and math.exp(top["No"]) == pytest.approx(0.2)
+
+
+def test_no_more_requests_in_flight_than_the_server_has_slots():
+    import threading
+    import time
+
+    from tts_tui.backends.openai.client import Cancelled
+    from tts_tui.backends.openai.generator import _Slots
+
+    slots, now, peak = _Slots(), [0], [0]
+    slots.set(2)
+    lock = threading.Lock()
+
+    def one() -> None:
+        with slots.hold():
+            with lock:
+                now[0] += 1
+                peak[0] = max(peak[0], now[0])
+            time.sleep(0.05)
+            with lock:
+                now[0] -= 1
+
+    threads = [threading.Thread(target=one) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert peak[0] == 2
+    with slots.hold(), slots.hold():  # both taken: a waiter that is stopped gives up
+        with pytest.raises(Cancelled):
+            with slots.hold(stop=lambda: True):
+                pass
+
+
+def test_a_branch_that_never_ran_does_not_hold_the_others_at_a_stop():
+    import time
+
+    from tts_tui.backends.openai.generator import _Rounds
+
+    rounds = _Rounds(2, 2)
+    with rounds.turn(0, lambda: False):
+        pass  # branch 0 has had one turn; branch 1 never runs (its thread was cancelled)
+    t0 = time.monotonic()
+    with rounds.turn(0, lambda: True):  # without the stop it would wait for branch 1 forever
+        pass
+    assert time.monotonic() - t0 < 1.0
+
+
+def test_eval_rows_of_a_server_carry_its_prompt_and_cached_tokens(tmp_path):
+    from tts_tui.evaluate import Problem, run_eval
+    from tts_tui.session import RemoteSolver
+
+    with Standin() as s:
+        solver = RemoteSolver(s.url, "standin")
+        rows = run_eval([Problem("p", "What is 6*7?", "42")], ["beam"], [4], SearchParams(m=2, max_steps=8),
+                        lambda p, st, q: solver.solve(p, st, q), tmp_path, 64)
+    row, = rows
+    assert row["server_prompt_tokens"] > 0 and row["server_requests"] > 0
+    assert row["prefill_tokens"] == row["server_prompt_tokens"] - row["server_cached_tokens"]
+
+
+def test_the_tui_connects_an_endpoint_with_its_prm():
+    from tts_tui.tui.endpoints import connect
+
+    with Standin() as policy, Standin(pools=True) as prm:
+        solver = connect("gpu", {"base_url": policy.url, "model": "standin", "prm_url": prm.url, "prm": "prm"})
+        assert solver.scorer("prm") is solver._prm

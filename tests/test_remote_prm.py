@@ -41,7 +41,7 @@ def test_a_node_is_scored_by_p_right_at_its_last_step_in_one_request():
         base_url = shown = "http://prm"
         bodies = []
 
-        def post(self, path, body):
+        def post(self, path, body, stop=None):
             self.bodies.append((path, body))
             return {**VLLM_POOLING, "data": [{**VLLM_POOLING["data"][0], "index": i} for i in range(len(body["input"]))]}
 

@@ -453,6 +453,9 @@ class Prefill:
 
 
 def _prefill(cost: dict[str, int] | None, result: Any) -> Prefill | None:
+    if cost is None and "cached_tokens" in result.stats:  # a server: what it evaluated of what it was sent
+        sent, cached = int(result.stats.get("prompt_tokens", 0)), int(result.stats.get("cached_tokens", 0))
+        return Prefill(max(0, sent - cached), judge=int(result.stats.get("judge_prompt_tokens", 0)))
     if cost is None:
         return None
     if all(k in cost for k in PHASES):
@@ -662,6 +665,10 @@ def _rows(strategy: str, n: int, yields: list[int], p: Problem, result: Any, sea
           prefill: Prefill | None = None, adaptive: AdaptiveParams | None = None):
     base = {"id": p.id, "strategy": strategy, "gold": p.answer, "level": p.level}
     extra = {k: result.stats.get(k) for k in ("difficulty", "chosen_strategy", *ADAPTIVE_STATS) if k in result.stats}
+    # a server's usage for this problem, as counted (the engine's counters say other things)
+    server = ({f"server_{k}": result.stats[k] for k in SERVER_STATS if k in result.stats}
+              if "cached_tokens" in result.stats else {})
+    extra.update(server)
     if "chains" in result.stats:  # revise: how often a later revision turned a right answer wrong
         extra["chains"] = result.stats["chains"]
         extra["attempt_tokens"] = result.stats.get("attempt_tokens")
@@ -689,12 +696,13 @@ def _rows(strategy: str, n: int, yields: list[int], p: Problem, result: Any, sea
                "correct": bool(answer is not None and equivalent(answer, p.answer)),
                "tokens": sum(s["tokens"] for s in sub), **_sample_prefill(prefill, strategy, frac),
                "seconds": round(sample_seconds * frac, 2),
-               "subsampled_from": n if k != n else None,
+               "subsampled_from": n if k != n else None, **(server if k == n else {}),
                # every sample's answer and score, so other votes can be tried from the log
                **({"samples": [[s["answer"], round(s["score"], 4), s["tokens"], s["low"], s["drops"], s["finish"]]
                                for s in samples]} if k == n else {})}
 
 
+SERVER_STATS = ("prompt_tokens", "cached_tokens", "prm_prompt_tokens", "requests")
 ADAPTIVE_STATS = ("samples_used", "stopped_by", "posterior", "cut", "cut_floor")
 
 

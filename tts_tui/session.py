@@ -204,12 +204,13 @@ class RemoteSolver:
         with self.lock:
             if self._caps is None:
                 self._caps = probe(self.client, self.model_name)
+                self.generator.slots.set(self._caps.slots)  # no more requests in flight than it decodes
             return self._caps
 
     def default_verifier(self) -> str:
         return "confidence"
 
-    def scorer(self, verifier: str):
+    def scorer(self, verifier: str, generator=None):
         if verifier not in REMOTE_VERIFIERS:
             why = ("reads the model's hidden states, which servers do not expose" if verifier == "probe"
                    else "needs the local engine")
@@ -218,7 +219,7 @@ class RemoteSolver:
             from tts_tui.backends.openai.generator import RemoteJudge
             from tts_tui.verify.scorers import JUDGE_QUESTION
 
-            return RemoteJudge(self.generator, JUDGE_QUESTION)
+            return RemoteJudge(generator or self.generator, JUDGE_QUESTION)
         if verifier == "prm":
             if self._prm is None:
                 raise InputError("the prm verifier on a server needs --prm-url URL and --prm NAME "
@@ -232,12 +233,11 @@ class RemoteSolver:
             raise InputError("the problem is empty")
         validate(strategy, params)
         self.check(strategy, verifier, params)
-        search = Search(self.generator, problem.strip(), params, self.answers, scorer=self.scorer(verifier),
+        gen = self.generator.metered()  # this solve's counts, whatever runs beside it on this server
+        search = Search(gen, problem.strip(), params, self.answers, scorer=self.scorer(verifier, gen),
                         listener=listener, cancel=cancel)
-        before = self.generator.stats()
         result = run_strategy(strategy, search)
-        after = self.generator.stats()  # the server's counts over this run: runs beside it on this solver add theirs
-        result.stats.update({k: v - before.get(k, 0) for k, v in after.items()})
+        result.stats.update(gen.stats())
         return result, search
 
     def check(self, strategy: str, verifier: str, params: SearchParams | None = None) -> None:
@@ -247,7 +247,7 @@ class RemoteSolver:
             self._prm.check()  # the PRM's server pools and answers a reward per step tag
             self._prm_checked = True
         cut = bool(params is not None and params.adaptive is not None and params.adaptive.cut)
-        why = self.capabilities().refuse(strategy, verifier, cut)
+        why = self.capabilities().refuse(strategy, verifier, cut, own_template=self.generator.template is not None)
         if why:
             raise InputError(f"{self.client.shown}: {why}")
 

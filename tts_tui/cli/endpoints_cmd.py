@@ -11,6 +11,7 @@ from typing import Any, Optional
 
 import typer
 
+from tts_tui.backends.openai.client import safe_url
 from tts_tui.errors import TTSError
 
 endpoints_app = typer.Typer(help="Named OpenAI-compatible servers (llama-server, vLLM, SGLang).", no_args_is_help=True)
@@ -65,7 +66,7 @@ def add(name: str = typer.Argument(...), base_url: str = typer.Option(..., "--ba
     all_[name] = {"base_url": base_url, "model": model, "api_key_env": api_key_env, "template": template,
                   **({"prm_url": prm_url, "prm": prm, "prm_api_key_env": prm_api_key_env} if prm_url else {})}
     _save(all_)
-    print(f"{name}: {base_url} ({model})")
+    print(f"{name}: {safe_url(base_url)} ({model})")
 
 
 @endpoints_app.command("remove")
@@ -84,8 +85,8 @@ def list_() -> None:
             print(f"{name:16} (incomplete: no base_url or model)")
             continue
         key = f"  key from ${e['api_key_env']}" if e.get("api_key_env") else ""
-        prm = f"  prm {e['prm']} at {e['prm_url']}" if e.get("prm_url") else ""
-        print(f"{name:16} {e['base_url']:32} {e['model']}{key}{prm}")
+        prm = f"  prm {e['prm']} at {safe_url(e['prm_url'])}" if e.get("prm_url") else ""
+        print(f"{name:16} {safe_url(e['base_url']):32} {e['model']}{key}{prm}")
 
 
 @endpoints_app.command("check")
@@ -99,7 +100,7 @@ def check(name: str = typer.Argument(...)) -> None:
     e = endpoint(name)
     key = _key_from(e.get("api_key_env"), "the endpoint's api_key_env")
     caps = probe(OpenAIClient(e["base_url"], api_key=key, retries=1, timeout=30), e["model"])
-    print(f"{name}: {e['base_url']} ({e['model']})")
+    print(f"{name}: {safe_url(e['base_url'])} ({e['model']})")
     for line in caps.lines():
         print(f"  {line}")
     if e.get("prm_url"):
@@ -107,6 +108,6 @@ def check(name: str = typer.Argument(...)) -> None:
 
         prm_key = _key_from(e.get("prm_api_key_env"), "the endpoint's prm_api_key_env")
         RemotePRM(OpenAIClient(e["prm_url"], api_key=prm_key, retries=1, timeout=30), e["prm"]).check()
-        print(f"  prm: {e['prm']} at {e['prm_url']}: one reward per step tag")
+        print(f"  prm: {e['prm']} at {safe_url(e['prm_url'])}: one reward per step tag")
     if not caps.continuation:
         raise TTSError(f"{name}: not usable (no completion came back)", exit_code=1)

@@ -235,13 +235,15 @@ def _eval_remote(data: Path, problems, strategies, ns, base, budget_per_sample: 
         return solver.solve(problem, strat, params, verifier, cancel=cancel)
 
     t0 = time.monotonic()
-    seen: set[str] = set()
+    solved = [0]
 
     def on_row(row: dict) -> None:
         _print_row(row)
-        seen.add(row["id"])
+        if row.get("failed") or row.get("subsampled_from") is not None:
+            return  # a failure solved nothing; a row derived from a run is not a run
+        solved[0] += 1  # one problem run by one strategy
         minutes = max(1e-9, (time.monotonic() - t0) / 60)
-        print(f"# {len(seen)} problems, {len(seen) / minutes:.2f} per minute", file=sys.stderr, flush=True)
+        print(f"# {solved[0]} problems solved, {solved[0] / minutes:.2f} per minute", file=sys.stderr, flush=True)
 
     stamp = {"settings_digest": digest, "code": code, **library_versions(), "backend": "openai"}
     rows = run_eval(problems, strategies, ns, base, solve, out, budget_per_sample, on_row, stamp=stamp,

@@ -40,7 +40,7 @@ def server_preset(endpoint: Optional[str], backend: str, base_url: Optional[str]
         raise TTSError(f"unknown --template {template!r} (chatml, or leave it to the server)")
     from urllib.parse import urlparse
 
-    name = urlparse(base_url).netloc or base_url  # host:port names it in the picker
+    name = urlparse(base_url).netloc.rpartition("@")[2] or base_url  # host:port names it (never user:pass@)
     return ep.value(name), {name: {"base_url": base_url, "model": model, "api_key_env": api_key_env,
                                    "template": template}}
 

@@ -44,9 +44,10 @@ def configured() -> dict[str, Endpoint]:
     return {n: e for n, e in found.items() if isinstance(e, dict) and e.get("base_url") and e.get("model")}
 
 
-def api_key(name: str, e: Endpoint) -> str | None:
-    """The key from the variable the endpoint names; the key itself is never shown anywhere."""
-    var = e.get("api_key_env")
+def api_key(name: str, e: Endpoint, field: str = "api_key_env") -> str | None:
+    """The key from the variable the endpoint names (its policy's, or `prm_api_key_env`
+    for its PRM's); the key itself is never shown anywhere."""
+    var = e.get(field)
     if not var:
         return None
     key = os.environ.get(var)
@@ -74,7 +75,9 @@ def check(name: str, e: Endpoint, timeout: float | None = None) -> Health:
     from tts_tui.backends.openai import OpenAIClient
     from tts_tui.backends.openai.client import RemoteError
 
-    where = f"{e['base_url']} ({e['model']})"
+    from tts_tui.backends.openai.client import safe_url
+
+    where = f"{safe_url(e['base_url'])} ({e['model']})"
     try:
         client = OpenAIClient(e["base_url"], api_key=api_key(name, e), retries=0,
                               timeout=HEALTH_TIMEOUT_S if timeout is None else timeout)
@@ -104,4 +107,6 @@ def connect(name: str, e: Endpoint):
         raise InputError(health.detail)
     if not health.ok:
         raise RemoteError(health.detail)
-    return RemoteSolver(e["base_url"], e["model"], api_key=api_key(name, e), template=e.get("template"))
+    return RemoteSolver(e["base_url"], e["model"], api_key=api_key(name, e), template=e.get("template"),
+                        prm_url=e.get("prm_url"), prm_model=e.get("prm"),
+                        prm_api_key=api_key(name, e, "prm_api_key_env"))

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from tts_tui.backends.openai.client import safe_url
 from tts_tui.errors import InputError
 from tts_tui.search import events as ev
 from tts_tui.search.protocol import SearchParams
@@ -92,7 +93,7 @@ class SolverRunner:
         if self._solver is not None and self._key == key:
             return self._solver
         self._unload(status)  # frees a local model's memory: the server does the decoding now
-        status(f"connecting to {name} ({e['base_url']})…")
+        status(f"connecting to {name} ({safe_url(e['base_url'])})…")
         self._solver = ep.connect(name, e)
         self._key = key
         return self._solver

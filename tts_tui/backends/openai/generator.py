@@ -12,6 +12,7 @@ from the server's `usage`; the token ids are kept where it returns them (else -1
 
 from __future__ import annotations
 
+import copy
 import math
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -20,7 +21,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
-from tts_tui.backends.openai.client import OpenAIClient, RemoteError
+from tts_tui.backends.openai.client import Cancelled, OpenAIClient, RemoteError, count_of
 from tts_tui.backends.prompts import SYSTEM_PROMPT, follow_up, judge_messages
 from tts_tui.backends.protocol import answer_complete
 from tts_tui.search.protocol import Expand, StepResult
@@ -42,15 +43,36 @@ class RemoteGenerator:
         self.template = template  # None: the server's own (/apply-template); "chatml": ours
         self.system = system
         self.cache_prompt = True  # False: ask llama-server not to reuse its cached prefix
+        self.slots = _Slots()  # the server's parallel slots, where it says (shared by every view)
         self._lock = threading.Lock()
         self._usage = {"requests": 0, "prompt_tokens": 0, "generated_tokens": 0, "cached_tokens": 0}
+        self._parents: tuple[RemoteGenerator, ...] = ()
+
+    def metered(self) -> RemoteGenerator:
+        """This generator with counters of its own (one solve's) that also add to this
+        one's: solves running side by side on one server each count only their requests."""
+        view = copy.copy(self)
+        view._lock = threading.Lock()
+        view._usage = dict.fromkeys(self._usage, 0)
+        view._parents = (*self._parents, self)
+        return view
+
+    def post(self, path: str, body: dict[str, Any], stop: Callable[[], bool] | None = None) -> Any:
+        """A request besides the search's steps (a template, a judge's question), within the
+        server's slots: its prompt tokens count; its one-token answer is not the search's
+        generated tokens."""
+        with self.slots.hold(stop):
+            resp = self.client.post(path, body, stop=stop)
+        usage = resp.get("usage") if isinstance(resp, dict) else None
+        self._count(usage if isinstance(usage, dict) else {}, 0)
+        return resp
 
     # -- prompts ---------------------------------------------------------------------------
     def render(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
         if self.template == CHATML:
             return _chatml(messages, add_generation_prompt)
         try:
-            out = self.client.post("/apply-template", {"messages": messages})
+            out = self.post("/apply-template", {"messages": messages})
         except RemoteError as exc:
             if exc.transient or exc.status not in (400, 404, 405, 501):
                 raise  # the server is down or busy: no hint, and a resume runs the problem again
@@ -122,8 +144,11 @@ class RemoteGenerator:
         pool = ThreadPoolExecutor(max_workers=max(1, len(requests)))
         futures = [pool.submit(grow, i) for i in range(len(requests))]
         try:
-            wait(futures, return_when=FIRST_EXCEPTION)
-            return [f.result() for f in futures]  # the others end at their next step: then the error
+            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            for f in done:  # the failure itself at once, not after the branches before it
+                if f.exception() is not None:
+                    raise f.exception()
+            return [f.result() for f in futures]
         except BaseException:
             abort.set()  # Ctrl-C, or a branch's error: nothing more is sent
             raise
@@ -147,12 +172,15 @@ class RemoteGenerator:
             # step would draw the same random numbers at each step's token j
             step_seed = (s.seed * 1_000_003 + len(steps)) % (2**31 - 1)
             end = None
-            with rounds.turn(i):
+            with rounds.turn(i, should_stop):
                 got = 0 if should_stop() else take(want)  # a stop may come while it waits its turn
                 if got > 0:
                     n = 0  # a request that fails spent nothing of the budget
                     try:
-                        piece, ids, lps, confs, stop_kind, n = self._complete(text, got, s, rule, step_seed)
+                        piece, ids, lps, confs, stop_kind, n = self._complete(text, got, s, rule, step_seed,
+                                                                              should_stop)
+                    except Cancelled:
+                        end = "cancelled"  # stopped while retrying or waiting for a slot
                     except RemoteError as exc:
                         if not _context_full(exc):
                             raise
@@ -198,7 +226,8 @@ class RemoteGenerator:
         emit(res)
         return steps
 
-    def _complete(self, prompt: str, max_tokens: int, s: Any, rule: Any, seed: int):
+    def _complete(self, prompt: str, max_tokens: int, s: Any, rule: Any, seed: int,
+                  stop: Callable[[], bool] | None = None):
         stops = ([rule.delimiter] if rule.delimiter else []) + list(rule.stop)
         top = max(1, rule.conf_top_k)  # DeepConf's confidence needs the k likeliest tokens
         body: dict[str, Any] = {"model": self.model, "prompt": prompt, "max_tokens": max_tokens,
@@ -208,7 +237,8 @@ class RemoteGenerator:
             body["top_k"] = s.top_k
         if not self.cache_prompt:
             body["cache_prompt"] = False  # llama-server: evaluate the whole prompt (a measurement's baseline)
-        resp = self.client.post("/v1/completions", body)
+        with self.slots.hold(stop):
+            resp = self.client.post("/v1/completions", body, stop=stop)
         try:
             choice = resp["choices"][0]
             piece = choice["text"]
@@ -225,7 +255,7 @@ class RemoteGenerator:
             kind, matched = _stop_kind(finish, choice, resp)
         except (KeyError, IndexError, TypeError, ValueError, AttributeError):
             raise RemoteError(f"{self.client.shown}: the server's completion has malformed logprobs or usage") from None
-        self._count(usage, n)
+        self._count(usage if isinstance(usage, dict) else {}, n)
         if kind == "word" and matched is None and not piece:
             kind = "eos"  # nothing written and no stop string named: the model ended
         if kind == "word":
@@ -240,13 +270,21 @@ class RemoteGenerator:
             ids += [-1] * (n - len(ids))
         return piece, ids[:n], lps[:n], confs[:n], kind, n
 
-    def _count(self, usage: dict[str, Any], n: int) -> None:
-        with self._lock:
-            self._usage["requests"] += 1
-            self._usage["prompt_tokens"] += int(usage.get("prompt_tokens") or 0)
-            self._usage["generated_tokens"] += n
-            details = usage.get("prompt_tokens_details") or {}
-            self._usage["cached_tokens"] += int(details.get("cached_tokens") or 0)
+    def _count(self, usage: dict[str, Any], generated: int) -> None:
+        """Add one request's counts here and to every generator this one is a view of. A
+        malformed `usage` counts as none (the counts inform; the answer itself was read)."""
+        details = usage.get("prompt_tokens_details")
+        add = {"requests": 1, "prompt_tokens": count_of(usage.get("prompt_tokens")),
+               "generated_tokens": generated,
+               "cached_tokens": count_of(details.get("cached_tokens") if isinstance(details, dict) else None)}
+        self.add_usage(add)
+
+    def add_usage(self, add: dict[str, int]) -> None:
+        """Counts from outside the completions (a PRM server's prompt tokens, say)."""
+        for gen in (self, *self._parents):
+            with gen._lock:
+                for k, v in add.items():
+                    gen._usage[k] = gen._usage.get(k, 0) + v
 
     # -- judging, housekeeping -----------------------------------------------------------------
     def compare(self, problem: str, pairs: Sequence[tuple[str, str]]) -> list[float]:
@@ -258,8 +296,8 @@ class RemoteGenerator:
 
     def _judge(self, problem: str, first: str, second: str) -> float:
         prompt = self.render(judge_messages(problem, first, second))
-        resp = self.client.post("/v1/completions", {"model": self.model, "prompt": prompt, "max_tokens": 1,
-                                                    "temperature": 0.0, "logprobs": 20})
+        resp = self.post("/v1/completions", {"model": self.model, "prompt": prompt, "max_tokens": 1,
+                                             "temperature": 0.0, "logprobs": 20})
         top = _first_top_logprobs(_first_choice(resp).get("logprobs"))
         la, lb = top.get("A"), top.get("B")
         if la is None and lb is None:
@@ -316,24 +354,58 @@ class _Rounds:
         self._growing = set(range(n))
 
     @contextmanager
-    def turn(self, i: int) -> Iterator[None]:
+    def turn(self, i: int, stop: Callable[[], bool]) -> Iterator[None]:
+        """Wait for branch i's turn; a stop ends the wait (the caller checks it next): a
+        branch that never ran (its thread cancelled at an abort) must not hold the others."""
         with self._cond:
-            while not self._free or self._started[i] > min(self._started[j] for j in self._growing):
-                self._cond.wait()
-            self._free -= 1
-            self._started[i] += 1
-            self._cond.notify_all()
+            while (self._free <= 0 or self._started[i] > min(self._started[j] for j in self._growing)) \
+                    and not stop():
+                self._cond.wait(0.1)
+            took = self._free > 0 and not stop()
+            if took:
+                self._free -= 1
+                self._started[i] += 1
+                self._cond.notify_all()
         try:
             yield
         finally:
-            with self._cond:
-                self._free += 1
-                self._cond.notify_all()
+            if took:
+                with self._cond:
+                    self._free += 1
+                    self._cond.notify_all()
 
     def done(self, i: int) -> None:
         with self._cond:
             self._growing.discard(i)
             self._cond.notify_all()
+
+
+class _Slots:
+    """At most the server's parallel slots in flight from this process (all its solves),
+    when the server says how many it has (llama-server's /props): a request queued in
+    the server would spend its timeout waiting there. Unknown: no limit."""
+
+    def __init__(self) -> None:
+        self._sem: threading.Semaphore | None = None
+        self.size: int | None = None
+
+    def set(self, n: int | None) -> None:
+        if n and n > 0 and self._sem is None:
+            self.size, self._sem = n, threading.BoundedSemaphore(n)
+
+    @contextmanager
+    def hold(self, stop: Callable[[], bool] | None = None) -> Iterator[None]:
+        sem = self._sem
+        if sem is None:
+            yield
+            return
+        while not sem.acquire(timeout=0.1):
+            if stop is not None and stop():
+                raise Cancelled("cancelled while waiting for a server slot")
+        try:
+            yield
+        finally:
+            sem.release()
 
 
 def _stop_kind(finish: str | None, choice: dict[str, Any], resp: dict[str, Any]) -> tuple[str, str | None]:
@@ -398,10 +470,17 @@ def _first_top_logprobs(lp: Any) -> dict[str, float]:
 def _first_top(lp: Any) -> dict[str, float]:
     if isinstance(lp, dict) and isinstance(lp.get("content"), list) and lp["content"]:
         first = lp["content"][0]
-        return {str(t.get("token", "")).strip(): float(t["logprob"]) for t in first.get("top_logprobs", [])}
-    if isinstance(lp, dict) and isinstance(lp.get("top_logprobs"), list) and lp["top_logprobs"]:
-        return {str(k).strip(): float(v) for k, v in (lp["top_logprobs"][0] or {}).items()}
-    return {}
+        pairs = [(t.get("token", ""), t["logprob"]) for t in first.get("top_logprobs", [])]
+    elif isinstance(lp, dict) and isinstance(lp.get("top_logprobs"), list) and lp["top_logprobs"]:
+        pairs = list((lp["top_logprobs"][0] or {}).items())
+    else:
+        return {}
+    # "Yes" and " Yes" are two tokens with one meaning: their probabilities add
+    out: dict[str, float] = {}
+    for token, logprob in pairs:
+        key, v = str(token).strip(), float(logprob)
+        out[key] = v if key not in out else max(out[key], v) + math.log1p(math.exp(-abs(out[key] - v)))
+    return out
 
 
 def _first_choice(resp: Any) -> dict[str, Any]:
@@ -426,13 +505,16 @@ class RemoteJudge:
         self.question = question
 
     def score(self, search: Any, nodes: Sequence[Any]) -> list[float]:
+        # the solve's own view, where it has one: its judge requests count in its figures
+        gen = search.gen if isinstance(getattr(search, "gen", None), RemoteGenerator) else self.gen
+
         def one(node: Any) -> float:
-            msgs = [{"role": "system", "content": self.gen.system},
+            msgs = [{"role": "system", "content": gen.system},
                     {"role": "user", "content": search.tree.problem},
                     {"role": "assistant", "content": search.tree.path_text(node)},
                     {"role": "user", "content": self.question}]
-            resp = self.gen.client.post("/v1/completions", {"model": self.gen.model, "prompt": self.gen.render(msgs),
-                                                            "max_tokens": 1, "temperature": 0.0, "logprobs": 20})
+            resp = gen.post("/v1/completions", {"model": gen.model, "prompt": gen.render(msgs),
+                                                "max_tokens": 1, "temperature": 0.0, "logprobs": 20})
             top = _first_top_logprobs(_first_choice(resp).get("logprobs"))
             yes = [v for k, v in top.items() if k.lower() == "yes"]
             no = [v for k, v in top.items() if k.lower() == "no"]

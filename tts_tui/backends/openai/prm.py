@@ -10,10 +10,11 @@ as the local PRM scores it. Served with, for example:
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import Any
 
-from tts_tui.backends.openai.client import OpenAIClient, RemoteError
+from tts_tui.backends.openai.client import OpenAIClient, RemoteError, count_of
 
 STEP_TAG = "<extra_0>"
 # the system prompt of Qwen2.5-Math-PRM's model card: the PRM was trained with it
@@ -48,7 +49,8 @@ class RemotePRM:
         self.client = client
         self.model = model
         self.step_tag = step_tag
-        self.prompt_tokens = 0
+        self.prompt_tokens = 0  # over every solve (each solve's own are in its stats)
+        self._lock = threading.Lock()
 
     def score(self, search: Any, nodes: Sequence[Any]) -> list[float]:
         if not nodes:
@@ -63,7 +65,13 @@ class RemotePRM:
             raise RemoteError(f"{self.client.shown}/pooling: the answer has no data[i].data") from None
         if len(rewards) != len(nodes):
             raise RemoteError(f"{self.client.shown}/pooling: {len(rewards)} outputs for {len(nodes)} inputs")
-        self.prompt_tokens += int((resp.get("usage") or {}).get("prompt_tokens") or 0)
+        usage = resp.get("usage") if isinstance(resp.get("usage"), dict) else {}
+        tokens = count_of(usage.get("prompt_tokens"))
+        with self._lock:
+            self.prompt_tokens += tokens
+        add = getattr(search.gen, "add_usage", None)  # the solve's counts, on a remote policy
+        if add is not None:
+            add({"prm_prompt_tokens": tokens})
         # a node with no step text yet (the root) has no tag: it is scored as a coin
         return [r[-1] if r else 0.5 for r in rewards]
 
