@@ -636,3 +636,26 @@ def test_breaking_off_a_concurrent_run_cancels_the_jobs_in_flight(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         run_eval(problems, ["cot"], [1], SearchParams(), solve, tmp_path, 64, on_row, concurrency=2, cancel=cancel)
     assert cancel.is_set() and time.monotonic() - t0 < 5  # the job in flight did not run its 10 s
+
+
+def test_a_break_off_still_logs_the_jobs_that_had_finished():
+    import threading
+    import time
+
+    from tts_tui.evaluate import _jobs_done
+
+    cancel, stop = threading.Event(), threading.Event()
+
+    def run(job):
+        if job == "slow":
+            cancel.wait(5)  # in flight until the break-off cancels it
+            return [{"job": job}]
+        return [{"job": job}]
+
+    salvaged: list[dict] = []
+    jobs = _jobs_done(["a", "slow", "b"], run, 3, stop, cancel, salvage=salvaged.extend)
+    first, _ = next(jobs)
+    time.sleep(0.3)  # the other quick job ends too, not yet read
+    jobs.close()  # the caller breaks off (Ctrl-C)
+    assert cancel.is_set()
+    assert sorted([first] + [r["job"] for r in salvaged]) == ["a", "b"]  # done work kept; the cancelled one not

@@ -548,7 +548,8 @@ def run_eval(
     errors: list[tuple[str, str]] = []  # (problem id, error) of the problems failing in a row now
     stop = threading.Event()  # set: start no more jobs, but log those in flight as they end
     stopped = ""
-    for job, rows in _jobs_done(jobs, run, concurrency, stop, cancel):
+
+    def write(rows: list[dict[str, Any]]) -> None:
         for row in rows:
             if row["key"] in done:
                 continue
@@ -557,6 +558,9 @@ def run_eval(
             done.add(row["key"])
             if on_row:
                 on_row(row)
+
+    for job, rows in _jobs_done(jobs, run, concurrency, stop, cancel, salvage=write):
+        write(rows)
         failed = bool(rows) and bool(rows[0].get("failed"))  # a job's rows fail together
         errors = [*errors, (job[4].id, rows[0]["failed"])] if failed else []
         if len(errors) >= MAX_FAILED_IN_A_ROW and not stopped:
@@ -568,12 +572,14 @@ def run_eval(
 
 
 def _jobs_done(jobs: list[tuple], run: Callable[[tuple], list[dict[str, Any]]], concurrency: int,
-               stop: threading.Event, cancel: threading.Event | None = None):
+               stop: threading.Event, cancel: threading.Event | None = None,
+               salvage: Callable[[list[dict[str, Any]]], None] | None = None):
     """(job, rows) as jobs finish: in order one at a time, or `concurrency` at once. A job
     starts only when one has ended and the caller, having read its rows, has not set
     `stop`; those in flight at a stop are still yielded as they end (their work is done:
-    it is logged). When the caller breaks off (an exception: Ctrl-C), `cancel` is set so
-    the jobs in flight end at their next step, and their rows are dropped."""
+    it is logged). When the caller breaks off (an exception: Ctrl-C), the rows of jobs
+    that had already finished go to `salvage` (their work is done), then `cancel` is set
+    so the jobs still in flight end at their next step, and their rows are dropped."""
     if concurrency <= 1:
         for job in jobs:
             if stop.is_set():
@@ -601,8 +607,12 @@ def _jobs_done(jobs: list[tuple], run: Callable[[tuple], list[dict[str, Any]]], 
                 yield running.pop(fut), fut.result()
             fill()
     except BaseException:  # GeneratorExit: the caller broke off
+        finished = [f for f in running if f.done() and not f.cancelled() and f.exception() is None]
         if cancel is not None:
             cancel.set()
+        if salvage is not None:
+            for f in finished:
+                salvage(f.result())
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
