@@ -619,3 +619,17 @@ def test_the_tui_connects_an_endpoint_with_its_prm():
     with Standin() as policy, Standin(pools=True) as prm:
         solver = connect("gpu", {"base_url": policy.url, "model": "standin", "prm_url": prm.url, "prm": "prm"})
         assert solver.scorer("prm") is solver._prm
+
+
+def test_a_dead_server_in_the_list_is_passed_over_while_another_answers():
+    from tts_tui.cli.eval_cmd import _RoundRobin
+
+    a, b = object(), object()
+    pick = _RoundRobin([a, b])
+    assert {pick.next(), pick.next()} == {a, b}  # in turn
+    pick.failed(b, True)
+    pick.failed(b, True)  # b: twice unreachable
+    picks = [pick.next() for _ in range(16)]
+    assert picks.count(b) == 2  # only its every-8th retry
+    pick.failed(b, False)  # it answered: back in turn
+    assert {pick.next(), pick.next()} == {a, b}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Optional
@@ -201,9 +202,6 @@ def _eval_remote(data: Path, problems, strategies, ns, base, budget_per_sample: 
                  prm_api_key_env: Optional[str] = None) -> None:
     """`tts eval --backend openai`: the same rows from servers, `concurrency` problems at
     once, spread round robin over the --base-url list."""
-    import itertools
-    import threading
-
     from tts_tui.cli.app import remote_solver
     from tts_tui.evaluate import (code_version, current_filter, file_sha256, job_params, library_versions,
                                   open_settings, params_settings, run_eval)
@@ -224,15 +222,18 @@ def _eval_remote(data: Path, problems, strategies, ns, base, budget_per_sample: 
     out = out or Path("eval-out") / f"{data.stem}-{Path(model).name}-remote"
     code = code_version()
     digest = open_settings(out, settings, strategies, allow_change=allow_settings_change, code=code)
-    turn = itertools.cycle(solvers)
-    lock = threading.Lock()
-
+    pick = _RoundRobin(solvers)
     cancel = threading.Event()  # set if the run is broken off: the problems in flight stop
 
     def solve(problem: str, strat: str, params):
-        with lock:
-            solver = next(turn)
-        return solver.solve(problem, strat, params, verifier, cancel=cancel)
+        solver = pick.next()
+        try:
+            out = solver.solve(problem, strat, params, verifier, cancel=cancel)
+        except TTSError as exc:
+            pick.failed(solver, exc.transient)
+            raise
+        pick.failed(solver, False)
+        return out
 
     t0 = time.monotonic()
     solved = [0]
@@ -253,6 +254,34 @@ def _eval_remote(data: Path, problems, strategies, ns, base, budget_per_sample: 
     print(f"# log: {out / 'log.jsonl'}  plot: {out / 'plot.svg'}  settings: {out / 'settings.json'} ({digest})"
           f"  servers: {len(solvers)}, concurrency {concurrency}")
     _tail(mine, strategies)
+
+
+class _RoundRobin:
+    """Problems spread over the servers in turn; a server whose last two problems failed
+    for want of an answer (down, overloaded) is passed over while another answers, and
+    given a problem again every SKIP_ROUNDS picks to see whether it is back."""
+
+    SKIP_ROUNDS = 8
+
+    def __init__(self, solvers: list) -> None:
+        self.solvers = solvers
+        self.streak = [0] * len(solvers)
+        self.picks = 0
+        self.lock = threading.Lock()
+
+    def next(self):
+        with self.lock:
+            self.picks += 1
+            healthy = [i for i, n in enumerate(self.streak) if n < 2]
+            failing = [i for i, n in enumerate(self.streak) if n >= 2]
+            if failing and (not healthy or self.picks % self.SKIP_ROUNDS == 0):
+                return self.solvers[failing[(self.picks // self.SKIP_ROUNDS) % len(failing)]]  # back yet?
+            return self.solvers[healthy[self.picks % len(healthy)]]
+
+    def failed(self, solver, transient: bool) -> None:
+        with self.lock:
+            i = self.solvers.index(solver)
+            self.streak[i] = self.streak[i] + 1 if transient else 0
 
 
 def _print_row(row: dict) -> None:
