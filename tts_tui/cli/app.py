@@ -69,8 +69,9 @@ def remote_solver(base_url: Optional[str], model: Optional[str], api_key_env: Op
     if not model:
         raise TTSError("--backend openai needs --model NAME (the server's model name)")
     key = _key_from(api_key_env, "--api-key-env")
-    if template not in (None, "chatml"):
-        raise TTSError(f"unknown --template {template!r} (chatml, or leave it to the server)")
+    from tts_tui.backends.openai.templates import checked
+
+    template = checked(template)
     if prm_url and not prm:
         raise TTSError("--prm-url needs --prm NAME (the PRM's model name on that server)")
     return RemoteSolver(base_url, model, api_key=key, template=template, prm_url=prm_url, prm_model=prm,
@@ -134,7 +135,7 @@ def solve(
     base_url: Optional[str] = typer.Option(None, "--base-url", help="openai: the server, e.g. http://127.0.0.1:8080"),
     api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="openai: the variable holding the API key."),
     template: Optional[str] = typer.Option(None, "--template",
-                                           help="openai: chatml, where the server cannot render its own template."),
+                                           help="openai: chatml, or a file with the model's template (.jinja, tokenizer_config.json, .gguf), where the server renders none."),
 ) -> None:
     """Solve one problem with a test-time scaling strategy."""
     from tts_tui.cli.progress import SearchProgress, download_progress

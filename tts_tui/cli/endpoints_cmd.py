@@ -50,7 +50,8 @@ def endpoint(name: str) -> dict[str, Any]:
 def add(name: str = typer.Argument(...), base_url: str = typer.Option(..., "--base-url"),
         model: str = typer.Option(..., "--model", help="The server's model name."),
         api_key_env: Optional[str] = typer.Option(None, "--api-key-env"),
-        template: Optional[str] = typer.Option(None, "--template"),
+        template: Optional[str] = typer.Option(None, "--template", help="chatml, or a file with the model's "
+                                               "template (.jinja, tokenizer_config.json, .gguf)."),
         prm_url: Optional[str] = typer.Option(None, "--prm-url", help="A vLLM server pooling a PRM for this one."),
         prm: Optional[str] = typer.Option(None, "--prm", help="That PRM's model name."),
         prm_api_key_env: Optional[str] = typer.Option(None, "--prm-api-key-env",
@@ -60,8 +61,11 @@ def add(name: str = typer.Argument(...), base_url: str = typer.Option(..., "--ba
         raise TTSError("give --prm-url URL and --prm NAME together")
     from tts_tui.backends.openai import OpenAIClient
 
+    from tts_tui.backends.openai.templates import checked
+
     for url in filter(None, (base_url, prm_url)):
         OpenAIClient(url)  # a malformed URL is refused now, not at its first use
+    template = checked(template)  # kept as an absolute path: the endpoint works from any directory
     all_ = load_endpoints()
     all_[name] = {"base_url": base_url, "model": model, "api_key_env": api_key_env, "template": template,
                   **({"prm_url": prm_url, "prm": prm, "prm_api_key_env": prm_api_key_env} if prm_url else {})}

@@ -67,7 +67,7 @@ def eval_command(
     backend: str = typer.Option("llamacpp", "--backend", help="llamacpp (in process) or openai (servers)."),
     base_url: Optional[str] = typer.Option(None, "--base-url", help="openai: URL[,URL2,...]; problems spread over them."),
     api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="openai: the variable holding the API key."),
-    template: Optional[str] = typer.Option(None, "--template", help="openai: chatml, where a server cannot render its own."),
+    template: Optional[str] = typer.Option(None, "--template", help="openai: chatml, or a file with the model's template (.jinja, tokenizer_config.json, .gguf), where the server renders none."),
     concurrency: int = typer.Option(1, "--concurrency", min=1, help="openai: problems run at once."),
 ) -> None:
     """Accuracy, mean tokens and time per strategy x N; resumable; writes log.jsonl and plot.svg."""
@@ -206,6 +206,9 @@ def _eval_remote(data: Path, problems, strategies, ns, base, budget_per_sample: 
     from tts_tui.evaluate import (code_version, current_filter, file_sha256, job_params, library_versions,
                                   open_settings, params_settings, run_eval)
 
+    from tts_tui.backends.openai.templates import checked
+
+    template = checked(template)  # a file: its absolute path (and its digest, below)
     urls = [u.strip() for u in (base_url or "").split(",") if u.strip()]
     solvers = ([remote_solver(u, model, api_key_env, template, prm, prm_url, prm_api_key_env) for u in urls]
                or [remote_solver(None, model, None, None)])
@@ -217,6 +220,7 @@ def _eval_remote(data: Path, problems, strategies, ns, base, budget_per_sample: 
             s.check(base_strategy(name), verifier, job_params(base, name, max(ns), budget_per_sample))
     settings = {"data": data.name, "data_sha256": file_sha256(data), "model": model, "model_sha256": None,
                 "backend": "openai", "template": template, "verifier": verifier,
+                **({"template_sha256": file_sha256(Path(template))} if template not in (None, "chatml") else {}),
                 **({"prm": prm} if verifier == "prm" else {}),
                 **params_settings(base, budget_per_sample)}
     out = out or Path("eval-out") / f"{data.stem}-{Path(model).name}-remote"

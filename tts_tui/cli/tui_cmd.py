@@ -36,8 +36,9 @@ def server_preset(endpoint: Optional[str], backend: str, base_url: Optional[str]
         raise TTSError(f"unknown backend {backend!r} (llamacpp or openai)")
     if not base_url or not model:
         raise TTSError("--backend openai needs --base-url URL and --model NAME (the server's model name)")
-    if template not in (None, "chatml"):
-        raise TTSError(f"unknown --template {template!r} (chatml, or leave it to the server)")
+    from tts_tui.backends.openai.templates import checked
+
+    template = checked(template)
     from urllib.parse import urlparse
 
     name = urlparse(base_url).netloc.rpartition("@")[2] or base_url  # host:port names it (never user:pass@)
@@ -62,7 +63,7 @@ def tui_command(
     base_url: Optional[str] = typer.Option(None, "--base-url", help="openai: the server, e.g. http://127.0.0.1:8080"),
     api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="openai: the variable holding the API key."),
     template: Optional[str] = typer.Option(None, "--template",
-                                           help="openai: chatml, where the server cannot render its own template."),
+                                           help="openai: chatml, or a file with the model's template (.jinja, tokenizer_config.json, .gguf), where the server renders none."),
 ) -> None:
     """Open the terminal UI (options as in `tts solve` preset the controls)."""
     model, endpoints = server_preset(endpoint, backend, base_url, model, api_key_env, template)

@@ -22,11 +22,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from tts_tui.backends.openai.client import Cancelled, OpenAIClient, RemoteError, count_of
+from tts_tui.backends.openai.templates import renderer
 from tts_tui.backends.prompts import SYSTEM_PROMPT, follow_up, judge_messages
 from tts_tui.backends.protocol import answer_complete
 from tts_tui.search.protocol import Expand, StepResult
-
-CHATML = "chatml"
 
 
 @dataclass(frozen=True)
@@ -40,7 +39,8 @@ class RemoteGenerator:
         self.client = client
         self.model = model
         self.concurrency = max(1, concurrency)
-        self.template = template  # None: the server's own (/apply-template); "chatml": ours
+        self.template = template  # None: the server's own (/apply-template); else ours (templates.renderer)
+        self._render = renderer(template) if template else None
         self.system = system
         self.cache_prompt = True  # False: ask llama-server not to reuse its cached prefix
         self.slots = _Slots()  # the server's parallel slots, where it says (shared by every view)
@@ -69,8 +69,8 @@ class RemoteGenerator:
 
     # -- prompts ---------------------------------------------------------------------------
     def render(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
-        if self.template == CHATML:
-            return _chatml(messages, add_generation_prompt)
+        if self._render is not None:
+            return self._render(messages, add_generation_prompt)
         try:
             out = self.post("/apply-template", {"messages": messages})
         except RemoteError as exc:
@@ -486,11 +486,6 @@ def _first_top(lp: Any) -> dict[str, float]:
 def _first_choice(resp: Any) -> dict[str, Any]:
     choices = resp.get("choices") if isinstance(resp, dict) else None
     return choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
-
-
-def _chatml(messages: list[dict[str, str]], add_generation_prompt: bool) -> str:
-    text = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
-    return text + ("<|im_start|>assistant\n" if add_generation_prompt else "")
 
 
 class RemoteJudge:

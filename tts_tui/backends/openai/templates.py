@@ -1,0 +1,120 @@
+"""Chat templates rendered on this side, for servers that render none (vLLM and SGLang
+have no `/apply-template`): ChatML by name, or the model's own Jinja template read from a
+file: a `.jinja` file, a Hugging Face `tokenizer_config.json` (its `chat_template`), or a
+GGUF file of the same model (its `tokenizer.chat_template` metadata)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tts_tui.errors import InputError
+
+CHATML = "chatml"
+Render = Callable[[list[dict[str, str]], bool], str]
+
+
+def chatml(messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+    text = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
+    return text + ("<|im_start|>assistant\n" if add_generation_prompt else "")
+
+
+def renderer(spec: str) -> Render:
+    """The renderer `--template spec` names: "chatml", or a file holding the template."""
+    if spec == CHATML:
+        return chatml
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        raise InputError(f"--template {spec}: neither chatml nor a file (a .jinja template, a "
+                         "tokenizer_config.json or the model's GGUF)")
+    source, bos, eos = _read(path)
+    return _jinja(source, bos, eos, path.name)
+
+
+def checked(spec: str | None) -> str | None:
+    """`--template` as it is kept: "chatml" or the file's absolute path, once it renders."""
+    if spec is None or spec == CHATML:
+        return spec
+    renderer(spec)(  # parse and render once now: a bad template is refused before any run
+        [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}], True)
+    return str(Path(spec).expanduser().resolve())
+
+
+def _read(path: Path) -> tuple[str, str, str]:
+    """(template, BOS text, EOS text) from the file."""
+    if path.suffix == ".gguf":
+        return _from_gguf(path)
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if path.suffix != ".json":
+        return text, "", ""
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path.name}: not JSON ({exc.msg}, line {exc.lineno})") from None
+    template = config.get("chat_template") if isinstance(config, dict) else None
+    if isinstance(template, list):  # named templates: the default one
+        named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
+        template = named.get("default") or next(iter(named.values()), None)
+    if not isinstance(template, str):
+        raise InputError(f"{path.name} holds no chat_template")
+    return template, _token_text(config.get("bos_token")), _token_text(config.get("eos_token"))
+
+
+def _token_text(token: Any) -> str:
+    """A tokenizer_config special token: a string or {"content": ...}."""
+    if isinstance(token, dict):
+        token = token.get("content")
+    return token if isinstance(token, str) else ""
+
+
+def _from_gguf(path: Path) -> tuple[str, str, str]:
+    from gguf import GGUFReader
+
+    try:
+        reader = GGUFReader(str(path))
+    except Exception as exc:  # noqa: BLE001 - the reader raises many kinds on a bad file
+        raise InputError(f"{path.name}: not a readable GGUF file ({type(exc).__name__})") from None
+    fields = reader.fields
+
+    def string(field: Any, i: int = 0) -> str:
+        return bytes(field.parts[field.data[i]]).decode("utf-8", "replace")
+
+    template = fields.get("tokenizer.chat_template")
+    if template is None:
+        raise InputError(f"{path.name} has no chat template in its metadata")
+    tokens = fields.get("tokenizer.ggml.tokens")
+
+    def token(key: str) -> str:
+        field = fields.get(key)
+        if field is None or tokens is None:
+            return ""
+        return string(tokens, int(field.parts[field.data[0]][0]))
+
+    return string(template), token("tokenizer.ggml.bos_token_id"), token("tokenizer.ggml.eos_token_id")
+
+
+def _jinja(source: str, bos: str, eos: str, name: str) -> Render:
+    """A Hugging Face style chat template, rendered as transformers renders it (sandboxed)."""
+    from jinja2 import TemplateError
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message: str) -> None:
+        raise TemplateError(message)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env.globals["raise_exception"] = raise_exception
+    try:
+        template = env.from_string(source)
+    except TemplateError as exc:
+        raise InputError(f"the chat template in {name} does not parse: {exc}") from None
+
+    def render(messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        try:
+            return template.render(messages=messages, add_generation_prompt=add_generation_prompt,
+                                   bos_token=bos, eos_token=eos)
+        except TemplateError as exc:
+            raise InputError(f"the chat template in {name} failed: {exc}") from None
+
+    return render
