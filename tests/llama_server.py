@@ -4,6 +4,7 @@ fault matrix."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -41,7 +42,7 @@ def start(model: str | Path, log: Path, *args: str, wait_s: float = 1200) -> tup
                 with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
                     if json.loads(r.read()).get("status") == "ok":
                         return proc, url
-            except (OSError, ValueError):  # not up yet, or still loading the model
+            except (OSError, ValueError, http.client.HTTPException):  # not up yet, or still loading
                 pass
             time.sleep(0.5)
         raise RuntimeError(f"llama-server did not come up in {wait_s:.0f} s (see {log})")

@@ -14,11 +14,14 @@ class Standin:
     """Solutions of `depth` steps; seed % 3 == 2 answers 41, the others 42. `fail` is a
     list of faults served to the next requests in order: an HTTP status, "garbage", "slow"."""
 
-    def __init__(self, depth: int = 3, step_tokens: int = 4, pools: bool = False, port: int = 0) -> None:
+    def __init__(self, depth: int = 3, step_tokens: int = 4, pools: bool = False, port: int = 0,
+                 templates: bool = True) -> None:
+        self.templates = templates  # False: no /apply-template (as vLLM, SGLang)
         self.depth = depth
         self.pools = pools  # answers vLLM's /pooling as a PRM would
         self.step_tokens = step_tokens
         self.fail: list = []
+        self.fail_get: list = []  # HTTP statuses for the next GETs (a server loading, overloaded)
         self.bodies: list[dict] = []
         self.headers: list[dict] = []
         self.server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
@@ -70,7 +73,9 @@ class Standin:
     def _wrap(text, content, finish, kind, prompt) -> dict:
         return {"choices": [{"text": text, "index": 0, "finish_reason": finish, "logprobs": {"content": content}}],
                 "usage": {"prompt_tokens": len(prompt) // 4, "completion_tokens": len(content),
-                          "total_tokens": len(prompt) // 4 + len(content)},
+                          "total_tokens": len(prompt) // 4 + len(content),
+                          # as a prefix cache would: the system prompt and question served from it
+                          "prompt_tokens_details": {"cached_tokens": min(len(prompt) // 4, 20)}},
                 "__verbose": {"stop_type": kind, "tokens": [c["id"] for c in content]}}
 
     def pooling(self, body: dict) -> dict:
@@ -102,6 +107,8 @@ class Standin:
                     pass  # the client gave up waiting (the timeout tests)
 
             def do_GET(self) -> None:
+                if standin.fail_get:
+                    return self._send(standin.fail_get.pop(0), b'{"error": {"message": "injected"}}')
                 if self.path == "/v1/models":
                     self._send(200, json.dumps({"data": [{"id": "standin"}]}).encode())
                 else:
@@ -126,7 +133,7 @@ class Standin:
                         time.sleep(2.0)
                     elif isinstance(fault, int):
                         return self._send(fault, b'{"error": {"message": "injected"}}')
-                if self.path == "/apply-template":
+                if self.path == "/apply-template" and standin.templates:
                     msgs = body["messages"]
                     text = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in msgs)
                     return self._send(200, json.dumps({"prompt": text + "<|im_start|>assistant\n"}).encode())

@@ -591,13 +591,21 @@ def test_a_branch_that_never_ran_does_not_hold_the_others_at_a_stop():
 
     from tts_tui.backends.openai.generator import _Rounds
 
+    import threading
+
     rounds = _Rounds(2, 2)
     with rounds.turn(0, lambda: False):
         pass  # branch 0 has had one turn; branch 1 never runs (its thread was cancelled)
+
+    def second_turn() -> None:
+        with rounds.turn(0, lambda: True):  # without the stop it would wait for branch 1 forever
+            pass
+
+    waiter = threading.Thread(target=second_turn, daemon=True)
     t0 = time.monotonic()
-    with rounds.turn(0, lambda: True):  # without the stop it would wait for branch 1 forever
-        pass
-    assert time.monotonic() - t0 < 1.0
+    waiter.start()
+    waiter.join(2.0)
+    assert not waiter.is_alive() and time.monotonic() - t0 < 1.0
 
 
 def test_eval_rows_of_a_server_carry_its_prompt_and_cached_tokens(tmp_path):
@@ -609,7 +617,7 @@ def test_eval_rows_of_a_server_carry_its_prompt_and_cached_tokens(tmp_path):
         rows = run_eval([Problem("p", "What is 6*7?", "42")], ["beam"], [4], SearchParams(m=2, max_steps=8),
                         lambda p, st, q: solver.solve(p, st, q), tmp_path, 64)
     row, = rows
-    assert row["server_prompt_tokens"] > 0 and row["server_requests"] > 0
+    assert row["server_prompt_tokens"] > 0 and row["server_requests"] > 0 and row["server_cached_tokens"] > 0
     assert row["prefill_tokens"] == row["server_prompt_tokens"] - row["server_cached_tokens"]
 
 

@@ -194,3 +194,10 @@ def test_the_tui_never_imports_textual_into_the_core():
             "assert 'textual' not in sys.modules and 'rich' not in sys.modules")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
 
+
+
+def test_a_server_that_answers_503_is_labelled_with_its_status_not_unreachable():
+    with Standin() as s:
+        s.fail_get = [503]
+        health = ep.check("busy", {"base_url": s.url, "model": "standin"})
+    assert health.label == "error 503", health

@@ -771,7 +771,8 @@ def _subtree_rows(strategy: str, n: int, yields: list[int], p: Problem, result: 
         yield {**base, "key": _key(strategy, k, p.id), "n": k, "answer": answer,
                "correct": bool(answer is not None and equivalent(answer, p.answer)),
                "tokens": tokens, **cost, "seconds": round(seconds * share, 2),
-               "subsampled_from": n if k != n else None, **extra}
+               "subsampled_from": n if k != n else None,
+               **(extra if k == n else {x: v for x, v in extra.items() if not x.startswith("server_")})}
 
 
 def _subtree_prefill(pf: Prefill | None, share: float) -> dict[str, int | None]:

@@ -227,6 +227,8 @@ def _eval_remote(data: Path, problems, strategies, ns, base, budget_per_sample: 
     code = code_version()
     digest = open_settings(out, settings, strategies, allow_change=allow_settings_change, code=code)
     pick = _RoundRobin(solvers)
+    t0 = time.monotonic()
+    solved = [0]
     cancel = threading.Event()  # set if the run is broken off: the problems in flight stop
 
     def solve(problem: str, strat: str, params):
@@ -237,16 +239,14 @@ def _eval_remote(data: Path, problems, strategies, ns, base, budget_per_sample: 
             pick.failed(solver, exc.transient)
             raise
         pick.failed(solver, False)
+        with pick.lock:
+            solved[0] += 1  # one problem run by one strategy (a carrier's several rows: one solve)
         return out
-
-    t0 = time.monotonic()
-    solved = [0]
 
     def on_row(row: dict) -> None:
         _print_row(row)
         if row.get("failed") or row.get("subsampled_from") is not None:
             return  # a failure solved nothing; a row derived from a run is not a run
-        solved[0] += 1  # one problem run by one strategy
         minutes = max(1e-9, (time.monotonic() - t0) / 60)
         print(f"# {solved[0]} problems solved, {solved[0] / minutes:.2f} per minute", file=sys.stderr, flush=True)
 
@@ -278,7 +278,9 @@ class _RoundRobin:
             self.picks += 1
             healthy = [i for i, n in enumerate(self.streak) if n < 2]
             failing = [i for i, n in enumerate(self.streak) if n >= 2]
-            if failing and (not healthy or self.picks % self.SKIP_ROUNDS == 0):
+            if failing and not healthy:
+                return self.solvers[failing[self.picks % len(failing)]]
+            if failing and self.picks % self.SKIP_ROUNDS == 0:
                 return self.solvers[failing[(self.picks // self.SKIP_ROUNDS) % len(failing)]]  # back yet?
             return self.solvers[healthy[self.picks % len(healthy)]]
 

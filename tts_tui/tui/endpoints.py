@@ -92,7 +92,7 @@ def check(name: str, e: Endpoint, timeout: float | None = None) -> Health:
 def _failure_label(error: str) -> str:
     """"error 401" where the server answered with a status (a wrong key, still loading),
     "unreachable" where nothing usable came back."""
-    status = re.search(r"answered (\d{3})|tries \((\d{3}) ", error)
+    status = re.search(r"answered (\d{3})|tr(?:y|ies) \((\d{3}) ", error)
     return f"error {status.group(1) or status.group(2)}" if status else "unreachable"
 
 

@@ -57,7 +57,9 @@ def probe(client: OpenAIClient, model: str) -> Capabilities:
     try:
         out = client.post("/apply-template", {"messages": [{"role": "user", "content": "hi"}]})
         caps.template = isinstance(out, dict) and isinstance(out.get("prompt"), str)
-    except RemoteError:
+    except RemoteError as exc:
+        if exc.transient:
+            raise  # down or overloaded: say so, never "renders no template" for the session
         caps.template = False
     # a server that cannot be reached says so here, in one line (not as "cannot continue")
     one = client.post("/v1/completions", {"model": model, "prompt": "1, 2, 3,", "max_tokens": 1,

@@ -34,7 +34,10 @@ class RemoteError(TTSError):
 
 def safe_url(url: str) -> str:
     """A URL fit for a message or a log: no user:password@, no query (where keys hide)."""
-    parts = urllib.parse.urlsplit(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return "(malformed URL)"
     host = parts.netloc.rpartition("@")[2]  # host[:port], whatever the port holds
     return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
 

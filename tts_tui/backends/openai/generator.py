@@ -251,7 +251,7 @@ class RemoteGenerator:
             usage = resp.get("usage") or {}
             ids, lps = _token_logprobs(choice.get("logprobs"), resp.get("__verbose"))
             confs = _confidences(choice.get("logprobs"), rule.conf_top_k) if rule.conf_top_k else []
-            n = int(usage.get("completion_tokens") or len(lps) or 0)
+            n = count_of(usage.get("completion_tokens")) or len(lps)
             kind, matched = _stop_kind(finish, choice, resp)
         except (KeyError, IndexError, TypeError, ValueError, AttributeError):
             raise RemoteError(f"{self.client.shown}: the server's completion has malformed logprobs or usage") from None
@@ -503,13 +503,20 @@ class RemoteJudge:
         # the solve's own view, where it has one: its judge requests count in its figures
         gen = search.gen if isinstance(getattr(search, "gen", None), RemoteGenerator) else self.gen
 
+        stop = getattr(getattr(search, "cancel", None), "is_set", None)
+
         def one(node: Any) -> float:
+            if stop is not None and stop():
+                return 0.5  # cancelled: no opinion, no request
             msgs = [{"role": "system", "content": gen.system},
                     {"role": "user", "content": search.tree.problem},
                     {"role": "assistant", "content": search.tree.path_text(node)},
                     {"role": "user", "content": self.question}]
-            resp = gen.post("/v1/completions", {"model": gen.model, "prompt": gen.render(msgs),
-                                                "max_tokens": 1, "temperature": 0.0, "logprobs": 20})
+            try:
+                resp = gen.post("/v1/completions", {"model": gen.model, "prompt": gen.render(msgs),
+                                                    "max_tokens": 1, "temperature": 0.0, "logprobs": 20}, stop=stop)
+            except Cancelled:
+                return 0.5
             top = _first_top_logprobs(_first_choice(resp).get("logprobs"))
             yes = [v for k, v in top.items() if k.lower() == "yes"]
             no = [v for k, v in top.items() if k.lower() == "no"]

@@ -43,10 +43,15 @@ def checked(spec: str | None) -> str | None:
 
 
 def _read(path: Path) -> tuple[str, str, str]:
-    """(template, BOS text, EOS text) from the file."""
-    if path.suffix == ".gguf":
+    """(template, BOS text, EOS text) from the file (a GGUF known by its magic, not its name)."""
+    try:
+        with path.open("rb") as f:
+            is_gguf = f.read(4) == b"GGUF"
+        text = "" if is_gguf else path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}") from None
+    if is_gguf:
         return _from_gguf(path)
-    text = path.read_text(encoding="utf-8", errors="replace")
     if path.suffix != ".json":
         return text, "", ""
     try:
@@ -73,11 +78,14 @@ def _from_gguf(path: Path) -> tuple[str, str, str]:
     from gguf import GGUFReader
 
     try:
-        reader = GGUFReader(str(path))
-    except Exception as exc:  # noqa: BLE001 - the reader raises many kinds on a bad file
+        return _gguf_fields(GGUFReader(str(path)).fields, path)
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the reader raises many kinds on a bad or cut file
         raise InputError(f"{path.name}: not a readable GGUF file ({type(exc).__name__})") from None
-    fields = reader.fields
 
+
+def _gguf_fields(fields: Any, path: Path) -> tuple[str, str, str]:
     def string(field: Any, i: int = 0) -> str:
         return bytes(field.parts[field.data[i]]).decode("utf-8", "replace")
 
@@ -96,15 +104,26 @@ def _from_gguf(path: Path) -> tuple[str, str, str]:
 
 
 def _jinja(source: str, bos: str, eos: str, name: str) -> Render:
-    """A Hugging Face style chat template, rendered as transformers renders it (sandboxed)."""
+    """A Hugging Face style chat template, rendered as transformers renders it (sandboxed,
+    its extensions, filters and globals). The server adds BOS itself when it tokenizes a
+    completions prompt: a BOS the template writes is dropped, as llama-server's own
+    /apply-template drops it, so the prompt holds one."""
+    import datetime
+
     from jinja2 import TemplateError
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
     def raise_exception(message: str) -> None:
         raise TemplateError(message)
 
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    def tojson(x: Any, ensure_ascii: bool = False, indent: int | None = None, separators: Any = None,
+               sort_keys: bool = False) -> str:
+        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
+    env.filters["tojson"] = tojson
     env.globals["raise_exception"] = raise_exception
+    env.globals["strftime_now"] = lambda fmt: datetime.datetime.now().strftime(fmt)
     try:
         template = env.from_string(source)
     except TemplateError as exc:
@@ -112,9 +131,10 @@ def _jinja(source: str, bos: str, eos: str, name: str) -> Render:
 
     def render(messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
         try:
-            return template.render(messages=messages, add_generation_prompt=add_generation_prompt,
-                                   bos_token=bos, eos_token=eos)
-        except TemplateError as exc:
-            raise InputError(f"the chat template in {name} failed: {exc}") from None
+            out = template.render(messages=messages, add_generation_prompt=add_generation_prompt,
+                                  bos_token=bos, eos_token=eos, tools=None, documents=None)
+        except Exception as exc:  # noqa: BLE001 - a template's error is the file's fault, never a crash
+            raise InputError(f"the chat template in {name} failed: {type(exc).__name__}: {exc}") from None
+        return out[len(bos):] if bos and out.startswith(bos) else out
 
     return render

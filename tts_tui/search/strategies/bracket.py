@@ -55,7 +55,7 @@ def bracket(search: Search) -> Result:
     alive = reps
     byes = _bye_count(len(alive))
     rnd = 0
-    judge0 = search.gen.stats().get("prompt_tokens", 0)  # the judge's prompts are prefilled, not generated
+    judge0 = _prefilled(search)  # the judge's prompts are prefilled, not generated
     while len(alive) > 1:
         rnd += 1
         # The top seeds sit out round 1 until a power of two is left; later rounds are even.
@@ -78,7 +78,7 @@ def bracket(search: Search) -> Result:
         for bye in free:
             search.note(f"round {rnd}: {bye.answer} gets a bye")
         alive = sorted(free + winners, key=lambda n: seed[n.id])
-    judge_tokens = int(search.gen.stats().get("prompt_tokens", 0) - judge0)
+    judge_tokens = int(_prefilled(search) - judge0)
     champ = alive[0]
     champion_group = by_rep[champ.id]
     ordered = [champion_group] + [g for g in groups if g is not champion_group]
@@ -122,3 +122,8 @@ def _match_node(search: Search, rnd: int, a: Node, b: Node, pa: float, win: Node
                                  "p_judge": round(p_judge, 4) if p_judge is not None else None, "winner": win.id})
     search.emit(ev.node_added(node))
 
+
+def _prefilled(search: Search) -> int:
+    """Prompt tokens the generator evaluated so far (a server's: less what its cache served)."""
+    stats = search.gen.stats()
+    return int(stats.get("prompt_tokens", 0) - stats.get("cached_tokens", 0))
