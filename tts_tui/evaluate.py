@@ -545,7 +545,7 @@ def run_eval(
         return _run_job(strategy, n, yields, names, p, params, solve, meter if concurrency <= 1 else None,
                         base.adaptive)
 
-    errors: list[tuple[str, str]] = []  # (problem id, error) of the problems failing in a row now
+    errors: list[tuple[str, str, bool]] = []  # (problem id, error, transient) of those failing in a row now
     stop = threading.Event()  # set: start no more jobs, but log those in flight as they end
     stopped = ""
 
@@ -562,7 +562,7 @@ def run_eval(
     for job, rows in _jobs_done(jobs, run, concurrency, stop, cancel, salvage=write):
         write(rows)
         failed = bool(rows) and bool(rows[0].get("failed"))  # a job's rows fail together
-        errors = [*errors, (job[4].id, rows[0]["failed"])] if failed else []
+        errors = [*errors, (job[4].id, rows[0]["failed"], bool(rows[0].get("transient")))] if failed else []
         if len(errors) >= MAX_FAILED_IN_A_ROW and not stopped:
             stopped = _stopped_message(errors)
             stop.set()
@@ -618,12 +618,16 @@ def _jobs_done(jobs: list[tuple], run: Callable[[tuple], list[dict[str, Any]]], 
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _stopped_message(errors: list[tuple[str, str]]) -> str:
-    """One line: the repeated error, and what to do."""
-    causes = {error for _, error in errors}
+def _stopped_message(errors: list[tuple[str, str, bool]]) -> str:
+    """One line: the repeated error, and what to do (a server down: the same command once it
+    is back, which runs those rows again; any other cause: --retry-failed once fixed)."""
+    causes = {error for _, error, _ in errors}
     what = f"each with {causes.pop()}" if len(causes) == 1 else f"the last ({errors[-1][0]}) with {errors[-1][1]}"
-    return (f"stopped: {len(errors)} problems in a row failed, {what}; the rows logged so far are kept "
-            "(the failed ones too); fix the cause, then run the same command with --retry-failed")
+    if all(transient for _, _, transient in errors):
+        then = "run the same command once the server answers again (it runs the failed rows again)"
+    else:
+        then = "fix the cause, then run the same command with --retry-failed"
+    return f"stopped: {len(errors)} problems in a row failed, {what}; the rows logged so far are kept; {then}"
 
 
 def _run_job(strategy: str, n: int, yields: list[int], names: list[str], p: Problem, params: SearchParams,
