@@ -29,8 +29,8 @@ def renderer(spec: str) -> Render:
     if not path.is_file():
         raise InputError(f"--template {spec}: neither chatml nor a file (a .jinja template, a "
                          "tokenizer_config.json or the model's GGUF)")
-    source, bos, eos = _read(path)
-    return _jinja(source, bos, eos, path.name)
+    source, bos, eos, adds_bos = _read(path)
+    return _jinja(source, bos, eos, path.name, strip_bos=adds_bos)
 
 
 def checked(spec: str | None) -> str | None:
@@ -42,8 +42,9 @@ def checked(spec: str | None) -> str | None:
     return str(Path(spec).expanduser().resolve())
 
 
-def _read(path: Path) -> tuple[str, str, str]:
-    """(template, BOS text, EOS text) from the file (a GGUF known by its magic, not its name)."""
+def _read(path: Path) -> tuple[str, str, str, bool]:
+    """(template, BOS text, EOS text, whether the tokenizer adds BOS itself) from the file (a
+    GGUF known by its magic, not its name)."""
     try:
         with path.open("rb") as f:
             is_gguf = f.read(4) == b"GGUF"
@@ -53,7 +54,7 @@ def _read(path: Path) -> tuple[str, str, str]:
     if is_gguf:
         return _from_gguf(path)
     if path.suffix != ".json":
-        return text, "", ""
+        return text, "", "", False
     try:
         config = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -64,7 +65,8 @@ def _read(path: Path) -> tuple[str, str, str]:
         template = named.get("default") or next(iter(named.values()), None)
     if not isinstance(template, str):
         raise InputError(f"{path.name} holds no chat_template")
-    return template, _token_text(config.get("bos_token")), _token_text(config.get("eos_token"))
+    return template, _token_text(config.get("bos_token")), _token_text(config.get("eos_token")), \
+        bool(config.get("add_bos_token"))
 
 
 def _token_text(token: Any) -> str:
@@ -74,7 +76,7 @@ def _token_text(token: Any) -> str:
     return token if isinstance(token, str) else ""
 
 
-def _from_gguf(path: Path) -> tuple[str, str, str]:
+def _from_gguf(path: Path) -> tuple[str, str, str, bool]:
     from gguf import GGUFReader
 
     try:
@@ -85,7 +87,7 @@ def _from_gguf(path: Path) -> tuple[str, str, str]:
         raise InputError(f"{path.name}: not a readable GGUF file ({type(exc).__name__})") from None
 
 
-def _gguf_fields(fields: Any, path: Path) -> tuple[str, str, str]:
+def _gguf_fields(fields: Any, path: Path) -> tuple[str, str, str, bool]:
     def string(field: Any, i: int = 0) -> str:
         return bytes(field.parts[field.data[i]]).decode("utf-8", "replace")
 
@@ -100,14 +102,17 @@ def _gguf_fields(fields: Any, path: Path) -> tuple[str, str, str]:
             return ""
         return string(tokens, int(field.parts[field.data[0]][0]))
 
-    return string(template), token("tokenizer.ggml.bos_token_id"), token("tokenizer.ggml.eos_token_id")
+    add_bos = fields.get("tokenizer.ggml.add_bos_token")
+    adds = add_bos is not None and bool(add_bos.parts[add_bos.data[0]][0])
+    return string(template), token("tokenizer.ggml.bos_token_id"), token("tokenizer.ggml.eos_token_id"), adds
 
 
-def _jinja(source: str, bos: str, eos: str, name: str) -> Render:
+def _jinja(source: str, bos: str, eos: str, name: str, strip_bos: bool = False) -> Render:
     """A Hugging Face style chat template, rendered as transformers renders it (sandboxed,
-    its extensions, filters and globals). The server adds BOS itself when it tokenizes a
-    completions prompt: a BOS the template writes is dropped, as llama-server's own
-    /apply-template drops it, so the prompt holds one."""
+    its extensions, filters and globals). Where the tokenizer adds BOS itself (`strip_bos`),
+    the server adds it when it tokenizes a completions prompt: a BOS the template writes
+    is dropped then, as llama-server's own /apply-template drops it, so the prompt holds
+    one. (Some models' BOS is a text the template writes anyway, `<|im_start|>`: kept.)"""
     import datetime
 
     from jinja2 import TemplateError
@@ -135,6 +140,6 @@ def _jinja(source: str, bos: str, eos: str, name: str) -> Render:
                                   bos_token=bos, eos_token=eos, tools=None, documents=None)
         except Exception as exc:  # noqa: BLE001 - a template's error is the file's fault, never a crash
             raise InputError(f"the chat template in {name} failed: {type(exc).__name__}: {exc}") from None
-        return out[len(bos):] if bos and out.startswith(bos) else out
+        return out[len(bos):] if strip_bos and bos and out.startswith(bos) else out
 
     return render
