@@ -659,3 +659,13 @@ def test_a_break_off_still_logs_the_jobs_that_had_finished():
     jobs.close()  # the caller breaks off (Ctrl-C)
     assert cancel.is_set()
     assert sorted([first] + [r["job"] for r in salvaged]) == ["a", "b"]  # done work kept; the cancelled one not
+
+
+def test_the_plot_spans_the_accuracies_it_shows_and_escapes_names(tmp_path):
+    table = [{"strategy": "majority", "n": 8, "mean_tokens": 2116, "accuracy": 0.717},
+             {"strategy": "majority", "n": 16, "mean_tokens": 4297, "accuracy": 0.733},
+             {"strategy": "a<b>+adaptive", "n": 16, "mean_tokens": 2528, "accuracy": 0.75}]
+    plot_svg(table, tmp_path / "plot.svg", title="x & y")
+    svg = (tmp_path / "plot.svg").read_text()
+    assert ">0.60<" in svg and ">0.80<" in svg and ">0.50<" not in svg and ">0.90<" not in svg
+    assert "a&lt;b&gt;+adaptive" in svg and "x &amp; y" in svg and "<b>" not in svg

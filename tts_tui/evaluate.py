@@ -25,6 +25,7 @@ import functools
 import hashlib
 import importlib.metadata
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -33,6 +34,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -951,29 +953,36 @@ def format_table(table: list[dict[str, Any]]) -> str:
 
 
 def plot_svg(table: list[dict[str, Any]], dest: Path, title: str = "accuracy vs tokens") -> None:
-    """Accuracy against mean tokens, one line per strategy, as a small standalone SVG."""
-    w, h, pad = 640, 400, 60
+    """Accuracy against mean tokens, one line per strategy, as a small standalone SVG. The
+    accuracy axis spans the data (to the next 10 points either side), so rows a point or
+    two apart stay apart; the legend has its own column."""
+    w, h, pad, legend = 800, 420, 60, 190
     xs = [t["mean_tokens"] for t in table] or [1]
     xmax = max(xs) * 1.1 or 1
+    accs = [t["accuracy"] for t in table] or [0.0, 1.0]
+    ylo = max(0.0, math.floor(round((min(accs) - 0.05) * 10, 9)) / 10)
+    yhi = min(1.0, math.ceil(round((max(accs) + 0.05) * 10, 9)) / 10)
     colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f"]
+    right = w - legend  # the plot's right edge
 
     def px(x: float) -> float:
-        return pad + (w - 2 * pad) * x / xmax
+        return pad + (right - pad) * x / xmax
 
     def py(y: float) -> float:
-        return h - pad - (h - 2 * pad) * y
+        return h - pad - (h - 2 * pad) * (y - ylo) / (yhi - ylo)
 
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">',
              '<rect width="100%" height="100%" fill="white"/>',
-             f'<text x="{w / 2}" y="20" text-anchor="middle" font-size="14">{title}</text>',
-             f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="black"/>',
+             f'<text x="{w / 2}" y="20" text-anchor="middle" font-size="14">{escape(title)}</text>',
+             f'<line x1="{pad}" y1="{h - pad}" x2="{right}" y2="{h - pad}" stroke="black"/>',
              f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{h - pad}" stroke="black"/>',
-             f'<text x="{w / 2}" y="{h - 15}" text-anchor="middle">mean generated tokens per problem</text>',
+             f'<text x="{(pad + right) / 2}" y="{h - 15}" text-anchor="middle">mean generated tokens per problem</text>',
              f'<text x="15" y="{h / 2}" transform="rotate(-90 15 {h / 2})" text-anchor="middle">accuracy</text>']
-    for k in range(0, 11, 2):
-        y = k / 10
-        parts.append(f'<text x="{pad - 8}" y="{py(y) + 4}" text-anchor="end">{y:.1f}</text>')
-        parts.append(f'<line x1="{pad}" y1="{py(y)}" x2="{w - pad}" y2="{py(y)}" stroke="#eee"/>')
+    tick = 0.05 if yhi - ylo <= 0.4 else 0.1
+    for k in range(round((yhi - ylo) / tick) + 1):
+        y = ylo + k * tick
+        parts.append(f'<text x="{pad - 8}" y="{py(y) + 4}" text-anchor="end">{y:.2f}</text>')
+        parts.append(f'<line x1="{pad}" y1="{py(y)}" x2="{right}" y2="{py(y)}" stroke="#eee"/>')
     for k in range(5):
         x = xmax * k / 4
         parts.append(f'<text x="{px(x)}" y="{h - pad + 16}" text-anchor="middle">{x:.0f}</text>')
@@ -987,7 +996,7 @@ def plot_svg(table: list[dict[str, Any]], dest: Path, title: str = "accuracy vs 
         parts.append(f'<polyline points="{coords}" fill="none" stroke="{c}" stroke-width="2"/>')
         for t in pts:
             parts.append(f'<circle cx="{px(t["mean_tokens"]):.1f}" cy="{py(t["accuracy"]):.1f}" r="3" fill="{c}">'
-                         f'<title>{s} N={t["n"]}: {t["accuracy"]:.0%}</title></circle>')
-        parts.append(f'<text x="{w - pad + 4}" y="{pad + 14 * i}" fill="{c}">{s}</text>')
+                         f'<title>{escape(s)} N={t["n"]}: {t["accuracy"]:.1%}</title></circle>')
+        parts.append(f'<text x="{right + 12}" y="{pad + 16 * i}" fill="{c}">{escape(s)}</text>')
     parts.append("</svg>")
     write_text(dest, "\n".join(parts))
