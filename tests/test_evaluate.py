@@ -669,3 +669,13 @@ def test_the_plot_spans_the_accuracies_it_shows_and_escapes_names(tmp_path):
     svg = (tmp_path / "plot.svg").read_text()
     assert ">0.60<" in svg and ">0.80<" in svg and ">0.50<" not in svg and ">0.90<" not in svg
     assert "a&lt;b&gt;+adaptive" in svg and "x &amp; y" in svg and "<b>" not in svg
+
+
+def test_a_stop_for_a_server_down_says_to_run_the_same_command_again():
+    from tts_tui.evaluate import _stopped_message
+
+    down = _stopped_message([(f"p{i}", "RemoteError: connection refused", True) for i in range(3)])
+    assert "run the same command once the server answers again" in down and "--retry-failed" not in down
+    mixed = _stopped_message([("p0", "RemoteError: refused", True), ("p1", "ValueError: bad", False),
+                              ("p2", "RemoteError: refused", True)])
+    assert "--retry-failed" in mixed and "\n" not in mixed
