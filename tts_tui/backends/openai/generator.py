@@ -61,11 +61,13 @@ class RemoteGenerator:
         """A request besides the search's steps (a template, a judge's question), within the
         server's slots: its prompt tokens count; its one-token answer is not the search's
         generated tokens."""
-        with self.slots.hold(stop):
-            resp = self.client.post(path, body, stop=stop)
-        usage = resp.get("usage") if isinstance(resp, dict) else None
-        self._count(usage if isinstance(usage, dict) else {}, 0)
+        resp = self._send(path, body, stop)
+        self._count(resp.get("usage") if isinstance(resp, dict) else None, 0)
         return resp
+
+    def _send(self, path: str, body: dict[str, Any], stop: Callable[[], bool] | None) -> Any:
+        with self.slots.hold(stop):
+            return self.client.post(path, body, stop=stop)
 
     # -- prompts ---------------------------------------------------------------------------
     def render(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
@@ -237,8 +239,7 @@ class RemoteGenerator:
             body["top_k"] = s.top_k
         if not self.cache_prompt:
             body["cache_prompt"] = False  # llama-server: evaluate the whole prompt (a measurement's baseline)
-        with self.slots.hold(stop):
-            resp = self.client.post("/v1/completions", body, stop=stop)
+        resp = self._send("/v1/completions", body, stop)
         try:
             choice = resp["choices"][0]
             piece = choice["text"]
@@ -255,7 +256,7 @@ class RemoteGenerator:
             kind, matched = _stop_kind(finish, choice, resp)
         except (KeyError, IndexError, TypeError, ValueError, AttributeError):
             raise RemoteError(f"{self.client.shown}: the server's completion has malformed logprobs or usage") from None
-        self._count(usage if isinstance(usage, dict) else {}, n)
+        self._count(usage, n)
         if kind == "word" and matched is None and not piece:
             kind = "eos"  # nothing written and no stop string named: the model ended
         if kind == "word":
@@ -270,9 +271,10 @@ class RemoteGenerator:
             ids += [-1] * (n - len(ids))
         return piece, ids[:n], lps[:n], confs[:n], kind, n
 
-    def _count(self, usage: dict[str, Any], generated: int) -> None:
+    def _count(self, usage: Any, generated: int) -> None:
         """Add one request's counts here and to every generator this one is a view of. A
         malformed `usage` counts as none (the counts inform; the answer itself was read)."""
+        usage = usage if isinstance(usage, dict) else {}
         details = usage.get("prompt_tokens_details")
         add = {"requests": 1, "prompt_tokens": count_of(usage.get("prompt_tokens")),
                "generated_tokens": generated,
