@@ -10,6 +10,9 @@ off/off@16 is the aggregate throughput at K relative to the largest K: a wave of
 samples runs at that fraction of the full batch's speed.
 
 Usage: python bench/waves.py [--model ID|PATH] [--ks 1,2,4,8,16] [--tokens 32] [--repeats 2]
+
+The ratios are medians of each repeat's ratio to the plain run beside it; modes run in
+turn, every other repeat in reverse order.
 """
 
 from __future__ import annotations
@@ -57,16 +60,21 @@ def main() -> None:
     root = engine.prefill(model.chat_tokens([{"role": "user", "content": PROMPT}]))
     run(engine, root, max(ks), 8, "cap")  # warm up
     res: dict[tuple[int, str], list[float]] = {}
-    for _ in range(args.repeats):
+    for r in range(args.repeats):
         for k in ks:
-            for mode in MODES:
+            # every other repeat in reverse order, so a drift in the machine's speed
+            # weighs on each mode alike
+            for mode in MODES if r % 2 == 0 else MODES[::-1]:
                 res.setdefault((k, mode), []).append(run(engine, root, k, args.tokens, mode))
     med = {key: statistics.median(v) for key, v in res.items()}
     top = med[(max(ks), "off")]
     print(f"# model={model.path.name} tokens={args.tokens} repeats={args.repeats}")
     for k in ks:
         off, on, cap = (med[(k, m)] for m in MODES)
-        print(f"K={k} off={off:.1f} on={on:.1f} cap={cap:.1f} on/off={on / off:.3f} cap/off={cap / off:.3f} "
+        # each ratio is the median of the repeats' own ratios (a mode against the plain
+        # run beside it), which the machine's drift moves less than a ratio of medians
+        on_r, cap_r = (statistics.median(a / b for a, b in zip(res[(k, m)], res[(k, "off")])) for m in ("on", "cap"))
+        print(f"K={k} off={off:.1f} on={on:.1f} cap={cap:.1f} on/off={on_r:.3f} cap/off={cap_r:.3f} "
               f"off/off@{max(ks)}={off / top:.2f}")
 
 

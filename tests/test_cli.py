@@ -97,6 +97,25 @@ def test_doctor_reports_backend():
     proc = tts("doctor")
     assert proc.returncode == 0
     assert "gpu offload:" in proc.stdout and "threads:" in proc.stdout
+    assert "verifiers: confidence, self-judge, deepconf" in proc.stdout
+
+
+def test_doctor_lists_a_models_verifiers_and_an_unusable_probe(tiny_path):
+    from tts_tui.catalog.fetch import known_sha256
+    from tts_tui.verifier_train import probe_path
+
+    def line():
+        proc = tts("doctor", "--model", str(tiny_path))
+        assert proc.returncode == 0, proc.stderr
+        return next(x for x in proc.stdout.splitlines() if x.startswith("verifiers:"))
+
+    assert f"probe for {tiny_path.name}: not trained" in line() and "default: confidence" in line()
+    dest = probe_path(tiny_path, known_sha256(tiny_path)[1])  # the test's own data dir
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_bytes(b"half a download")
+    got = line()
+    assert "unusable" in got and "default: confidence" in got  # a broken probe is never the default
+    assert_one_line_error(tts("doctor", "--model", "no-such-model"), match="unknown model")
 
 
 # -- issue 15 ---------------------------------------------------------------------------------

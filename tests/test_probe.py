@@ -106,7 +106,7 @@ def test_every_strategy_runs_with_the_probe(strategy):
 
 
 @pytest.mark.model
-def test_the_pipeline_runs_on_the_tiny_model_and_the_probe_scores_a_real_run(tiny_path, tmp_path, monkeypatch):
+def test_the_pipeline_runs_on_the_tiny_model_and_the_probe_scores_a_real_run(tiny_path, tmp_path):
     from tts_tui.catalog.fetch import known_sha256
     from tts_tui.evaluate import Problem
     from tts_tui.session import EngineOptions, Solver
@@ -129,13 +129,15 @@ def test_the_pipeline_runs_on_the_tiny_model_and_the_probe_scores_a_real_run(tin
                          dims=(None,))
         probe.save(probe_path(solver.model_path, sha))
         assert solver.default_verifier() == "probe"
-        for strategy in ("weighted", "beam"):
+        for strategy in sorted(STRATEGIES):  # every strategy runs with the probe on a real model
             result, search = solver.solve("What is 2 + 3?", strategy, SearchParams(n=4, m=2, budget=192,
                                                                                       max_steps=3, step_tokens=24),
                                           "probe")
-            scored = [n for n in search.tree.nodes.values() if "probe" in n.scores]
-            assert scored and any(n.hidden is not None for n in search.tree.nodes.values())
-            assert solver.engine.free_sequences == solver.engine.n_seq_max
+            assert any(n.hidden is not None for n in search.tree.nodes.values()), strategy
+            if strategy not in ("cot", "majority", "keep-thinking", "auto"):  # these may read no score
+                scored = [n for n in search.tree.nodes.values() if "probe" in n.scores]
+                assert scored and all(0.0 <= n.scores["probe"] <= 1.0 for n in scored), strategy
+            assert solver.engine.free_sequences == solver.engine.n_seq_max, strategy
     finally:
         solver.close()
 
@@ -149,9 +151,16 @@ def test_capture_on_and_off_give_the_same_tokens(engine, tiny_model):
     def run(capture: bool):
         rule = StopRule(delimiter="\n", max_tokens=24, max_steps=4, capture=capture, conf_top_k=20 if capture else 0)
         reqs = [BranchRequest(root, SamplingParams(temperature=0.8, seed=s), rule, keep_kv=False) for s in (1, 2, 3)]
-        return [[t for step in steps for t in step.tokens] for steps in engine.generate(reqs)]
+        outs = engine.generate(reqs)
+        states = [step.hidden for steps in outs for step in steps]
+        return [[t for step in steps for t in step.tokens] for steps in outs], states
 
-    assert run(True) == run(False)
+    on, states_on = run(True)
+    off, states_off = run(False)
+    assert on == off
+    # the capturing run did capture (a state of the model's width per step), the other none
+    assert states_on and all(h is not None and h.shape == (tiny_model.n_embd,) for h in states_on)
+    assert all(h is None for h in states_off)
 
 
 # -- the probe's estimate that the chosen answer is right (issue 16 part 3) ---------------------
@@ -170,6 +179,8 @@ def test_a_probe_run_reports_p_right_as_the_chosen_nodes_probe_score(strategy):
     assert done[-1].data["stats"]["p_right"] == p  # the TUI reads it from the DONE event
     scored = [e.node_id for e in search.events if e.kind == ev.NODE_SCORED]
     assert result.chosen in scored  # announced, so the tree shows the chosen node's score
+    # the fake captures no hidden state: the estimate says it read token statistics only
+    assert result.stats["p_right_stats_only"] is True
 
 
 def test_no_p_right_without_a_probe_or_when_scoring_fails():
@@ -201,6 +212,9 @@ def test_tts_solve_prints_p_right_when_a_probe_gave_it(capsys):
     assert "P(right): 0.83 (probe)" in out.splitlines()
     _print_result(Result("42", 0.75, groups, 3, 500, 2.0, "weighted", stats={}))
     assert "P(right)" not in capsys.readouterr().out
+    _print_result(Result("42", 0.75, groups, 3, 500, 2.0, "weighted",
+                         stats={"p_right": 0.8312, "p_right_stats_only": True}))
+    assert "P(right): 0.83 (probe, token statistics only: no hidden state here)" in capsys.readouterr().out
 
 
 def test_a_shipped_probe_is_found_and_the_users_own_comes_first(tmp_path, monkeypatch):
@@ -218,3 +232,108 @@ def test_a_shipped_probe_is_found_and_the_users_own_comes_first(tmp_path, monkey
     own.parent.mkdir(parents=True)
     own.write_bytes(b"x")
     assert verifier_train.find_probe(model, sha) == own
+
+
+# -- measuring, file checks, sample sets (review of issue 16) -------------------------------
+def test_tied_scores_count_half_a_pair():
+    r = metrics(np.array([0.5, 0.5, 0.5, 0.5]), np.array([1, 0, 1, 0]), np.array(["a", "a", "b", "b"]))
+    assert r["auroc"] == 0.5 and r["within_auroc"] == 0.5
+
+
+def test_calibration_error_on_known_cases():
+    from tts_tui.verify.probe import calibration_error
+
+    # every score 0.8, 80% right: calibrated; every score 0.8, none right: off by 0.8
+    assert calibration_error(np.full(10, 0.8), np.array([1] * 8 + [0] * 2)) == pytest.approx(0.0)
+    assert calibration_error(np.full(10, 0.8), np.zeros(10)) == pytest.approx(0.8)
+    # two bins: 0.2 (half right, off 0.3) and 0.9 (all right, off 0.1), equal sizes
+    assert calibration_error(np.array([0.2, 0.2, 0.9, 0.9]), np.array([1, 0, 1, 1])) == pytest.approx(0.2)
+    assert np.isnan(calibration_error(np.array([0.5, 1.5]), np.array([1, 0])))  # no probability
+
+
+def test_a_probe_file_with_a_part_missing_or_a_broken_zip_is_one_error(tmp_path):
+    import json as _json
+    import zipfile
+
+    stats, hidden, labels, groups, final = planted(problems=6, width=8)
+    probe, _ = train(stats, hidden, labels, groups, final, "a" * 64, "m", folds=2, l2s=(1.0,), dims=(None,))
+    good = tmp_path / "p.npz"
+    probe.save(good)
+    with np.load(good) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = _json.loads(bytes(arrays["meta"]).decode())
+    del meta["bias"]
+    np.savez(tmp_path / "nobias.npz", **{**arrays, "meta": np.frombuffer(_json.dumps(meta).encode(), dtype=np.uint8)})
+    with pytest.raises(InputError, match="part missing"):
+        Probe.load(tmp_path / "nobias.npz", "a" * 64)
+    cut = tmp_path / "cut.npz"
+    cut.write_bytes(good.read_bytes()[: len(good.read_bytes()) // 2])  # a truncated download
+    with pytest.raises(InputError, match="not a verifier probe"):
+        Probe.load(cut)
+    assert issubclass(zipfile.BadZipFile, Exception)
+
+
+def _write_set(d, rows):
+    """A sample set on disk as tts verifier train writes it: one .npz and one log line each."""
+    import json as _json
+
+    from tts_tui.verifier_train import _save_npz
+
+    d.mkdir(parents=True, exist_ok=True)
+    with open(d / "samples.jsonl", "a", encoding="utf-8") as fh:
+        for pid, arrays in rows:
+            name = f"states-{pid}.npz"
+            _save_npz(d / name, arrays)
+            fh.write(_json.dumps({"id": pid, "file": name, "answers": ["1"] * len(arrays["final_label"])}) + "\n")
+
+
+def _arrays(stats, hidden, labels, final, sample):
+    return {"stats": stats, "hidden": hidden.astype(np.float16), "labels": labels.astype(np.int8),
+            "sample": sample.astype(np.int16), "final": final, "final_label": labels[final].astype(np.int8)}
+
+
+def test_a_sample_set_on_disk_trains_a_probe_that_finds_the_planted_signal(tmp_path):
+    from tts_tui.verifier_train import load
+
+    stats, hidden, labels, groups, final = planted(problems=24, width=16)
+    g = np.asarray(groups)
+    rows = []
+    for pid in dict.fromkeys(groups):
+        m = g == pid
+        rows.append((pid, _arrays(stats[m], hidden[m], labels[m], final[m], np.repeat(np.arange(8), 3))))
+    _write_set(tmp_path / "set", rows)
+    ds = load([tmp_path / "set"])
+    assert len(set(ds.groups)) == 24 and len(ds.labels) == len(labels)
+    probe, trials = train(ds.stats, ds.hidden, ds.labels, ds.groups, ds.final, "s", "m", folds=4,
+                          l2s=(1.0, 10.0), dims=(None,))
+    assert max(t["within_auroc"] for t in trials) > 0.85, trials
+
+
+def test_loading_reads_each_problem_once_and_only_those_asked_for(tmp_path):
+    from tts_tui.verifier_train import load
+
+    stats, hidden, labels, groups, final = planted(problems=3, per=2, width=4)
+    g = np.asarray(groups)
+    rows = [(pid, _arrays(stats[g == pid], hidden[g == pid], labels[g == pid], final[g == pid],
+                          np.repeat(np.arange(2), 3))) for pid in dict.fromkeys(groups)]
+    _write_set(tmp_path / "set", rows + rows[:1])  # p0 logged twice (a redone problem)
+    assert sorted(set(load([tmp_path / "set"]).groups)) == ["p0", "p1", "p2"]
+    assert len(load([tmp_path / "set"]).labels) == len(labels)  # p0 read once
+    assert set(load([tmp_path / "set"], only={"p1"}).groups) == {"p1"}
+    assert set(load([tmp_path / "set"], exclude={"p1"}, only={"p1", "p2"}).groups) == {"p2"}
+
+
+def test_ids_that_collide_are_refused_and_names_never_share_a_file(tmp_path):
+    from types import SimpleNamespace
+
+    from tts_tui.evaluate import Problem
+    from tts_tui.verifier_train import collect
+
+    twice = [Problem("0", "What is 1+1?", "2"), Problem("0", "What is 2+2?", "4")]
+    with pytest.raises(InputError, match="appears more than once"):
+        collect(SimpleNamespace(), twice, 2, 64, tmp_path / "s")
+    assert not (tmp_path / "s").exists()  # refused before anything was written
+    from tts_tui.verifier_train import states_name
+
+    names = {states_name(x) for x in ("a/b", "a_b", "a:b", "gsm8k_test_1")}
+    assert len(names) == 4 and states_name("gsm8k_test_1") == "states-gsm8k_test_1.npz"

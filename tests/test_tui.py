@@ -816,3 +816,39 @@ async def test_a_probe_run_shows_p_right_and_each_nodes_probe_score():
         assert "P(right) 0.83" in panel_text(app, "p-right")
         view.reset("What is 6*7?", params.budget)  # a new run hides it again
         assert not view.query_one("#p-right").display
+
+
+def test_the_default_verifier_is_the_models_own_and_is_recorded_as_what_ran(monkeypatch):
+    import threading
+
+    from tts_tui import session
+    from tts_tui.search.protocol import SearchParams
+    from tts_tui.tui.runner import DEFAULT_VERIFIER, RunRequest, SolverRunner, verifier_options
+    from tts_tui.tui.settings import Settings
+
+    class ProbeSolver:
+        def __init__(self, model, on_progress=None):
+            from pathlib import Path
+
+            self.model_path = Path("m.gguf")
+            self.asked = None
+
+        def default_verifier(self):
+            return "probe"
+
+        def solve(self, problem, strategy, params, verifier, **kw):
+            self.asked = verifier
+            return "result", "search"
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(session, "Solver", ProbeSolver)
+    assert Settings().verifier == DEFAULT_VERIFIER and verifier_options()[0][1] == DEFAULT_VERIFIER
+    runner = SolverRunner()
+    req = RunRequest("p", "weighted", SearchParams(n=2, m=1), DEFAULT_VERIFIER)
+    runner.run(req, print, threading.Event(), lambda s: None)
+    assert runner._solver.asked == "probe" and req.verifier == "probe"
+    chosen = RunRequest("p", "weighted", SearchParams(n=2, m=1), "entropy")
+    runner.run(chosen, print, threading.Event(), lambda s: None)
+    assert runner._solver.asked == "entropy"  # a verifier the user picked is kept

@@ -50,10 +50,12 @@ def cut_at(drops: Sequence[Sequence[float]], floor: float) -> int | None:
 def replay(samples: Sequence[dict[str, Any]], a: AdaptiveParams, weighted: bool,
            equivalent: Equivalent) -> dict[str, Any]:
     """The adaptive vote over `samples` in order (answer, score, tokens, low, drops, finish each):
-    its answer, tokens, samples used, why it stopped, the last posterior, traces cut."""
+    its answer, tokens, samples used, why it stopped, the last posterior, traces cut (and
+    which: `cut_samples`, their indices)."""
     used: list[dict[str, Any]] = []
     votes: list[tuple[str, float, int]] = []
-    tokens, cut, floor, posterior, stopped_by = 0, 0, None, 0.0, "max-n"
+    cut_samples: list[int] = []
+    tokens, floor, posterior, stopped_by = 0, None, 0.0, "max-n"
     for start in range(0, len(samples), a.wave):
         wave = samples[start:start + a.wave]
         for i, s in enumerate(wave, start):
@@ -62,7 +64,7 @@ def replay(samples: Sequence[dict[str, Any]], a: AdaptiveParams, weighted: bool,
             # share, the delimiter or the end of sequence that follow the same token
             if at is not None and (at < s["tokens"] or s.get("finish") != "stop"):
                 tokens += at
-                cut += 1
+                cut_samples.append(i)
                 continue
             tokens += s["tokens"]
             if s["answer"]:
@@ -70,17 +72,20 @@ def replay(samples: Sequence[dict[str, Any]], a: AdaptiveParams, weighted: bool,
         used.extend(wave)
         if a.cut and floor is None:
             floor = cut_floor([s["low"] for s in used if s["answer"] and s.get("low") is not None], a.keep)
-        groups = group_answers(_scaled(votes) if weighted else votes, equivalent)
-        posterior = leader_holds([g.weight if weighted else g.count for g in groups])
+        groups = group_answers(votes, equivalent)
+        posterior = leader_holds(_masses(groups, votes) if weighted else [g.count for g in groups], leader=0)
         if posterior >= a.stop_at:
             stopped_by = "posterior"
             break
     groups = group_answers(votes, equivalent)
     return {"answer": groups[0].answer if groups else None, "tokens": tokens, "samples_used": len(used),
-            "stopped_by": stopped_by, "posterior": round(posterior, 4), "cut": cut,
+            "stopped_by": stopped_by, "posterior": round(posterior, 4), "cut": len(cut_samples),
+            "cut_samples": cut_samples,
             "cut_floor": None if floor is None else round(floor, 3)}
 
 
-def _scaled(votes: list[tuple[str, float, int]]) -> list[tuple[str, float, int]]:
-    w = normalised([v[1] for v in votes])
-    return [(v[0], x, v[2]) for v, x in zip(votes, w)]
+def _masses(groups: Sequence[Any], votes: list[tuple[str, float, int]]) -> list[float]:
+    """Each group's floored, rescaled weight (what the stop reads), in the raw vote's order
+    (what the answer is), as the live vote has them."""
+    scaled = {v[2]: x for v, x in zip(votes, normalised([v[1] for v in votes]))}
+    return [sum(scaled[i] for i in g.members) for g in groups]

@@ -34,9 +34,25 @@ def probe_file_for(model_path: Path) -> Path:
     return find_probe(model_path, known_sha256(model_path)[1])
 
 
+def probe_status(model_path: Path) -> tuple[bool, str]:
+    """(whether a probe for the model loads, what to say about it): a file that is there
+    but unreadable, of an old format or another model's is not a usable probe."""
+    from tts_tui.catalog.fetch import known_sha256
+    from tts_tui.verify.probe import Probe
+
+    path = probe_file_for(model_path)
+    if not path.is_file():
+        return False, "not trained (tts verifier train)"
+    try:
+        Probe.load(path, known_sha256(model_path)[1])
+    except InputError as exc:
+        return False, f"unusable: {exc}"
+    return True, f"trained ({path})"
+
+
 def default_verifier_for(model_path: Path) -> str:
-    """The probe where one is trained for the model, else confidence."""
-    return "probe" if probe_file_for(model_path).is_file() else "confidence"
+    """The probe where a usable one is trained for the model, else confidence."""
+    return "probe" if probe_status(model_path)[0] else "confidence"
 
 
 @dataclass
@@ -97,12 +113,14 @@ class Solver:
         from tts_tui.catalog.fetch import known_sha256
         from tts_tui.verify.probe import Probe, ProbeScorer
 
-        if getattr(self, "_probe", None) is None:
-            path = self.probe_file()
-            if not path.is_file():
-                raise InputError(f"no probe verifier is trained for {self.model_path.name}: "
-                                 f"tts verifier train --model {self.model_path} --data FILE.jsonl")
+        path = self.probe_file()
+        if not path.is_file():
+            raise InputError(f"no probe verifier is trained for {self.model_path.name}: "
+                             f"tts verifier train --model {self.model_path} --data FILE.jsonl")
+        stamp = (path, path.stat().st_mtime_ns)
+        if getattr(self, "_probe", None) is None or self._probe_stamp != stamp:  # retrained since: read anew
             self._probe = ProbeScorer(Probe.load(path, known_sha256(self.model_path)[1]))
+            self._probe_stamp = stamp
         return self._probe
 
     def _prm_scorer(self) -> PRMScorer:

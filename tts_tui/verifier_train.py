@@ -8,6 +8,7 @@ the problem in flight.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -58,6 +59,13 @@ class Dataset:
 def collect(solver: Any, problems: Sequence[Problem], n: int, budget_per_sample: int, out_dir: Path,
             on_problem: Callable[[Problem, dict[str, Any]], None] | None = None) -> None:
     """Sample and label what `out_dir` lacks."""
+    ids = [p.id for p in problems]
+    dup = next((i for i in ids if ids.count(i) > 1), None) if len(set(ids)) != len(ids) else None
+    if dup is not None:
+        from tts_tui.errors import InputError
+
+        raise InputError(f"problem id {dup!r} appears more than once in --data (rows without an id are "
+                         "numbered per file): give each row its own id")
     done = open_sample_set(out_dir, solver, {"n": n, "budget_per_sample": budget_per_sample})
     for i, p in enumerate(problems):
         if p.id in done:
@@ -87,7 +95,7 @@ def save_problem(out_dir: Path, p: Problem, search: Any, leaves: Sequence[Any], 
     """One problem's labelled states: its .npz, then its fsynced line in samples.jsonl
     (the line marks it done, so a kill between the two only redoes the problem)."""
     states = _states(search, leaves, p.answer)
-    name = f"states-{_safe(p.id)}.npz"
+    name = states_name(p.id)
     _save_npz(out_dir / name, states)
     row = {"key": p.id, "id": p.id, "gold": p.answer, "problem": p.problem, "file": name, "n": len(leaves),
            "answers": [leaf.answer or None for leaf in leaves], "right": int(sum(states["final_label"])),
@@ -140,11 +148,17 @@ def _check_settings(out_dir: Path, settings: dict[str, Any]) -> None:
 def _states(search: Any, leaves: Sequence[Any], gold: str) -> dict[str, np.ndarray]:
     """Every captured step-end state of every sample, labelled by its sample's answer."""
     stats, hidden, labels, sample, final = [], [], [], [], []
-    final_label = []
+    final_label, conf, conf_len, finish = [], [], [], []
     for k, leaf in enumerate(leaves):
         right = bool(leaf.answer) and equivalent(leaf.answer, gold)
         final_label.append(right)
         path = search.tree.path(leaf)
+        # each sample's token confidences, so the DeepConf cut's window and floor can be
+        # chosen on these (dev) samples by replaying it (scripts/tune_cut.py)
+        tokens = [c for x in path for c in x.meta.get("conf", [])]
+        conf += tokens
+        conf_len.append(len(tokens))
+        finish.append(leaf.finish or "")
         for j, node in enumerate(path):
             if node.hidden is None:
                 continue  # decoded where no state could be captured
@@ -157,7 +171,9 @@ def _states(search: Any, leaves: Sequence[Any], gold: str) -> dict[str, np.ndarr
     return {"stats": np.asarray(stats, dtype=np.float32).reshape(len(stats), -1),
             "hidden": np.asarray(hidden, dtype=np.float16).reshape(len(hidden), width),
             "labels": np.asarray(labels, dtype=np.int8), "sample": np.asarray(sample, dtype=np.int16),
-            "final": np.asarray(final, dtype=bool), "final_label": np.asarray(final_label, dtype=np.int8)}
+            "final": np.asarray(final, dtype=bool), "final_label": np.asarray(final_label, dtype=np.int8),
+            "conf": np.asarray(conf, dtype=np.float32), "conf_len": np.asarray(conf_len, dtype=np.int32),
+            "finish": np.asarray(finish, dtype="U8")}
 
 
 def _save_npz(dest: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -167,24 +183,35 @@ def _save_npz(dest: Path, arrays: dict[str, np.ndarray]) -> None:
     fsync_replace(tmp, dest)
 
 
+def states_name(pid: str) -> str:
+    """A problem's .npz name: its id where that is a safe file name, else the id made safe
+    plus a digest of it ("a/b" and "a_b" must not share a file)."""
+    safe = _safe(pid)
+    return f"states-{safe}.npz" if safe == pid else f"states-{safe}-{hashlib.sha1(pid.encode()).hexdigest()[:8]}.npz"
+
+
 def _safe(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
 
 
-def load(out_dirs: Sequence[Path], exclude: set[str] = frozenset()) -> Dataset:
-    """Every labelled state in `out_dirs`' logs, but the problems in `exclude`."""
+def load(out_dirs: Sequence[Path], exclude: set[str] = frozenset(), only: set[str] | None = None) -> Dataset:
+    """Every labelled state in `out_dirs`' logs (each problem once, its last line), but
+    the problems in `exclude`; with `only`, just those problems."""
     parts: dict[str, list] = {"stats": [], "hidden": [], "labels": [], "final": [], "sample": []}
     groups: list[str] = []
     for d in out_dirs:
         log = d / "samples.jsonl"
         if not log.is_file():
             continue
+        rows: dict[str, dict] = {}
         for line in log.read_text(encoding="utf-8").splitlines():
             try:
                 row = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if row["id"] in exclude or not (d / row["file"]).is_file():
+            rows[row["id"]] = row
+        for row in rows.values():
+            if row["id"] in exclude or (only is not None and row["id"] not in only) or not (d / row["file"]).is_file():
                 continue
             with np.load(d / row["file"]) as z:
                 if not len(z["labels"]):

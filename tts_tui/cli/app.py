@@ -43,7 +43,9 @@ ADAPTIVE_HELP = ("majority, weighted, bracket, auto: sample in waves and stop on
 VERIFIER_HELP = ("confidence, self-judge, prm, probe, deepconf, self-certainty, entropy "
                  "(default: the probe where one is trained for the model, else confidence)")
 CUT_HELP = "Adaptive: cut traces whose confidence falls below what the first wave reached (DeepConf)."
-DEFAULT_WAVE = 4  # see the README's wave figures (bench/engine_throughput.py)
+DEFAULT_WAVE = 4  # see the README's wave figures (bench/waves.py)
+CUT_WINDOW_HELP = "Adaptive --cut: tokens in the sliding confidence window (scripts/tune_cut.py picks it)."
+CUT_KEEP_HELP = "Adaptive --cut: the first wave's quantile kept above the floor (0.9: its lowest 10% set it)."
 
 
 def _key_from(variable: Optional[str], option: str) -> Optional[str]:
@@ -78,7 +80,7 @@ def remote_solver(base_url: Optional[str], model: Optional[str], api_key_env: Op
                         prm_api_key=_key_from(prm_api_key_env, "--prm-api-key-env"))
 
 
-def adaptive_params(on: bool, stop_at: float, wave: int, cut: bool):
+def adaptive_params(on: bool, stop_at: float, wave: int, cut: bool, window: int = 32, keep: float = 0.9):
     """The adaptive knobs, or None for a fixed-N vote (--stop-at, --wave, --cut need --adaptive)."""
     from tts_tui.search.protocol import AdaptiveParams
 
@@ -86,7 +88,11 @@ def adaptive_params(on: bool, stop_at: float, wave: int, cut: bool):
         if cut:
             raise TTSError("--cut needs --adaptive (the first wave sets the confidence floor)")
         return None
-    return AdaptiveParams(stop_at=stop_at, wave=wave, cut=cut)
+    if window < 1:
+        raise TTSError(f"--cut-window must be at least 1 token, got {window}")
+    if not 0.0 < keep <= 1.0:
+        raise TTSError(f"--cut-keep must be in (0, 1], got {keep}")
+    return AdaptiveParams(stop_at=stop_at, wave=wave, cut=cut, window=window, keep=keep)
 
 
 def _read_problem(problem: Optional[str], file: Optional[Path]) -> str:
@@ -130,6 +136,8 @@ def solve(
     stop_at: float = typer.Option(0.95, "--stop-at", help="Adaptive: stop once P(leader holds) reaches this."),
     wave: int = typer.Option(DEFAULT_WAVE, "--wave", help="Adaptive: samples decoded together per wave."),
     cut: bool = typer.Option(False, "--cut", help=CUT_HELP),
+    cut_window: int = typer.Option(32, "--cut-window", help=CUT_WINDOW_HELP),
+    cut_keep: float = typer.Option(0.9, "--cut-keep", help=CUT_KEEP_HELP),
     backend: str = typer.Option("llamacpp", "--backend", help="llamacpp (in process) or openai (a server)."),
     endpoint: Optional[str] = typer.Option(None, "--endpoint", help="A named server (tts endpoints add)."),
     base_url: Optional[str] = typer.Option(None, "--base-url", help="openai: the server, e.g. http://127.0.0.1:8080"),
@@ -153,7 +161,7 @@ def solve(
         raise TTSError(f"unknown aggregation {aggregate!r} (last, min, prod, mean)")
     params = SearchParams(n=n, m=m, budget=budget, temperature=temperature, top_p=top_p, seed=seed,
                           max_steps=max_steps, aggregate=aggregate,
-                          adaptive=adaptive_params(adaptive, stop_at, wave, cut))
+                          adaptive=adaptive_params(adaptive, stop_at, wave, cut, cut_window, cut_keep))
     validate(strategy, params)  # before loading a model: bad input fails fast
     if endpoint:
         from tts_tui.cli.endpoints_cmd import endpoint as named
@@ -202,7 +210,8 @@ def _print_result(result) -> None:
         votes = ", ".join(f"{g.answer} x{g.count} (w={g.weight:.2f})" for g in result.groups[:6])
         print(f"votes: {votes}")
     if result.stats.get("p_right") is not None:
-        print(f"P(right): {result.stats['p_right']:.2f} (probe)")
+        only = ", token statistics only: no hidden state here" if result.stats.get("p_right_stats_only") else ""
+        print(f"P(right): {result.stats['p_right']:.2f} (probe{only})")
     print(f"strategy: {result.strategy}" + (f" ({result.reason})" if result.reason else ""))
     if "difficulty" in result.stats:
         print(f"difficulty: {result.stats['difficulty']}")
@@ -294,8 +303,8 @@ def _entry(cat, model_id: str):
 
 # -- doctor ---------------------------------------------------------------------------------
 @app.command()
-def doctor() -> None:
-    """Which llama.cpp build is in use, GPU offload, threads, models dir."""
+def doctor(model: Optional[str] = typer.Option(None, "--model", help="Whose verifiers to list (default model).")) -> None:
+    """Which llama.cpp build is in use, GPU offload, threads, models dir, verifiers."""
     from tts_tui import paths
     from tts_tui.backends.llamacpp.backend import backend_info
 
@@ -307,21 +316,34 @@ def doctor() -> None:
     print(f"models dir: {paths.models_dir()}")
     print(f"runs dir: {paths.runs_dir()}")
     print(f"system: {info['system_info']}")
-    print(f"verifiers: {_verifiers_line()}")
+    print(f"verifiers: {_verifiers_line(model)}")
 
 
-def _verifiers_line() -> str:
-    """Which verifiers the default model can use now (the probe only where one is trained)."""
+def _verifiers_line(model: Optional[str] = None) -> str:
+    """Which verifiers a model (the default one) can use now: the probe only where one that
+    loads is trained for it."""
     from tts_tui import paths
     from tts_tui.catalog import load_catalog
-    from tts_tui.session import probe_file_for
+    from tts_tui.session import probe_status
 
     free = "confidence, self-judge, deepconf, self-certainty, entropy, prm (with --prm)"
-    entry = next((e for e in load_catalog().entries if e.default), None)
-    if entry is None or not entry.is_present(paths.models_dir()):
-        return f"{free}; probe: default model not downloaded"
-    probe = probe_file_for(entry.path(paths.models_dir()))
-    return f"{free}; probe: {'trained (' + str(probe) + ')' if probe.is_file() else 'not trained (tts verifier train)'}"
+    path = _present_model(model, load_catalog(), paths.models_dir())
+    if path is None:
+        return f"{free}; probe: {model or 'default model'} not downloaded"
+    ok, what = probe_status(path)
+    return f"{free}; probe for {path.name}: {what}" + ("; default: probe" if ok else "; default: confidence")
+
+
+def _present_model(model: Optional[str], catalog, models_dir: Path) -> Optional[Path]:
+    """The model's file if it is on disk (a catalog id or a path), never downloading."""
+    if model and Path(model).suffix == ".gguf":
+        return Path(model) if Path(model).is_file() else None
+    entry = next((e for e in catalog.entries if (e.id == model if model else e.default)), None)
+    if entry is None:
+        if model:
+            raise TTSError(f"unknown model {model!r}: a catalog id (tts models) or a .gguf path")
+        return None
+    return entry.path(models_dir) if entry.is_present(models_dir) else None
 
 
 def _register_optional() -> None:

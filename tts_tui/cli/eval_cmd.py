@@ -60,6 +60,8 @@ def eval_command(
     stop_at: float = typer.Option(0.95, "--stop-at", help="Adaptive: stop once P(leader holds) reaches this."),
     wave: int = typer.Option(4, "--wave", help="Adaptive: samples per wave."),
     cut: bool = typer.Option(False, "--cut", help="Adaptive: also DeepConf-cut rows (weak traces cut after wave 1)."),
+    cut_window: int = typer.Option(32, "--cut-window", help="Adaptive --cut: tokens in the sliding confidence window."),
+    cut_keep: float = typer.Option(0.9, "--cut-keep", help="Adaptive --cut: the first wave's quantile kept above the floor."),
     save_states: Optional[Path] = typer.Option(
         None, "--save-states",
         help="Also keep every vote sample's hidden states and token statistics in this sample set "
@@ -87,7 +89,7 @@ def eval_command(
     ns = _ints(n, "--n")
     lv = set(_ints(levels, "--levels")) if levels else None
     base = SearchParams(n=max(ns), m=m, temperature=temperature, seed=seed, max_steps=max_steps,
-                        budget=budget_per_sample * max(ns), adaptive=adaptive_params(adaptive, stop_at, wave, cut))
+                        budget=budget_per_sample * max(ns), adaptive=adaptive_params(adaptive, stop_at, wave, cut, cut_window, cut_keep))
     if adaptive:
         strategies = adaptive_names(strategies, cut)
     # every check a problem would fail the same way runs here, before any model loads:
@@ -215,6 +217,11 @@ def _eval_remote(data: Path, problems, strategies, ns, base, budget_per_sample: 
     verifier = verifier or "confidence"
     from tts_tui.evaluate import base_strategy
 
+    if any(name.endswith("+cut") for name in strategies):
+        # a server's cut ends a trace at a step's end, where the replayed rows cut at the
+        # token: replayed +cut rows would not be what a live run does
+        raise TTSError("--cut rows are replayed token by token, which a server's cut (at step ends) does not "
+                       "match: leave out --cut with --backend openai (tts solve --cut runs it live)")
     for s in solvers:  # refused here, once, before any row: a refusal is not a failed row
         for name in strategies:
             s.check(base_strategy(name), verifier, job_params(base, name, max(ns), budget_per_sample))

@@ -12,6 +12,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, Trans
 from rich.text import Text
 
 from tts_tui.search import events as ev
+from tts_tui.search.stopping import stop_line
 
 err = Console(stderr=True)
 
@@ -64,10 +65,8 @@ class SearchProgress:
             self.best = f"{g['answer']} ({g['count']} votes)"
         elif e.kind == ev.STOP_RULE:
             d = e.data
-            verdict = "stop" if d["stop"] else "next wave" if d["samples_used"] < d["n_max"] else "N reached"
-            sign = "≥" if d["stop"] else "<"
-            err.print(f"[dim]samples {d['samples_used']}/{d['n_max']}: P(leader holds) {d['posterior']:.3f} "
-                      f"{sign} {d['stop_at']}: {verdict}" + (f"; {d['cut']} cut" if d.get("cut") else "") + "[/dim]")
+            err.print(f"samples {d['samples_used']}/{d['n_max']}: {stop_line(d)}"
+                      + (f"; {d['cut']} cut" if d.get("cut") else ""), style="dim", markup=False)
         elif e.kind == ev.INFO:
             self.info = e.data["text"]
             err.print(f"[dim]{self.info}[/dim]")

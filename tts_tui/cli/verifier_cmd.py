@@ -85,7 +85,7 @@ def train_command(
         solver.close()
     if sample_only:
         return
-    ds = load([out], skip_ids)
+    ds = load([out], skip_ids, only={p.id for p in problems})  # what this command's --data names, nothing else
     if len(set(ds.groups)) < 5 or ds.labels.min(initial=1) == ds.labels.max(initial=0):
         raise TTSError(f"too little to train on in {out}: {len(set(ds.groups))} problems "
                        "(need 5 or more, with right and wrong samples)")
@@ -195,13 +195,15 @@ def eval_command(
           f"right {int(labels.sum())}, problems {len(set(groups.tolist()))}")
     for name, fn in signals.items():
         r = metrics(fn(ds.stats[m], ds.hidden[m]).astype(float), labels, groups)
-        ece = f"{r['ece']:.3f}" if name == "probe" else "-"  # only the probe is a probability
+        ece = "-" if np.isnan(r["ece"]) else f"{r['ece']:.3f}"  # "-": the score is no probability
         print(f"{name:28} {r['within_auroc']:>12.3f} {r['auroc']:>12.3f} {ece:>6}")
+    print("# ECE: only where the score is a probability in [0, 1] ('-' elsewhere)")
     judged = _judged_finals(samples_dir, ds, m)
     if judged is not None:
         has, scores = judged
         r = metrics(scores[has], labels[has], groups[has])
-        print(f"{'self-judge':28} {r['within_auroc']:>12.3f} {r['auroc']:>12.3f} {'-':>6}  "
+        ece = "-" if np.isnan(r["ece"]) else f"{r['ece']:.3f}"
+        print(f"{'self-judge':28} {r['within_auroc']:>12.3f} {r['auroc']:>12.3f} {ece:>6}  "
               f"({int(has.sum())} of the samples judged)")
     if probe is None:
         print(f"# no probe trained for {path.name} (tts verifier train)")

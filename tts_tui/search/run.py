@@ -314,6 +314,8 @@ class Search:
         p_right = self.p_right(chosen)
         if p_right is not None:
             stats["p_right"] = p_right
+            if chosen is not None and chosen.hidden is None:  # scored at the training mean state
+                stats["p_right_stats_only"] = True
         self.release_all()
         result = Result(
             answer=best.answer if best else (chosen.answer if chosen else None),

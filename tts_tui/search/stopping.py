@@ -18,15 +18,21 @@ import numpy as np
 DRAWS = 20_000  # Monte Carlo draws for three or more answers (standard error < 0.004)
 
 
-def leader_holds(masses: Sequence[float], seed: int = 0) -> float:
-    """P(the largest of `masses` has the largest share) under Dirichlet(masses + 1).
+def leader_holds(masses: Sequence[float], seed: int = 0, leader: int | None = None) -> float:
+    """P(answer `leader` has the largest share) under Dirichlet(masses + 1); `leader`
+    defaults to the largest mass.
 
-    `masses` are the answer groups' vote counts (or confidence-weighted counts). One
-    answer is read as that answer against all others unseen: Beta(c + 1, 1). No answer
-    at all: 0 (nothing leads)."""
-    m = sorted((float(x) for x in masses if x > 0), reverse=True)
-    if not m:
+    `masses` are the answer groups' vote counts (or confidence-weighted counts). A vote
+    names the group it answers with (the raw-weight leader), which a weighted mass may not
+    rank first: the posterior is then that group's, and low. One answer is read as that
+    answer against all others unseen: Beta(c + 1, 1). No answer at all: 0 (nothing leads)."""
+    vals = [float(x) for x in masses]
+    if leader is None:
+        leader = max(range(len(vals)), key=lambda i: vals[i], default=0)
+    if not vals or vals[leader] <= 0:
         return 0.0
+    rest = sorted((x for i, x in enumerate(vals) if i != leader and x > 0), reverse=True)
+    m = [vals[leader], *rest]
     if len(m) == 1:
         m.append(0.0)
     if len(m) == 2:
@@ -43,9 +49,11 @@ def _beta_above_half(a: float, b: float) -> float:
         n = int(a + b - 1)  # P(X <= 1/2) = P(Binomial(n, 1/2) >= a)
         tail = sum(math.comb(n, j) for j in range(int(a), n + 1)) / 2.0**n
         return 1.0 - tail
-    x = np.linspace(0.5, 1.0, 4001)[1:-1]
+    # the midpoint rule: no evaluation at x = 1, where the density of b < 1 is infinite
+    h = 0.5 / 4000
+    x = 0.5 + h * (np.arange(4000) + 0.5)
     log_pdf = (a - 1) * np.log(x) + (b - 1) * np.log1p(-x) - (math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b))
-    inner = np.exp(log_pdf).sum() * (0.5 / 4000)
+    inner = np.exp(log_pdf).sum() * h
     return float(min(1.0, max(0.0, inner)))
 
 
@@ -83,3 +91,44 @@ def cut_floor(lowest: Sequence[float], keep: float) -> float | None:
     if not lowest:
         return None
     return float(np.quantile(np.asarray(lowest, dtype=float), 1.0 - keep))
+
+
+# -- how front ends word a stop check (the TUI's answer panel, tts solve's stderr) ----------
+STOP_VERDICTS = {"posterior": "stop", "max-n": "N reached", "budget": "budget spent", "cancelled": "stopped",
+                 "search": "on to a search"}
+
+
+def verdict(rule: dict, stats: dict | None = None) -> str:
+    """What a stop check means: from the finished run's `stopped_by` once there is one,
+    else from the STOP_RULE event (`more`: whether this draw has another wave to come)."""
+    if stats and "stopped_by" in stats:
+        return STOP_VERDICTS.get(stats["stopped_by"], str(stats["stopped_by"]))
+    if rule.get("stop"):
+        return "stop"
+    if rule.get("ended"):
+        return STOP_VERDICTS[rule["ended"]]
+    if rule.get("samples_used", 0) >= rule.get("n_max", 0):
+        return "N reached"
+    return "next wave" if rule.get("more", True) else "undecided"
+
+
+def two_sides(value: float, bound: float) -> tuple[str, str]:
+    """A posterior and its bound at 2 decimals, the posterior truncated or raised where
+    rounding would cross the bound (0.9476 < 0.95 must not read "0.95 < 0.95")."""
+    shown = round(value, 2)
+    if value < bound <= shown:
+        shown = math.floor(value * 100) / 100
+    elif shown < bound <= value:
+        shown = math.ceil(value * 100) / 100
+    b = f"{bound:.2f}" if round(bound, 2) == bound else f"{bound:g}"
+    return f"{shown:.2f}", b
+
+
+def stop_line(rule: dict, stats: dict | None = None) -> str:
+    """One line: "P(leader holds) 0.97 ≥ 0.95: stop" (no posterior yet: a dash)."""
+    posterior = (stats or {}).get("posterior", rule.get("posterior"))
+    stop_at = rule.get("stop_at")
+    if posterior is None or stop_at is None:
+        return "P(leader holds) -"
+    p, b = two_sides(posterior, stop_at)
+    return f"P(leader holds) {p} {'≥' if posterior >= stop_at else '<'} {b}: {verdict(rule, stats)}"

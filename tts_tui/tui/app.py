@@ -35,7 +35,7 @@ from tts_tui.tui.controller import RunController
 from tts_tui.tui.governor import FrameGovernor
 from tts_tui.tui.history import HistoryScreen
 from tts_tui.tui.lanes import Lane, deliver, start_runs
-from tts_tui.tui.runner import RunRequest, Runner, SolverRunner
+from tts_tui.tui.runner import DEFAULT_VERIFIER, RunRequest, Runner, SolverRunner, verifier_options
 from tts_tui.tui.search_view import SearchView
 from tts_tui.tui.settings import Settings, load_settings, save_settings
 from tts_tui.tui.widgets import NumberInput
@@ -138,8 +138,8 @@ class TTSApp(App):
                 yield Label("Model")
                 yield Select(self._model_options(), value=s.model, allow_blank=True, id="model")
                 yield Label("Verifier")
-                yield Select([(v, v) for v in VERIFIERS if v != "prm"], value=s.verifier
-                             if s.verifier != "prm" else "confidence", allow_blank=False, id="verifier")
+                yield Select(verifier_options(), value=s.verifier if s.verifier in VERIFIERS and s.verifier != "prm"
+                             else DEFAULT_VERIFIER, allow_blank=False, id="verifier")
                 yield Static("", id="errors", markup=False)  # problem text and answers are not markup
                 with Horizontal(classes="row"):
                     yield Button("Run", id="run", variant="primary")

@@ -24,7 +24,7 @@ from tts_tui.search.strategies import ADAPTIVE, STRATEGIES, validate
 from tts_tui.session import VERIFIERS
 from tts_tui.tui.controller import RunController
 from tts_tui.tui.lanes import Lane, start_runs
-from tts_tui.tui.runner import RunRequest
+from tts_tui.tui.runner import DEFAULT_VERIFIER, RunRequest, verifier_options
 from tts_tui.tui.search_view import SearchView
 from tts_tui.tui.view import figures_table
 from tts_tui.tui.widgets import NumberInput, Panel
@@ -93,8 +93,8 @@ class CompareScreen(Screen):
             yield NumberInput(p.m, 1, "M", id="b-m")
             yield Label("T")
             yield NumberInput(p.temperature, 0.1, "temp", is_float=True, id="b-temperature")
-            yield Select([(v, v) for v in VERIFIERS if v != "prm"], value=b.verifier if b.verifier != "prm"
-                         else "confidence", allow_blank=False, id="b-verifier")
+            yield Select(verifier_options(), value=b.verifier if b.verifier in VERIFIERS and b.verifier != "prm"
+                         else DEFAULT_VERIFIER, allow_blank=False, id="b-verifier")
         yield Static("", id="cmp-errors", markup=False)  # error text may quote the problem: not markup
         yield Static(f"same problem and budget ({self.a.params.budget} tokens); ctrl+r runs A then B, "
                      "escape stops or goes back", id="cmp-status", markup=False)

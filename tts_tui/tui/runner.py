@@ -19,6 +19,17 @@ from tts_tui.tui import endpoints as ep
 Status = Callable[[str], None]
 
 
+DEFAULT_VERIFIER = "default"  # the probe where one is trained for the model, else confidence
+
+
+def verifier_options() -> list[tuple[str, str]]:
+    """The verifier picker's choices: the model's default first (a PRM needs --prm, so the
+    picker leaves it to the command line)."""
+    from tts_tui.session import VERIFIERS
+
+    return [("default (probe if trained)", DEFAULT_VERIFIER)] + [(v, v) for v in VERIFIERS if v != "prm"]
+
+
 @dataclass
 class RunRequest:
     problem: str
@@ -112,6 +123,8 @@ class SolverRunner:
     def run(self, req: RunRequest, listener: ev.Listener, cancel: threading.Event, status: Status):
         with self._lock:
             solver = self._load(req.model, status)
+            if req.verifier == DEFAULT_VERIFIER:  # the model's own default, recorded as what ran
+                req.verifier = solver.default_verifier()
             status(f"running {req.strategy} on {solver.model_path.name}")
             return solver.solve(req.problem, req.strategy, req.params, req.verifier, listener=listener,
                                 cancel=cancel)

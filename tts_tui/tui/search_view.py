@@ -254,10 +254,11 @@ class SearchView(Vertical):
     def _refresh_p_right(self) -> None:
         """The probe's estimate that the chosen answer is right, once a probe-scored run is done."""
         panel = self.query_one("#p-right", Panel)
-        p = ((self.result or {}).get("stats") or {}).get("p_right")
+        stats = (self.result or {}).get("stats") or {}
+        p = stats.get("p_right")
         shown = p is not None
         if shown:
-            panel.update(p_right_text(p))
+            panel.update(p_right_text(p, bool(stats.get("p_right_stats_only"))))
         if panel.display != shown:
             panel.display = shown
 

@@ -22,7 +22,7 @@ class Settings:
     temperature: float = 0.3
     seed: int = 0
     model: str = "qwen2.5-coder-1.5b-instruct-q4_k_m"
-    verifier: str = "confidence"
+    verifier: str = "default"  # the probe where one is trained for the model, else confidence
     adaptive: bool = False  # adaptive votes (majority, weighted, bracket, auto): stop once decided
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from rich.text import Text
 
+from tts_tui.search.stopping import stop_line
 from tts_tui.search.tree import CHOSEN, FINISHED, LIVE, PRUNED, Node, Tree
 
 GLYPHS = {LIVE: ("●", "yellow"), PRUNED: ("✗", "red dim"), FINISHED: ("✓", "green"), CHOSEN: ("★", "bold magenta")}
@@ -90,18 +91,16 @@ def answer_bars(groups: list[dict[str, Any]], width: int = 12) -> Text:
     return out
 
 
-def p_right_text(p: float) -> Text:
-    """The probe's estimate that the chosen answer is right, as the answer panel shows it."""
+def p_right_text(p: float, stats_only: bool = False) -> Text:
+    """The probe's estimate that the chosen answer is right, as the answer panel shows it
+    (`stats_only`: the chosen node had no hidden state, so it read token statistics alone)."""
     out = Text()
     out.append(f"P(right) {p:.2f}", style="bold green" if p >= 0.5 else "yellow")
-    out.append("  probe's estimate", style="dim")
+    out.append("  probe's estimate" + (" (token statistics only)" if stats_only else ""), style="dim")
     return out
 
 
 # Why an adaptive vote stopped sampling, as the answer panel says it once the run is done.
-STOP_VERDICTS = {"posterior": "stop", "max-n": "N reached", "budget": "budget spent", "cancelled": "stopped"}
-
-
 def stop_rule_text(rule: dict[str, Any] | None, stats: dict[str, Any] | None = None) -> Text:
     """An adaptive vote's stop rule: P(leader holds) against stop_at, then samples used of N.
 
@@ -109,36 +108,18 @@ def stop_rule_text(rule: dict[str, Any] | None, stats: dict[str, Any] | None = N
     run is done its `stopped_by` gives the verdict: a last wave short of stop_at ended at N
     or at the budget, and no next wave is coming."""
     rule, stats = rule or {}, stats or {}
-    posterior = stats.get("posterior", rule.get("posterior"))
-    stop_at = rule.get("stop_at")
     used = stats.get("samples_used", rule.get("samples_used", 0))
     n_max = stats.get("n_max", rule.get("n_max", 0))
     out = Text()
-    if posterior is None or stop_at is None:
-        out.append("P(leader holds) -", style="dim")  # no wave has been voted on
+    line = stop_line(rule, stats)
+    if line.endswith("-"):
+        out.append(line, style="dim")  # no wave has been voted on
     else:
-        holds = posterior >= stop_at
-        if "stopped_by" in stats:
-            verdict = STOP_VERDICTS.get(stats["stopped_by"], str(stats["stopped_by"]))
-        else:
-            verdict = "stop" if holds else "N reached" if used >= n_max else "next wave"
-        p, s = _two_sides(posterior, stop_at)
-        out.append(f"P(leader holds) {p} {'≥' if holds else '<'} {s}: ")
-        out.append(verdict, style="bold green" if holds else "yellow")
+        head, word = line.rsplit(": ", 1)
+        out.append(f"{head}: ")
+        out.append(word, style="bold green" if word == "stop" else "yellow")
     out.append(f"\nsamples {used}/{n_max}")
     return out
-
-
-def _two_sides(value: float, bound: float) -> tuple[str, str]:
-    """Posterior and bound at 2 decimals, the posterior truncated or raised where rounding
-    would cross the bound (0.9476 < 0.95 must not read "0.95 < 0.95")."""
-    shown = round(value, 2)
-    if value < bound <= shown:
-        shown = math.floor(value * 100) / 100
-    elif shown < bound <= value:
-        shown = math.ceil(value * 100) / 100
-    b = f"{bound:.2f}" if round(bound, 2) == bound else f"{bound:g}"
-    return f"{shown:.2f}", b
 
 
 def adaptive_compute_lines(rule: dict[str, Any] | None, stats: dict[str, Any] | None = None) -> list[str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,15 +77,20 @@ class Probe:
             with np.load(path) as z:
                 meta = json.loads(bytes(z["meta"]).decode())
                 arrays = {k: z[k] for k in z.files if k != "meta"}
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
             raise InputError(f"{path}: not a verifier probe file ({exc})") from None
-        if meta.get("format") != FORMAT:
-            raise InputError(f"{path}: probe format {meta.get('format')} (this version reads {FORMAT})")
-        if model_sha256 is not None and meta["model_sha256"] != model_sha256:
-            raise InputError(f"{path} was trained for {meta['model_name']} (sha256 {meta['model_sha256'][:12]}), "
-                             f"not this model (sha256 {model_sha256[:12]}): train one with tts verifier train")
-        return cls(meta["model_sha256"], meta["model_name"], arrays["mean"], arrays["std"], arrays["weights"],
-                   float(meta["bias"]), arrays.get("projection"), int(meta["n_stats"]), meta.get("info", {}))
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            got = meta.get("format") if isinstance(meta, dict) else None
+            raise InputError(f"{path}: probe format {got} (this version reads {FORMAT})")
+        if model_sha256 is not None and meta.get("model_sha256") != model_sha256:
+            raise InputError(f"{path} was trained for {meta.get('model_name')} "
+                             f"(sha256 {str(meta.get('model_sha256'))[:12]}), not this model "
+                             f"(sha256 {model_sha256[:12]}): train one with tts verifier train")
+        try:
+            return cls(meta["model_sha256"], meta["model_name"], arrays["mean"], arrays["std"], arrays["weights"],
+                       float(meta["bias"]), arrays.get("projection"), int(meta["n_stats"]), meta.get("info", {}))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"{path}: a probe file with a part missing ({exc}): train it again") from None
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -185,7 +191,11 @@ def _pair_wins(right: np.ndarray, wrong: np.ndarray) -> tuple[float, float]:
 
 
 def calibration_error(scores: np.ndarray, labels: np.ndarray, bins: int = 10) -> float:
-    if not len(scores):
+    """Expected calibration error over 10 equal-width bins: the mean gap between a bin's
+    scores and its share right, weighted by its size. Only a score read as a probability
+    has one: NaN where any score lies outside [0, 1] (DeepConf's and self-certainty's)."""
+    scores = np.asarray(scores, dtype=float)
+    if not len(scores) or scores.min() < 0.0 or scores.max() > 1.0:
         return float("nan")
     idx = np.minimum((scores * bins).astype(int), bins - 1)
     err = 0.0

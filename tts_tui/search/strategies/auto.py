@@ -91,6 +91,9 @@ def auto(search: Search) -> Result:
         search.params = replace(p, adaptive=AdaptiveParams(**{**known, "cut": bool(choice.get("cut"))}))
     if searches:
         result = _search(search, strategy, total)
+        if a is not None:  # the probes' stop check sent it on to a search
+            result.stats.update({"stopped_by": "search", "posterior": round(got.posterior or 0.0, 4),
+                                 "n_max": p.n})
     else:
         # an adaptive run announced the probes' posterior above (the table's own adaptive
         # choice did not: its first check is in the vote)

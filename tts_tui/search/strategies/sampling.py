@@ -86,7 +86,7 @@ def draw(search: Search, n: int, weigh: Weigh | None = None, first: Sequence[Nod
     out = Draw(list(first), drawn, n if n_max is None else n_max, "max-n", floor=search.cut_floor)
     spent0 = search.spent
     leaves: list[Node] = []
-    if drawn and not checked and _decided(search, out, weigh, a.stop_at):
+    if drawn and not checked and _decided(search, out, weigh, a.stop_at, more=out.drawn < n):
         out.tokens_per_sample = search.spent / max(1, drawn)  # the probes' own tokens
         return out
     while out.drawn < n and not search.stopped:
@@ -98,29 +98,37 @@ def draw(search: Search, n: int, weigh: Weigh | None = None, first: Sequence[Nod
         out.done += _answered(wave)
         if a.cut and search.cut_floor is None:
             search.cut_floor = out.floor = _floor(search, _answered(leaves), a.window, a.keep)
-        if _decided(search, out, weigh, a.stop_at):
+        if _decided(search, out, weigh, a.stop_at, more=out.drawn < n and not search.stopped):
             break
     if out.stopped_by != "posterior" and search.stopped:  # a wave may have been cut short too
         out.stopped_by = "cancelled" if search.cancel.is_set() else "budget"
-    out.tokens_per_sample = (search.spent - spent0) / max(1, out.drawn - drawn)
+    # what a sample the rule saved would have cost: a fixed-N run cuts nothing, so the
+    # cut traces' short lengths are left out of the estimate
+    whole = [sum(x.n_tokens for x in search.tree.path(leaf)) for leaf in leaves if leaf.finish != "cut"]
+    out.tokens_per_sample = sum(whole) / len(whole) if whole else (search.spent - spent0) / max(1, out.drawn - drawn)
     return out
 
 
-def _decided(search: Search, out: Draw, weigh: Weigh | None, stop_at: float) -> bool:
-    """Vote what is in; record and announce the posterior; True once it reaches stop_at."""
+def _decided(search: Search, out: Draw, weigh: Weigh | None, stop_at: float, more: bool = True) -> bool:
+    """Vote what is in; record and announce the posterior (`more`: whether this draw has
+    another wave to come if it goes on); True once it reaches stop_at."""
     weights = weigh(out.done) if weigh is not None and out.done else None
     groups = search.vote(out.done, weights)
     masses = [float(g.count) for g in groups]
     if weights is not None:  # confidence-weighted counts, as much evidence as the votes
         scaled = dict(zip((x.id for x in out.done), normalised(weights)))
         masses = [sum(scaled[i] for i in g.members) for g in groups]
-    out.posterior = leader_holds(masses)
+    # the posterior of the answer the vote gives (ranked by the raw weights), which the
+    # floored masses may not rank first
+    out.posterior = leader_holds(masses, leader=0)
     stop = out.posterior >= stop_at
     if stop:
         out.stopped_by = "posterior"
     info = {"samples_used": out.drawn, "n_max": out.n_max, "posterior": round(out.posterior, 4),
-            "stop_at": stop_at, "stop": stop, "leader": groups[0].answer if groups else None,
+            "stop_at": stop_at, "stop": stop, "more": more, "leader": groups[0].answer if groups else None,
             "cut": out.cut, "cut_floor": out.floor}
+    if search.stopped and not stop:  # no wave comes after a spent budget or a cancel
+        info["ended"] = "cancelled" if search.cancel.is_set() else "budget"
     out.history.append(info)
     search.emit(ev.Event(ev.STOP_RULE, data=info))
     return stop
