@@ -85,3 +85,15 @@ def test_refit_can_choose_an_adaptive_vote_and_auto_then_draws_in_waves():
     result = run_strategy("auto", search)
     assert result.stats["difficulty"] == "easy" and result.stats["samples_used"] == 8  # 3:1, then 7:1 stops
     assert gen.calls == [4, 4]
+
+
+def test_a_refit_notes_adaptive_rows_measured_with_another_first_wave():
+    from tts_tui.refit import refit
+
+    rows = [{"id": f"q{i}", "strategy": "majority+adaptive", "n": 8, "correct": True, "tokens": 100,
+             "probe_agree": 1.0, "difficulty": "easy"} for i in range(3)]
+    table = {"probe": 4, "bins": {"easy": {"strategy": "majority", "n_scale": 1.0}}}
+    _, same = refit(rows, table, 8, {"wave": 4, "stop_at": 0.95})
+    _, other = refit(rows, table, 8, {"wave": 2, "stop_at": 0.95})
+    assert not any(x.startswith("note:") for x in same)
+    assert any("waves of 2" in x for x in other)

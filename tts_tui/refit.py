@@ -70,6 +70,12 @@ def refit(rows: list[dict[str, Any]], table: dict[str, Any], max_n: int,
         new["bins"][b] = table_entry(strategy, round(n / max_n, 4), adaptive)
         lines.append(f"{b}: {strategy} N={n} ({v['accuracy']:.0%} on {int(v['problems'])} problems, "
                      f"{v['mean_tokens']:.0f} mean tokens)")
+    probes = int(table.get("probe", 4))
+    if adaptive and adaptive.get("wave", probes) != probes and any("+adaptive" in str(e.get("strategy", "")) or
+                                                                  e.get("adaptive") for e in new["bins"].values()):
+        # the replayed rows drew a first wave of `wave` samples; auto's first wave is its probes
+        lines.append(f"note: the adaptive rows were measured with waves of {adaptive['wave']}, auto's first wave "
+                     f"is its {probes} probes: where they differ, its adaptive votes only approximate those rows")
     new["_refit"] = lines
     return new, lines
 
