@@ -33,8 +33,11 @@ def problems(dirs: list[Path]) -> list[dict]:
     """Each problem with its samples' answers, tokens, finish, rightness and confidences."""
     out = []
     for d in dirs:
+        rows = {}  # each problem once, its last line (as the probe's training reads a set)
         for line in (d / "samples.jsonl").read_text(encoding="utf-8").splitlines():
             row = json.loads(line)
+            rows[row["id"]] = row
+        for row in rows.values():
             with np.load(d / row["file"]) as z:
                 if "conf" not in z.files:
                     continue  # sampled before confidences were kept

@@ -125,6 +125,10 @@ def test_weak_traces_after_the_first_wave_are_cut_and_do_not_vote():
     assert "7" not in [g.answer for g in result.groups]
     assert result.stats["cut"] == 4 and result.stats["cut_floor"] == 9.0
     assert result.stats["samples_used"] == 8
+    # what the fixed-N run would have spent on a sample: a whole trace, not a cut one
+    assert result.stats["tokens_saved_est"] == 0  # N reached: nothing saved
+    whole = gen.depth * gen.step_tokens
+    assert search.spent == 4 * whole + 4 * gen.step_tokens
 
 
 @pytest.mark.parametrize("strategy", ["weighted", "bracket", "auto"])
@@ -405,3 +409,29 @@ def test_tune_cut_replays_the_cut_on_a_sample_sets_confidences(tmp_path):
     cut = tune.score(probs, AdaptiveParams(wave=4, cut=True, window=8, keep=0.9))
     assert base == {"right": 1, "tokens": 320, "cut": 0, "cut_right": 0}
     assert cut["cut"] == 2 and cut["cut_right"] == 0 and cut["right"] == 1 and cut["tokens"] < 320
+
+
+def test_tokens_saved_count_whole_traces_not_cut_ones():
+    # wave 1: 3:1; wave 2: two weak traces cut, two more 42s (5:1, 0.94); wave 3: 9:1 stops
+    answers = ("42", "42", "41", "42", "7", "7", "42", "42") + ("42",) * 8
+    confs = (9.0,) * 4 + (2.0, 2.0, 9.0, 9.0) + (9.0,) * 8
+    gen = FakeGenerator(answers=answers, confidences=confs)
+    search = make(gen, n=16, wave=4, cut=True, keep=0.9, window=4)
+    result = run_strategy("majority", search)
+    assert result.stats["samples_used"] == 12 and result.stats["cut"] == 2
+    whole = gen.depth * gen.step_tokens
+    assert result.stats["tokens_saved_est"] == 4 * whole  # not the cut-diluted mean per sample
+
+
+def test_tts_solve_says_when_autos_probes_handed_over_to_a_search(capsys):
+    from tts_tui.cli.app import _print_result
+    from tts_tui.search.run import Result
+
+    gen = FakeGenerator(answers=tuple(str(i) for i in range(16)))
+    search = make(gen, n=16, wave=4)
+    result = run_strategy("auto", search)
+    _print_result(result)
+    out = capsys.readouterr().out
+    assert f"on to {result.stats['chosen_strategy']}" in out and "did not decide" in out
+    _print_result(Result("42", 0.5, [], None, 10, 1.0, "majority", stats={}))
+    assert "adaptive" not in capsys.readouterr().out

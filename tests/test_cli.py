@@ -52,10 +52,20 @@ def test_truncated_model(tmp_path, tiny_path):
         (["solve", "1+1?", "--strategy", "majority", "--adaptive", "--stop-at", "1.5"], "--stop-at"),
         (["solve", "1+1?", "--strategy", "majority", "--adaptive", "--wave", "0"], "--wave"),
         (["solve", "1+1?", "--strategy", "majority", "--cut"], "--cut needs --adaptive"),
+        (["solve", "1+1?", "--strategy", "majority", "--adaptive", "--cut", "--cut-window", "0"], "--cut-window"),
+        (["solve", "1+1?", "--strategy", "majority", "--adaptive", "--cut", "--cut-keep", "1.5"], "--cut-keep"),
     ],
 )
 def test_bad_input(args, match):
     assert_one_line_error(tts(*args), match=match)
+
+
+def test_a_server_eval_refuses_the_replayed_cut_before_connecting(tmp_path):
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"id": "q", "problem": "What is 1+1?", "answer": "2"}) + "\n")
+    proc = tts("eval", "--data", str(data), "--strategy", "majority", "--adaptive", "--cut", "--backend", "openai",
+               "--base-url", "http://127.0.0.1:9", "--model", "m", "--out", str(tmp_path / "out"))
+    assert_one_line_error(proc, match="--cut rows are replayed")
 
 
 def test_problem_longer_than_context(tiny_path):

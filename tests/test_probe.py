@@ -253,7 +253,6 @@ def test_calibration_error_on_known_cases():
 
 def test_a_probe_file_with_a_part_missing_or_a_broken_zip_is_one_error(tmp_path):
     import json as _json
-    import zipfile
 
     stats, hidden, labels, groups, final = planted(problems=6, width=8)
     probe, _ = train(stats, hidden, labels, groups, final, "a" * 64, "m", folds=2, l2s=(1.0,), dims=(None,))
@@ -270,7 +269,6 @@ def test_a_probe_file_with_a_part_missing_or_a_broken_zip_is_one_error(tmp_path)
     cut.write_bytes(good.read_bytes()[: len(good.read_bytes()) // 2])  # a truncated download
     with pytest.raises(InputError, match="not a verifier probe"):
         Probe.load(cut)
-    assert issubclass(zipfile.BadZipFile, Exception)
 
 
 def _write_set(d, rows):

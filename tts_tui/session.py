@@ -113,14 +113,14 @@ class Solver:
         from tts_tui.catalog.fetch import known_sha256
         from tts_tui.verify.probe import Probe, ProbeScorer
 
-        path = self.probe_file()
-        if not path.is_file():
-            raise InputError(f"no probe verifier is trained for {self.model_path.name}: "
-                             f"tts verifier train --model {self.model_path} --data FILE.jsonl")
-        stamp = (path, path.stat().st_mtime_ns)
-        if getattr(self, "_probe", None) is None or self._probe_stamp != stamp:  # retrained since: read anew
+        # read once per loaded model: an eval keys its rows by the probe's digest at its
+        # start, so a probe retrained meanwhile is read by the next `tts` command (or TUI)
+        if getattr(self, "_probe", None) is None:
+            path = self.probe_file()
+            if not path.is_file():
+                raise InputError(f"no probe verifier is trained for {self.model_path.name}: "
+                                 f"tts verifier train --model {self.model_path} --data FILE.jsonl")
             self._probe = ProbeScorer(Probe.load(path, known_sha256(self.model_path)[1]))
-            self._probe_stamp = stamp
         return self._probe
 
     def _prm_scorer(self) -> PRMScorer:

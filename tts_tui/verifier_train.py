@@ -59,13 +59,7 @@ class Dataset:
 def collect(solver: Any, problems: Sequence[Problem], n: int, budget_per_sample: int, out_dir: Path,
             on_problem: Callable[[Problem, dict[str, Any]], None] | None = None) -> None:
     """Sample and label what `out_dir` lacks."""
-    ids = [p.id for p in problems]
-    dup = next((i for i in ids if ids.count(i) > 1), None) if len(set(ids)) != len(ids) else None
-    if dup is not None:
-        from tts_tui.errors import InputError
-
-        raise InputError(f"problem id {dup!r} appears more than once in --data (rows without an id are "
-                         "numbered per file): give each row its own id")
+    check_ids(problems)
     done = open_sample_set(out_dir, solver, {"n": n, "budget_per_sample": budget_per_sample})
     for i, p in enumerate(problems):
         if p.id in done:
@@ -81,6 +75,18 @@ def collect(solver: Any, problems: Sequence[Problem], n: int, budget_per_sample:
         row = save_problem(out_dir, p, search, leaves, time.monotonic() - t0)
         if on_problem:
             on_problem(p, row)
+
+
+def check_ids(problems: Sequence[Problem]) -> None:
+    """Refuse problems that share an id: their samples would share a name and a label."""
+    from collections import Counter
+
+    from tts_tui.errors import InputError
+
+    dup = next((i for i, c in Counter(p.id for p in problems).items() if c > 1), None)
+    if dup is not None:
+        raise InputError(f"problem id {dup!r} appears more than once in --data (rows without an id are "
+                         "numbered per file): give each row its own id")
 
 
 def open_sample_set(out_dir: Path, solver: Any, settings: dict[str, Any]) -> set[str]:
@@ -173,7 +179,7 @@ def _states(search: Any, leaves: Sequence[Any], gold: str) -> dict[str, np.ndarr
             "labels": np.asarray(labels, dtype=np.int8), "sample": np.asarray(sample, dtype=np.int16),
             "final": np.asarray(final, dtype=bool), "final_label": np.asarray(final_label, dtype=np.int8),
             "conf": np.asarray(conf, dtype=np.float32), "conf_len": np.asarray(conf_len, dtype=np.int32),
-            "finish": np.asarray(finish, dtype="U8")}
+            "finish": np.asarray(finish, dtype="U16")}
 
 
 def _save_npz(dest: Path, arrays: dict[str, np.ndarray]) -> None:

@@ -215,11 +215,14 @@ def _print_result(result) -> None:
     print(f"strategy: {result.strategy}" + (f" ({result.reason})" if result.reason else ""))
     if "difficulty" in result.stats:
         print(f"difficulty: {result.stats['difficulty']}")
-    if "samples_used" in result.stats:
-        s = result.stats
+    s = result.stats
+    if "samples_used" in s:
         print(f"samples: {s['samples_used']}/{s['n_max']} (stopped by {s['stopped_by']}, "
-              f"P(leader holds) {s['posterior']}; saved ≈ {s['tokens_saved_est']} tokens"
+              f"P(leader holds) {s['posterior']}; saved ≈ {s.get('tokens_saved_est', 0)} tokens"
               + (f"; {s['cut']} weak traces cut" if s.get("cut") else "") + ")")
+    elif s.get("stopped_by") == "search":  # auto's probes did not decide: its table chose a search
+        print(f"adaptive: the probes' P(leader holds) {s['posterior']} did not decide; on to "
+              f"{s.get('chosen_strategy', 'a search')}")
     print(f"tokens: {result.tokens}  time: {result.seconds:.1f}s  tok/s: {result.tokens / max(result.seconds, 1e-6):.1f}")
 
 

@@ -210,6 +210,11 @@ def _eval_remote(data: Path, problems, strategies, ns, base, budget_per_sample: 
 
     from tts_tui.backends.openai.templates import checked
 
+    if any(name.endswith("+cut") for name in strategies):
+        # a server's cut ends a trace at a step's end, where the replayed rows cut at the
+        # token: replayed +cut rows would not be what a live run does
+        raise TTSError("--cut rows are replayed token by token, which a server's cut (at step ends) does not "
+                       "match: leave out --cut with --backend openai (tts solve --cut runs it live)")
     template = checked(template)  # a file: its absolute path (and its digest, below)
     urls = [u.strip() for u in (base_url or "").split(",") if u.strip()]
     solvers = ([remote_solver(u, model, api_key_env, template, prm, prm_url, prm_api_key_env) for u in urls]
@@ -217,11 +222,6 @@ def _eval_remote(data: Path, problems, strategies, ns, base, budget_per_sample: 
     verifier = verifier or "confidence"
     from tts_tui.evaluate import base_strategy
 
-    if any(name.endswith("+cut") for name in strategies):
-        # a server's cut ends a trace at a step's end, where the replayed rows cut at the
-        # token: replayed +cut rows would not be what a live run does
-        raise TTSError("--cut rows are replayed token by token, which a server's cut (at step ends) does not "
-                       "match: leave out --cut with --backend openai (tts solve --cut runs it live)")
     for s in solvers:  # refused here, once, before any row: a refusal is not a failed row
         for name in strategies:
             s.check(base_strategy(name), verifier, job_params(base, name, max(ns), budget_per_sample))

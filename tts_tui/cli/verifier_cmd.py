@@ -61,13 +61,14 @@ def train_command(
     from tts_tui.catalog.fetch import known_sha256
     from tts_tui.cli.progress import download_progress
     from tts_tui.session import EngineOptions, Solver
-    from tts_tui.verifier_train import collect, load, probe_path
+    from tts_tui.verifier_train import check_ids, collect, load, probe_path
     from tts_tui.verify.probe import train
 
     if n < 2:
         raise TTSError(f"--n must be at least 2 (right and wrong samples of a problem), got {n}")
     skip_ids = _exclusions(exclude)
     problems = _problems(data, limit, skip, levels, skip_ids)
+    check_ids(problems)  # before the model loads
     with download_progress() as on_progress:
         solver = Solver(model, options=EngineOptions(n_threads=threads), on_progress=on_progress)
     try:

@@ -247,9 +247,10 @@ class SearchView(Vertical):
         self.query_one("#compute", Panel).update(out)
 
     def adaptive_stats(self) -> dict[str, Any] | None:
-        """The finished run's stats if it was an adaptive vote (only those say samples_used)."""
+        """The finished run's stats if it drew adaptively (only those say why it stopped: a
+        vote, or auto's probes handing over to a search)."""
         stats = (self.result or {}).get("stats") or {}
-        return stats if "samples_used" in stats else None
+        return stats if "stopped_by" in stats else None
 
     def _refresh_p_right(self) -> None:
         """The probe's estimate that the chosen answer is right, once a probe-scored run is done."""

@@ -193,9 +193,10 @@ def _pair_wins(right: np.ndarray, wrong: np.ndarray) -> tuple[float, float]:
 def calibration_error(scores: np.ndarray, labels: np.ndarray, bins: int = 10) -> float:
     """Expected calibration error over 10 equal-width bins: the mean gap between a bin's
     scores and its share right, weighted by its size. Only a score read as a probability
-    has one: NaN where any score lies outside [0, 1] (DeepConf's and self-certainty's)."""
+    has one: NaN where any score lies outside [0, 1] (DeepConf's and self-certainty's) or
+    is not a number."""
     scores = np.asarray(scores, dtype=float)
-    if not len(scores) or scores.min() < 0.0 or scores.max() > 1.0:
+    if not len(scores) or not np.isfinite(scores).all() or scores.min() < 0.0 or scores.max() > 1.0:
         return float("nan")
     idx = np.minimum((scores * bins).astype(int), bins - 1)
     err = 0.0

@@ -104,8 +104,10 @@ def draw(search: Search, n: int, weigh: Weigh | None = None, first: Sequence[Nod
         out.stopped_by = "cancelled" if search.cancel.is_set() else "budget"
     # what a sample the rule saved would have cost: a fixed-N run cuts nothing, so the
     # cut traces' short lengths are left out of the estimate
-    whole = [sum(x.n_tokens for x in search.tree.path(leaf)) for leaf in leaves if leaf.finish != "cut"]
-    out.tokens_per_sample = sum(whole) / len(whole) if whole else (search.spent - spent0) / max(1, out.drawn - drawn)
+    out.tokens_per_sample = (search.spent - spent0) / max(1, out.drawn - drawn)
+    if out.cut:
+        whole = [sum(x.n_tokens for x in search.tree.path(leaf)) for leaf in leaves if leaf.finish != "cut"]
+        out.tokens_per_sample = sum(whole) / len(whole) if whole else out.tokens_per_sample
     return out
 
 
