@@ -69,9 +69,11 @@ LIMIT=22 step 23 probe-gsm8k22 --data $G --strategy majority,weighted --n 8 $SG
 if (( FIRST <= 25 && 25 <= LAST )); then
   python3 bench/server_figures.py --model fast --limit 20 --out eval-out/server-figures
 fi
-# Issue 16: the probe's training samples, from every dev problem but the report slices
-# (resumable; --sample-only: fit later with the same command without it).
+# Issue 16: the probe's training samples, from dev problems outside the report slices:
+# 110 GSM8K and 50 MATH at levels 1-3 (above level 3 the 1.5B policy gets nearly every
+# sample wrong, which teaches a within-question ranking nothing, at twice the time per
+# problem). Resumable; --sample-only: fit later with the same command without it.
 if (( FIRST <= 24 && 24 <= LAST )); then
   python3 scripts/report_slices.py > eval-out/report-ids.txt
-  tts verifier train --data $G,$M --exclude eval-out/report-ids.txt --n 8 --limit 240 --sample-only
+  tts verifier train --data $G,$M --levels 1,2,3 --exclude eval-out/report-ids.txt --n 8 --limit 110,50 --sample-only
 fi

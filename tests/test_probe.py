@@ -335,3 +335,23 @@ def test_ids_that_collide_are_refused_and_names_never_share_a_file(tmp_path):
 
     names = {states_name(x) for x in ("a/b", "a_b", "a:b", "gsm8k_test_1")}
     assert len(names) == 4 and states_name("gsm8k_test_1") == "states-gsm8k_test_1.npz"
+
+
+def test_training_problems_per_file_limits_and_levels_that_keep_unlevelled_rows(tmp_path):
+    import json as _json
+
+    from tts_tui.cli.verifier_cmd import _problems
+    from tts_tui.errors import TTSError
+
+    g, m = tmp_path / "g.jsonl", tmp_path / "m.jsonl"
+    g.write_text("".join(_json.dumps({"id": f"g{i}", "problem": "p", "answer": "1"}) + "\n" for i in range(6)))
+    m.write_text("".join(_json.dumps({"id": f"m{i}", "problem": "p", "answer": "1", "level": 1 + i % 5}) + "\n"
+                         for i in range(10)))
+    both = f"{g},{m}"
+    got = [p.id for p in _problems(both, "4,2", 0, "1,2", {"g1"})]
+    assert got == ["g0", "m0", "g2", "m1", "g3", "g4"]  # GSM8K rows kept, MATH at levels 1-2 only
+    assert [p.id for p in _problems(both, "3", 0, None, set())] == ["g0", "m0", "g1"]
+    with pytest.raises(TTSError, match="names 3 files"):
+        _problems(both, "1,2,3", 0, None, set())
+    with pytest.raises(TTSError, match="whole number"):
+        _problems(both, "x", 0, None, set())

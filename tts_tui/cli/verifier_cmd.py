@@ -23,14 +23,40 @@ def _data_paths(data: str) -> list[Path]:
     return paths
 
 
-def _problems(data: str, limit: Optional[int], skip: int, levels: Optional[str], exclude: set[str]):
+def _problems(data: str, limit: Optional[str], skip: int, levels: Optional[str], exclude: set[str]):
+    """The problems to sample: each file's rows (MATH rows at `levels`; rows without a level,
+    GSM8K's, are kept), the first `skip` of each left out, the `exclude` ids never; then
+    interleaved, so a --limit K (or a run cut short) draws from each file. `limit` "K1,K2"
+    takes at most Ki from file i (a hard set costs more time per problem than an easy one)."""
     from tts_tui.evaluate import load_problems
 
     lv = {int(x) for x in levels.split(",")} if levels else None
-    per_file = [[p for p in load_problems(path, None, lv, skip) if p.id not in exclude] for path in _data_paths(data)]
-    # files interleaved, so a --limit (or a run cut short) draws from each of them
+    paths = _data_paths(data)
+    caps = _limits(limit, len(paths))
+    per_file = []
+    for path, cap in zip(paths, caps[1]):
+        rows = [p for p in load_problems(path, None, None, 0) if lv is None or p.level is None or p.level in lv]
+        rows = [p for p in rows[skip:] if p.id not in exclude]
+        per_file.append(rows[:cap] if cap else rows)
     out = [p for row in itertools.zip_longest(*per_file) for p in row if p is not None]
-    return out[:limit] if limit else out
+    return out[:caps[0]] if caps[0] else out
+
+
+def _limits(limit: Optional[str], files: int) -> tuple[Optional[int], list[Optional[int]]]:
+    """(at most K in all, at most Ki per file) from --limit "K" or "K1,K2,..."."""
+    if not limit:
+        return None, [None] * files
+    try:
+        parts = [int(x) for x in limit.split(",")]
+    except ValueError:
+        raise TTSError(f"--limit takes a whole number, or one per --data file (K1,K2), not {limit!r}") from None
+    if any(x < 1 for x in parts):
+        raise TTSError(f"--limit must be at least 1, got {limit}")
+    if len(parts) == 1:
+        return parts[0], [None] * files
+    if len(parts) != files:
+        raise TTSError(f"--limit {limit} names {len(parts)} files; --data has {files}")
+    return None, parts
 
 
 def _exclusions(exclude: Optional[str]) -> set[str]:
@@ -48,9 +74,9 @@ def train_command(
     data: str = typer.Option(..., "--data", help="JSONL file(s) with answers, comma-separated."),
     model: Optional[str] = typer.Option(None, "--model", help="Catalog id or GGUF path (default model)."),
     n: int = typer.Option(8, "--n", help="Samples per problem."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="At most K problems in all."),
+    limit: Optional[str] = typer.Option(None, "--limit", help="At most K problems in all, or K1,K2 per --data file."),
     skip: int = typer.Option(0, "--skip", min=0, help="Leave out the first K problems of each file."),
-    levels: Optional[str] = typer.Option(None, "--levels", help="Only these MATH levels, e.g. 1,2,3."),
+    levels: Optional[str] = typer.Option(None, "--levels", help="Only these MATH levels, e.g. 1,2,3 (rows without one are kept)."),
     exclude: Optional[str] = typer.Option(None, "--exclude", help="A file of problem ids never to train on."),
     budget_per_sample: int = typer.Option(512, "--budget-per-sample"),
     samples_dir: Optional[Path] = typer.Option(None, "--samples", help="Where the labelled samples go (resumable)."),
