@@ -2,6 +2,7 @@
 majority@16, the samples each adaptive vote used, and the stop rule's mistakes.
 
     python scripts/adaptive_report.py eval-out/adaptive-gsm8k60 [--against majority --n 16]
+                                      [--plot docs/adaptive-gsm8k60.svg]
 
 A mistake: a problem the same vote at the fixed N got right and the adaptive vote got
 wrong (it stopped on a wrong leader, or cut the traces that would have outvoted it).
@@ -14,7 +15,7 @@ import argparse
 from collections import defaultdict
 from pathlib import Path
 
-from tts_tui.evaluate import current_rows, read_rows
+from tts_tui.evaluate import current_rows, plot_svg, read_rows, summarize
 
 
 def main() -> None:
@@ -22,6 +23,7 @@ def main() -> None:
     ap.add_argument("out", type=Path)
     ap.add_argument("--against", default="majority")
     ap.add_argument("--n", type=int, default=16)
+    ap.add_argument("--plot", type=Path, help="Also write accuracy against tokens of every row here (SVG).")
     args = ap.parse_args()
     rows = [r for r in current_rows(read_rows(args.out / "log.jsonl"), args.out) if not r.get("failed")]
     cells: dict[tuple[str, int], dict[str, dict]] = defaultdict(dict)
@@ -45,6 +47,10 @@ def main() -> None:
         ratio = f"{tok / base_tokens:8.2f}" if base_tokens else f"{'-':>8}"
         print(f"{s:28} {n:>3} {acc:>8.1%} {tok:>11.0f} {ratio} {samples}  "
               + ", ".join(f"{k} {v}" for k, v in sorted(stops.items())))
+    if args.plot:  # every row on the problems they all ran, as the table above
+        plot_svg(summarize([r for r in rows if r["id"] in shared]), args.plot,
+                 title=f"{args.out.name}: accuracy vs tokens ({len(shared)} problems)")
+        print(f"# plot: {args.plot}")
     print(f"\n# the stop rule's mistakes (the same vote at N={args.n} right, the adaptive one wrong)")
     for (s, n), by in sorted(cells.items()):
         fixed = cells.get((s.split("+")[0], args.n), {})  # majority+adaptive against majority@16
