@@ -77,3 +77,19 @@ if (( FIRST <= 24 && 24 <= LAST )); then
   python3 scripts/report_slices.py > eval-out/report-ids.txt
   tts verifier train --data $G,$M --levels 1,2,3 --exclude eval-out/report-ids.txt --n 8 --limit 110,50 --sample-only
 fi
+# Issue 16, once the samples of step 24 are in: fit the probe (the same command without
+# --sample-only), then score the report slices' samples with every verifier (AUROC, the
+# votes at 8 and pass@8), then the search rows with the probe on the GSM8K slice and the
+# CoT rows of both slices.
+if (( FIRST <= 26 && 26 <= LAST )); then
+  tts verifier train --data $G,$M --levels 1,2,3 --exclude eval-out/report-ids.txt --n 8 --limit 110,50 \
+    | tee eval-out/probe-fit.txt
+fi
+if (( FIRST <= 27 && 27 <= LAST )); then
+  tts verifier eval --samples eval-out/report-gsm8k60-states --votes 8 | tee eval-out/verifiers-gsm8k60.txt
+  tts verifier eval --samples eval-out/report-math30-states --votes 8 | tee eval-out/verifiers-math30.txt
+fi
+LIMIT=60 step 28 cot-gsm8k60 --data $G --strategy cot
+B=1024 LIMIT=30 step 28 cot-math30 --data $M --levels 1,2,3 --strategy cot
+LIMIT=60 step 29 probe-gsm8k60 --data $G --strategy beam,dvts --n 8 --m 4 --verifier probe
+LIMIT=60 step 30 probe-gsm8k60-mcts --data $G --strategy mcts --n 8 --m 4 --verifier probe
