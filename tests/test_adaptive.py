@@ -382,7 +382,7 @@ def test_the_replay_names_the_traces_it_cut():
     assert got["cut_samples"] == [2] and got["cut"] == 1
 
 
-def test_tune_cut_replays_the_cut_on_a_sample_sets_confidences(tmp_path):
+def test_tune_adaptive_replays_the_rule_on_a_sample_sets_confidences(tmp_path):
     import importlib.util
     import json
 
@@ -390,7 +390,8 @@ def test_tune_cut_replays_the_cut_on_a_sample_sets_confidences(tmp_path):
 
     from tts_tui.verifier_train import _save_npz
 
-    spec = importlib.util.spec_from_file_location("tune_cut", Path(__file__).parent.parent / "scripts" / "tune_cut.py")
+    spec = importlib.util.spec_from_file_location("tune_adaptive",
+                                                  Path(__file__).parent.parent / "scripts" / "tune_adaptive.py")
     tune = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tune)
     d = tmp_path / "set"

@@ -100,7 +100,7 @@ def test_eval_save_states_writes_the_samples_its_vote_rows_count(tmp_path, tiny_
         assert len(h["texts"]) == 4 and all(isinstance(t, str) for t in h["texts"])
         with np.load(states / h["file"]) as z:
             assert z["hidden"].shape[1] > 0 and z["final"].sum() == sum(1 for a in h["answers"] if a)
-            # each sample's token confidences, what scripts/tune_cut.py replays the cut on
+            # each sample's token confidences, what scripts/tune_adaptive.py replays the cut on
             assert len(z["conf_len"]) == 4 and z["conf_len"].sum() == len(z["conf"]) > 0
             assert all(0 < c <= t for c, t in zip(z["conf_len"], h["sample_tokens"]))
     assert tts(*args).returncode == 0  # a resume writes nothing twice

@@ -160,7 +160,7 @@ def _states(search: Any, leaves: Sequence[Any], gold: str) -> dict[str, np.ndarr
         final_label.append(right)
         path = search.tree.path(leaf)
         # each sample's token confidences, so the DeepConf cut's window and floor can be
-        # chosen on these (dev) samples by replaying it (scripts/tune_cut.py)
+        # chosen on these (dev) samples by replaying it (scripts/tune_adaptive.py)
         tokens = [c for x in path for c in x.meta.get("conf", [])]
         conf += tokens
         conf_len.append(len(tokens))

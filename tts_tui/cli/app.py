@@ -44,7 +44,7 @@ VERIFIER_HELP = ("confidence, self-judge, prm, probe, deepconf, self-certainty, 
                  "(default: the probe where one is trained for the model, else confidence)")
 CUT_HELP = "Adaptive: cut traces whose confidence falls below what the first wave reached (DeepConf)."
 DEFAULT_WAVE = 4  # see the README's wave figures (bench/waves.py)
-CUT_WINDOW_HELP = "Adaptive --cut: tokens in the sliding confidence window (scripts/tune_cut.py picks it)."
+CUT_WINDOW_HELP = "Adaptive --cut: tokens in the sliding confidence window (scripts/tune_adaptive.py picks it)."
 CUT_KEEP_HELP = "Adaptive --cut: the first wave's quantile kept above the floor (0.9: its lowest 10% set it)."
 
 
