@@ -459,6 +459,28 @@ async def test_tts_tui_adaptive_presets_the_box():
         assert app.runner.requests[-1].params.adaptive == AdaptiveParams()
 
 
+async def test_tts_tui_knobs_reach_an_adaptive_run():
+    from tts_tui.search.protocol import AdaptiveParams
+
+    knobs = AdaptiveParams(stop_at=0.9, wave=2, cut=True, window=16, keep=0.8)  # `tts tui --stop-at 0.9 ...`
+    app = make_app(strategy="majority", n=8, m=1, adaptive=True, adaptive_knobs=knobs)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+r")
+        await wait_done(pilot, app)
+        assert app.runner.requests[-1].params.adaptive == knobs
+
+
+def test_tts_tui_refuses_bad_knobs_before_the_screen_opens():
+    import subprocess
+    import sys
+
+    for args, match in ((["--stop-at", "1.5"], "stop"), (["--wave", "0"], "wave"), (["--cut-keep", "2"], "--cut-keep")):
+        proc = subprocess.run([sys.executable, "-m", "tts_tui", "tui", *args], capture_output=True, text=True,
+                              timeout=60)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert match in proc.stderr
+
+
 def test_compare_b_keeps_a_adaptive_setting_for_a_vote_only():
     from dataclasses import replace
 

@@ -58,6 +58,11 @@ def tui_command(
     verifier: Optional[str] = typer.Option(None, "--verifier"),
     adaptive: Optional[bool] = typer.Option(None, "--adaptive/--fixed",
                                             help="Tick (or clear) the adaptive box: votes stop once decided."),
+    stop_at: float = typer.Option(0.95, "--stop-at", help="Adaptive: stop once P(leader holds) reaches this."),
+    wave: int = typer.Option(4, "--wave", help="Adaptive: samples decoded together per wave."),
+    cut: bool = typer.Option(False, "--cut", help="Adaptive: DeepConf-cut weak traces after the first wave."),
+    cut_window: int = typer.Option(32, "--cut-window", help="Adaptive --cut: tokens in the confidence window."),
+    cut_keep: float = typer.Option(0.9, "--cut-keep", help="Adaptive --cut: the first wave's quantile kept above the floor."),
     endpoint: Optional[str] = typer.Option(None, "--endpoint", help="Preset the picker to a named server (tts endpoints add)."),
     backend: str = typer.Option("llamacpp", "--backend", help="llamacpp (in process) or openai (a server)."),
     base_url: Optional[str] = typer.Option(None, "--base-url", help="openai: the server, e.g. http://127.0.0.1:8080"),
@@ -66,6 +71,14 @@ def tui_command(
                                            help="openai: chatml, or a file with the model's template (.jinja, tokenizer_config.json, .gguf), where the server renders none."),
 ) -> None:
     """Open the terminal UI (options as in `tts solve` preset the controls)."""
+    from tts_tui.cli.app import adaptive_params
+
+    # checked here, so a bad knob fails before the screen opens; they apply when the box is ticked
+    from tts_tui.search.protocol import SearchParams
+    from tts_tui.search.strategies import validate
+
+    knobs = adaptive_params(True, stop_at, wave, cut, cut_window, cut_keep)
+    validate("majority", SearchParams(adaptive=knobs))  # --stop-at and --wave in range
     model, endpoints = server_preset(endpoint, backend, base_url, model, api_key_env, template)
     open_tui(problem=problem, strategy=strategy, n=n, m=m, budget=budget, temperature=temperature,
-             seed=seed, model=model, verifier=verifier, adaptive=adaptive, endpoints=endpoints)
+             seed=seed, model=model, verifier=verifier, adaptive=adaptive, endpoints=endpoints, adaptive_knobs=knobs)

@@ -47,10 +47,11 @@ ADAPTIVE_TIP = (f"{', '.join(ADAPTIVE)}: sample in waves of {AdaptiveParams.wave
                 f"P(leader holds) >= {AdaptiveParams.stop_at}; N is then the most samples drawn")
 
 
-def adaptive_params(strategy: str, on: bool) -> AdaptiveParams | None:
-    """The default adaptive knobs when the box is ticked and the strategy votes in waves;
-    the box stays ticked across strategies, so a beam run is not refused for it."""
-    return AdaptiveParams() if on and strategy in ADAPTIVE else None
+def adaptive_params(strategy: str, on: bool, knobs: AdaptiveParams | None = None) -> AdaptiveParams | None:
+    """The adaptive knobs (`tts tui --stop-at/--wave/--cut...`, else the defaults) when the
+    box is ticked and the strategy votes in waves; the box stays ticked across strategies,
+    so a beam run is not refused for it."""
+    return (knobs or AdaptiveParams()) if on and strategy in ADAPTIVE else None
 
 
 class TTSApp(App):
@@ -98,6 +99,7 @@ class TTSApp(App):
                 setattr(s, k, v)
         self.settings = s
         self.problem_given = bool((presets or {}).get("problem"))  # on the command line
+        self.adaptive_knobs: AdaptiveParams | None = (presets or {}).get("adaptive_knobs")
         self.show_rates = show_rates
         self.remember = remember
         self.record: dict[str, Any] | None = None
@@ -211,7 +213,7 @@ class TTSApp(App):
         verifier = str(q("#verifier", Select).value)
         adaptive = q("#adaptive", Checkbox).value
         params = SearchParams(n=n, m=m, budget=budget, temperature=temperature, seed=seed,
-                              adaptive=adaptive_params(str(strategy), adaptive))
+                              adaptive=adaptive_params(str(strategy), adaptive, self.adaptive_knobs))
         try:
             validate(str(strategy), params)
         except TTSError as exc:
