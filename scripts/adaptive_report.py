@@ -33,6 +33,7 @@ def main() -> None:
     base = cells.get((args.against, args.n), {})
     base_tokens = sum(base[i]["tokens"] for i in shared) / max(1, len(shared)) if base else 0
     print(f"# {len(shared)} problems every row ran; against {args.against}@{args.n}")
+    # samples: the mean over the rows that voted (auto's hand-overs to a search draw no more)
     print(f"{'row':28} {'N':>3} {'accuracy':>8} {'mean tokens':>11} {'x tokens':>8} {'samples':>7}  stopped by")
     for (s, n), by in sorted(cells.items(), key=lambda kv: (kv[0][0], kv[0][1])):
         rs = [by[i] for i in sorted(shared)]

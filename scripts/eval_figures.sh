@@ -74,20 +74,28 @@ fi
 # sample wrong, which teaches a within-question ranking nothing, at twice the time per
 # problem). Resumable; --sample-only: fit later with the same command without it.
 if (( FIRST <= 24 && 24 <= LAST )); then
-  python3 scripts/report_slices.py > eval-out/report-ids.txt
+  # the report slices' ids, never trained on: a failure here must not leave an empty list
+  python3 scripts/report_slices.py > eval-out/report-ids.txt.new && mv eval-out/report-ids.txt.new eval-out/report-ids.txt \
+    || { echo "step 24 failed: no report ids" >&2; exit 1; }
   tts verifier train --data $G,$M --levels 1,2,3 --exclude eval-out/report-ids.txt --n 8 --limit 110,50 --sample-only
 fi
 # Issue 16, once the samples of step 24 are in: fit the probe (the same command without
 # --sample-only), then score the report slices' samples with every verifier (AUROC, the
 # votes at 8 and pass@8), then the search rows with the probe on the GSM8K slice and the
 # CoT rows of both slices.
-if (( FIRST <= 26 && 26 <= LAST )); then
+# The fit runs once (its log marks it done): a refit writes a new probe file, whose new
+# digest would set steps 29-30's rows apart from those already made with the old one.
+if (( FIRST <= 26 && 26 <= LAST )) && [[ ! -s eval-out/probe-fit.txt ]]; then
   tts verifier train --data $G,$M --levels 1,2,3 --exclude eval-out/report-ids.txt --n 8 --limit 110,50 \
-    | tee eval-out/probe-fit.txt
+    > eval-out/probe-fit.txt.new && mv eval-out/probe-fit.txt.new eval-out/probe-fit.txt || echo "step 26 failed" >&2
+  cat eval-out/probe-fit.txt 2>/dev/null
 fi
 if (( FIRST <= 27 && 27 <= LAST )); then
-  tts verifier eval --samples eval-out/report-gsm8k60-states --votes 8 | tee eval-out/verifiers-gsm8k60.txt
-  tts verifier eval --samples eval-out/report-math30-states --votes 8 | tee eval-out/verifiers-math30.txt
+  for s in gsm8k60 math30; do
+    tts verifier eval --samples eval-out/report-$s-states --votes 8 > eval-out/verifiers-$s.txt.new \
+      && mv eval-out/verifiers-$s.txt.new eval-out/verifiers-$s.txt && cat eval-out/verifiers-$s.txt \
+      || echo "step 27 failed ($s)" >&2
+  done
 fi
 LIMIT=60 step 28 cot-gsm8k60 --data $G --strategy cot
 B=1024 LIMIT=30 step 28 cot-math30 --data $M --levels 1,2,3 --strategy cot

@@ -32,12 +32,16 @@ from tts_tui.verify.answers import equivalent  # noqa: E402
 def problems(dirs: list[Path]) -> list[dict]:
     """Each problem with its samples' answers, tokens, finish, rightness and confidences."""
     out = []
+    seen: set[str] = set()  # each problem once, across the sets too
     for d in dirs:
-        rows = {}  # each problem once, its last line (as the probe's training reads a set)
+        rows = {}  # its last line (as the probe's training reads a set)
         for line in (d / "samples.jsonl").read_text(encoding="utf-8").splitlines():
             row = json.loads(line)
             rows[row["id"]] = row
         for row in rows.values():
+            if row["id"] in seen:
+                continue
+            seen.add(row["id"])
             with np.load(d / row["file"]) as z:
                 if "conf" not in z.files:
                     continue  # sampled before confidences were kept

@@ -355,3 +355,19 @@ def test_training_problems_per_file_limits_and_levels_that_keep_unlevelled_rows(
         _problems(both, "1,2,3", 0, None, set())
     with pytest.raises(TTSError, match="whole number"):
         _problems(both, "x", 0, None, set())
+
+
+def test_an_empty_selection_is_refused_before_the_model_loads(tmp_path):
+    import json as _json
+
+    from tts_tui.cli.verifier_cmd import _problems
+    from tts_tui.errors import TTSError
+
+    m = tmp_path / "m.jsonl"
+    m.write_text("".join(_json.dumps({"id": f"m{i}", "problem": "p", "answer": "1", "level": 1}) + "\n"
+                         for i in range(3)))
+    with pytest.raises(TTSError, match="no problems selected"):
+        _problems(str(m), None, 0, "5", set())  # no level 5 here
+    with pytest.raises(TTSError, match="no problems selected"):
+        _problems(str(m), None, 3, None, set())  # skipped past the end
+    assert [p.id for p in _problems(str(m), None, 1, None, {"m2"})] == ["m1"]  # skip, then the excluded ids

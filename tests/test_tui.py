@@ -474,7 +474,8 @@ def test_tts_tui_refuses_bad_knobs_before_the_screen_opens():
     import subprocess
     import sys
 
-    for args, match in ((["--stop-at", "1.5"], "stop"), (["--wave", "0"], "wave"), (["--cut-keep", "2"], "--cut-keep")):
+    for args, match in ((["--stop-at", "1.5"], "--stop-at"), (["--wave", "0"], "--wave"),
+                        (["--cut-keep", "2"], "--cut-keep")):
         proc = subprocess.run([sys.executable, "-m", "tts_tui", "tui", *args], capture_output=True, text=True,
                               timeout=60)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
@@ -877,3 +878,11 @@ def test_the_default_verifier_is_the_models_own_and_is_recorded_as_what_ran(monk
     chosen = RunRequest("p", "weighted", SearchParams(n=2, m=1), "entropy")
     runner.run(chosen, print, threading.Event(), lambda s: None)
     assert runner._solver.asked == "entropy"  # a verifier the user picked is kept
+
+
+def test_the_answer_panel_says_autos_probes_handed_over_to_a_search():
+    from tts_tui.tui.view import stop_rule_text
+
+    rule = {"posterior": 0.31, "stop_at": 0.95, "stop": False, "samples_used": 4, "n_max": 16, "more": False}
+    text = stop_rule_text(rule, {"stopped_by": "search", "posterior": 0.31, "n_max": 16, "chosen_strategy": "beam"})
+    assert text.plain == "P(leader holds) 0.31 < 0.95: on to a search\n4 probes of 16, then beam"

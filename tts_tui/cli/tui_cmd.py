@@ -7,6 +7,9 @@ from typing import Any, Optional
 import typer
 
 from tts_tui.errors import TTSError
+from tts_tui.search.protocol import AdaptiveParams
+
+DEFAULT_WAVE = AdaptiveParams().wave
 
 
 def open_tui(**presets: Any) -> None:
@@ -59,7 +62,7 @@ def tui_command(
     adaptive: Optional[bool] = typer.Option(None, "--adaptive/--fixed",
                                             help="Tick (or clear) the adaptive box: votes stop once decided."),
     stop_at: float = typer.Option(0.95, "--stop-at", help="Adaptive: stop once P(leader holds) reaches this."),
-    wave: int = typer.Option(4, "--wave", help="Adaptive: samples decoded together per wave."),
+    wave: int = typer.Option(DEFAULT_WAVE, "--wave", help="Adaptive: samples decoded together per wave."),
     cut: bool = typer.Option(False, "--cut", help="Adaptive: DeepConf-cut weak traces after the first wave."),
     cut_window: int = typer.Option(32, "--cut-window", help="Adaptive --cut: tokens in the confidence window."),
     cut_keep: float = typer.Option(0.9, "--cut-keep", help="Adaptive --cut: the first wave's quantile kept above the floor."),

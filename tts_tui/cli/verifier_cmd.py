@@ -37,6 +37,9 @@ def _problems(data: str, limit: Optional[str], skip: int, levels: Optional[str],
     for path, cap in zip(paths, caps[1]):
         rows = [p for p in load_problems(path, None, None, 0) if lv is None or p.level is None or p.level in lv]
         rows = [p for p in rows[skip:] if p.id not in exclude]
+        if not rows:  # a mistyped --levels or a --skip past the end: say so before the model loads
+            raise TTSError(f"{path}: no problems selected (levels {levels or 'all'}, skip {skip}, "
+                           f"{len(exclude)} ids excluded)")
         per_file.append(rows[:cap] if cap else rows)
     out = [p for row in itertools.zip_longest(*per_file) for p in row if p is not None]
     return out[:caps[0]] if caps[0] else out

@@ -118,7 +118,10 @@ def stop_rule_text(rule: dict[str, Any] | None, stats: dict[str, Any] | None = N
         head, word = line.rsplit(": ", 1)
         out.append(f"{head}: ")
         out.append(word, style="bold green" if word == "stop" else "yellow")
-    out.append(f"\nsamples {used}/{n_max}")
+    if stats.get("stopped_by") == "search":  # auto's probes, then a search with its own budget
+        out.append(f"\n{used} probes of {n_max}, then {stats.get('chosen_strategy', 'a search')}")
+    else:
+        out.append(f"\nsamples {used}/{n_max}")
     return out
 
 
