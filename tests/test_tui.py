@@ -468,6 +468,10 @@ async def test_tts_tui_knobs_reach_an_adaptive_run():
         await pilot.press("ctrl+r")
         await wait_done(pilot, app)
         assert app.runner.requests[-1].params.adaptive == knobs
+        from textual.widgets import Checkbox
+
+        tip = str(app.query_one("#adaptive", Checkbox).tooltip)
+        assert "waves of 2" in tip and ">= 0.9" in tip and "16-token window" in tip
 
 
 def test_tts_tui_refuses_bad_knobs_before_the_screen_opens():

@@ -43,8 +43,12 @@ from tts_tui.tui.widgets import NumberInput
 TICK_S = 0.05  # how often the drain timer looks; the governor decides when to draw
 # Keys for the main screen only: another screen that runs things (compare) binds its own.
 MAIN_ONLY = {"run", "stop", "follow", "history", "export", "compare", "timeline"}
-ADAPTIVE_TIP = (f"{', '.join(ADAPTIVE)}: sample in waves of {AdaptiveParams.wave} and stop once "
-                f"P(leader holds) >= {AdaptiveParams.stop_at}; N is then the most samples drawn")
+def adaptive_tip(knobs: AdaptiveParams | None = None) -> str:
+    """The adaptive box's tooltip, with the knobs it runs (`tts tui --stop-at ...`)."""
+    k = knobs or AdaptiveParams()
+    cut = f"; traces below the first wave's confidence floor are cut ({k.window}-token window)" if k.cut else ""
+    return (f"{', '.join(ADAPTIVE)}: sample in waves of {k.wave} and stop once P(leader holds) >= {k.stop_at}; "
+            f"N is then the most samples drawn{cut}")
 
 
 def adaptive_params(strategy: str, on: bool, knobs: AdaptiveParams | None = None) -> AdaptiveParams | None:
@@ -127,7 +131,7 @@ class TTSApp(App):
                 yield Select([(f"{k}: {v[1]}", k) for k, v in STRATEGIES.items()], value=s.strategy,
                              allow_blank=False, id="strategy")
                 yield Checkbox("adaptive: stop when decided", s.adaptive, id="adaptive",
-                               disabled=s.strategy not in ADAPTIVE, tooltip=ADAPTIVE_TIP, compact=True)
+                               disabled=s.strategy not in ADAPTIVE, tooltip=adaptive_tip(self.adaptive_knobs), compact=True)
                 with Horizontal(classes="row"):
                     yield NumberInput(s.n, 1, "N", id="n", tooltip="N: total generations / beams")
                     yield NumberInput(s.m, 1, "M", id="m", tooltip="M: expansions per kept beam (N/M kept)")
