@@ -414,9 +414,11 @@ async def test_a_cut_trace_reads_as_cut_with_its_reason():
         tree = app.query_one("#tree", Tree)
         tree.focus()
         tree.move_cursor(view.reveal(cut[0].id))
-        await pilot.pause(0.3)
-        detail = str(app.query_one("#detail", Static).render())
-        assert "✂ cut: confidence 2.00 over 4 tokens fell below the floor 9.00" in detail
+        want = "✂ cut: confidence 2.00 over 4 tokens fell below the floor 9.00"
+        t0 = time.monotonic()  # the detail pane follows the selection a refresh later (longer when loaded)
+        while want not in str(app.query_one("#detail", Static).render()) and time.monotonic() - t0 < 5:
+            await pilot.pause(0.1)
+        assert want in str(app.query_one("#detail", Static).render())
 
 
 async def test_the_adaptive_box_makes_a_vote_adaptive():
