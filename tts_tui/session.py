@@ -38,13 +38,15 @@ def probe_status(model_path: Path) -> tuple[bool, str]:
     """(whether a probe for the model loads, what to say about it): a file that is there
     but unreadable, of an old format or another model's is not a usable probe."""
     from tts_tui.catalog.fetch import known_sha256
+    from tts_tui.verifier_train import find_probe
     from tts_tui.verify.probe import Probe
 
-    path = probe_file_for(model_path)
+    sha = known_sha256(model_path)[1]  # once: it names the file and checks it
+    path = find_probe(model_path, sha)
     if not path.is_file():
         return False, "not trained (tts verifier train)"
     try:
-        Probe.load(path, known_sha256(model_path)[1])
+        Probe.load(path, sha)
     except InputError as exc:
         return False, f"unusable: {exc}"
     return True, f"trained ({path})"

@@ -75,11 +75,10 @@ def tui_command(
 ) -> None:
     """Open the terminal UI (options as in `tts solve` preset the controls)."""
     from tts_tui.cli.app import adaptive_params
-
-    # checked here, so a bad knob fails before the screen opens; they apply when the box is ticked
     from tts_tui.search.protocol import SearchParams
     from tts_tui.search.strategies import validate
 
+    # checked here, so a bad knob fails before the screen opens; they apply when the box is ticked
     knobs = adaptive_params(True, stop_at, wave, cut, cut_window, cut_keep)
     validate("majority", SearchParams(adaptive=knobs))  # --stop-at and --wave in range
     model, endpoints = server_preset(endpoint, backend, base_url, model, api_key_env, template)

@@ -43,6 +43,8 @@ from tts_tui.tui.widgets import NumberInput
 TICK_S = 0.05  # how often the drain timer looks; the governor decides when to draw
 # Keys for the main screen only: another screen that runs things (compare) binds its own.
 MAIN_ONLY = {"run", "stop", "follow", "history", "export", "compare", "timeline"}
+
+
 def adaptive_tip(knobs: AdaptiveParams | None = None) -> str:
     """The adaptive box's tooltip, with the knobs it runs (`tts tui --stop-at ...`)."""
     k = knobs or AdaptiveParams()
