@@ -10,6 +10,7 @@ from typing import Optional
 
 import typer
 
+from tts_tui.cli.adaptive_options import CUT_KEEP, CUT_WINDOW, STOP_AT, WAVE, adaptive_params, cut_option
 from tts_tui.errors import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_NO_ANSWER, TTSError
 
 app = typer.Typer(
@@ -43,9 +44,6 @@ ADAPTIVE_HELP = ("majority, weighted, bracket, auto: sample in waves and stop on
 VERIFIER_HELP = ("confidence, self-judge, prm, probe, deepconf, self-certainty, entropy "
                  "(default: the probe where one is trained for the model, else confidence)")
 CUT_HELP = "Adaptive: cut traces whose confidence falls below what the first wave reached (DeepConf)."
-DEFAULT_WAVE = 4  # see the README's wave figures (bench/waves.py)
-CUT_WINDOW_HELP = "Adaptive --cut: tokens in the sliding confidence window (scripts/tune_adaptive.py picks it)."
-CUT_KEEP_HELP = "Adaptive --cut: the first wave's quantile kept above the floor (0.9: its lowest 10% set it)."
 
 
 def _key_from(variable: Optional[str], option: str) -> Optional[str]:
@@ -78,21 +76,6 @@ def remote_solver(base_url: Optional[str], model: Optional[str], api_key_env: Op
         raise TTSError("--prm-url needs --prm NAME (the PRM's model name on that server)")
     return RemoteSolver(base_url, model, api_key=key, template=template, prm_url=prm_url, prm_model=prm,
                         prm_api_key=_key_from(prm_api_key_env, "--prm-api-key-env"))
-
-
-def adaptive_params(on: bool, stop_at: float, wave: int, cut: bool, window: int = 32, keep: float = 0.9):
-    """The adaptive knobs, or None for a fixed-N vote (--stop-at, --wave, --cut need --adaptive)."""
-    from tts_tui.search.protocol import AdaptiveParams
-
-    if not on:
-        if cut:
-            raise TTSError("--cut needs --adaptive (the first wave sets the confidence floor)")
-        return None
-    if window < 1:
-        raise TTSError(f"--cut-window must be at least 1 token, got {window}")
-    if not 0.0 < keep <= 1.0:
-        raise TTSError(f"--cut-keep must be in (0, 1], got {keep}")
-    return AdaptiveParams(stop_at=stop_at, wave=wave, cut=cut, window=window, keep=keep)
 
 
 def _read_problem(problem: Optional[str], file: Optional[Path]) -> str:
@@ -133,11 +116,11 @@ def solve(
     n_gpu_layers: int = typer.Option(-1, "--n-gpu-layers", help="-1 = all layers on the GPU when there is one."),
     as_json: bool = typer.Option(False, "--json", help="Print the whole tree and events as JSON."),
     adaptive: bool = typer.Option(False, "--adaptive", help=ADAPTIVE_HELP),
-    stop_at: float = typer.Option(0.95, "--stop-at", help="Adaptive: stop once P(leader holds) reaches this."),
-    wave: int = typer.Option(DEFAULT_WAVE, "--wave", help="Adaptive: samples decoded together per wave."),
-    cut: bool = typer.Option(False, "--cut", help=CUT_HELP),
-    cut_window: int = typer.Option(32, "--cut-window", help=CUT_WINDOW_HELP),
-    cut_keep: float = typer.Option(0.9, "--cut-keep", help=CUT_KEEP_HELP),
+    stop_at: float = STOP_AT,
+    wave: int = WAVE,
+    cut: bool = cut_option(CUT_HELP),
+    cut_window: int = CUT_WINDOW,
+    cut_keep: float = CUT_KEEP,
     backend: str = typer.Option("llamacpp", "--backend", help="llamacpp (in process) or openai (a server)."),
     endpoint: Optional[str] = typer.Option(None, "--endpoint", help="A named server (tts endpoints add)."),
     base_url: Optional[str] = typer.Option(None, "--base-url", help="openai: the server, e.g. http://127.0.0.1:8080"),

@@ -10,6 +10,7 @@ from typing import Optional
 
 import typer
 
+from tts_tui.cli.adaptive_options import CUT_KEEP, CUT_WINDOW, STOP_AT, WAVE, adaptive_params, cut_option
 from tts_tui.errors import TTSError
 
 
@@ -57,11 +58,11 @@ def eval_command(
         False, "--adaptive",
         help="Adaptive votes: majority and weighted gain rows replayed from their fixed-N samples "
              "(NAME+adaptive); auto and bracket run adaptive."),
-    stop_at: float = typer.Option(0.95, "--stop-at", help="Adaptive: stop once P(leader holds) reaches this."),
-    wave: int = typer.Option(4, "--wave", help="Adaptive: samples per wave."),
-    cut: bool = typer.Option(False, "--cut", help="Adaptive: also DeepConf-cut rows (weak traces cut after wave 1)."),
-    cut_window: int = typer.Option(32, "--cut-window", help="Adaptive --cut: tokens in the sliding confidence window."),
-    cut_keep: float = typer.Option(0.9, "--cut-keep", help="Adaptive --cut: the first wave's quantile kept above the floor."),
+    stop_at: float = STOP_AT,
+    wave: int = WAVE,
+    cut: bool = cut_option("Adaptive: also DeepConf-cut rows (weak traces cut after wave 1)."),
+    cut_window: int = CUT_WINDOW,
+    cut_keep: float = CUT_KEEP,
     save_states: Optional[Path] = typer.Option(
         None, "--save-states",
         help="Also keep every vote sample's hidden states and token statistics in this sample set "
@@ -74,7 +75,6 @@ def eval_command(
 ) -> None:
     """Accuracy, mean tokens and time per strategy x N; resumable; writes log.jsonl and plot.svg."""
     from tts_tui.catalog import resolve_model
-    from tts_tui.cli.app import adaptive_params
     from tts_tui.evaluate import (SAMPLE_CARRIERS, adaptive_names, base_strategy, check_m, code_version,
                                   current_filter, job_params, library_versions, load_problems, open_settings,
                                   run_eval)

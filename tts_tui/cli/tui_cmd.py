@@ -6,10 +6,8 @@ from typing import Any, Optional
 
 import typer
 
+from tts_tui.cli.adaptive_options import CUT_KEEP, CUT_WINDOW, STOP_AT, WAVE, adaptive_params, cut_option
 from tts_tui.errors import TTSError
-from tts_tui.search.protocol import AdaptiveParams
-
-DEFAULT_WAVE = AdaptiveParams().wave
 
 
 def open_tui(**presets: Any) -> None:
@@ -61,11 +59,11 @@ def tui_command(
     verifier: Optional[str] = typer.Option(None, "--verifier"),
     adaptive: Optional[bool] = typer.Option(None, "--adaptive/--fixed",
                                             help="Tick (or clear) the adaptive box: votes stop once decided."),
-    stop_at: float = typer.Option(0.95, "--stop-at", help="Adaptive: stop once P(leader holds) reaches this."),
-    wave: int = typer.Option(DEFAULT_WAVE, "--wave", help="Adaptive: samples decoded together per wave."),
-    cut: bool = typer.Option(False, "--cut", help="Adaptive: DeepConf-cut weak traces after the first wave."),
-    cut_window: int = typer.Option(32, "--cut-window", help="Adaptive --cut: tokens in the confidence window."),
-    cut_keep: float = typer.Option(0.9, "--cut-keep", help="Adaptive --cut: the first wave's quantile kept above the floor."),
+    stop_at: float = STOP_AT,
+    wave: int = WAVE,
+    cut: bool = cut_option("Adaptive: DeepConf-cut weak traces after the first wave."),
+    cut_window: int = CUT_WINDOW,
+    cut_keep: float = CUT_KEEP,
     endpoint: Optional[str] = typer.Option(None, "--endpoint", help="Preset the picker to a named server (tts endpoints add)."),
     backend: str = typer.Option("llamacpp", "--backend", help="llamacpp (in process) or openai (a server)."),
     base_url: Optional[str] = typer.Option(None, "--base-url", help="openai: the server, e.g. http://127.0.0.1:8080"),
@@ -74,7 +72,6 @@ def tui_command(
                                            help="openai: chatml, or a file with the model's template (.jinja, tokenizer_config.json, .gguf), where the server renders none."),
 ) -> None:
     """Open the terminal UI (options as in `tts solve` preset the controls)."""
-    from tts_tui.cli.app import adaptive_params
     from tts_tui.search.protocol import SearchParams
     from tts_tui.search.strategies import validate
 

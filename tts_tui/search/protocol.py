@@ -44,7 +44,7 @@ class AdaptiveParams:
     (its `keep` quantile) are cut and do not vote."""
 
     stop_at: float = 0.95
-    wave: int = 4
+    wave: int = 4  # the batch that keeps decoding efficient here: the README's wave figures (bench/waves.py)
     cut: bool = False
     keep: float = 0.9
     window: int = 32
