@@ -23,12 +23,15 @@ class FakeGenerator:
     (as Qwen-Coder does) until their steps or share run out, unless the request's stop
     rule ends them at the answer, as the engine does. Branch k's tokens have confidence
     `confidences[k % len]` (reported when the rule asks); a branch under the rule's
-    `cut_below` is cut after its first step, as the engine cuts a weak trace.
+    `cut_below` is cut after its first step (or its `cut_after`-th), as the engine cuts a
+    weak trace.
     """
 
     def __init__(self, answers=("42", "42", "41", "42", "7"), depth: int = 3, step_tokens: int = 5,
                  loops: frozenset[int] = frozenset(), chatter: frozenset[int] = frozenset(),
-                 stops_at_answer: bool = True, confidences=(10.0,), reverse_report: bool = False) -> None:
+                 stops_at_answer: bool = True, confidences=(10.0,), reverse_report: bool = False,
+                 cut_after: int = 1) -> None:
+        self.cut_after = cut_after  # the step of a weak branch at which the cut comes
         self.reverse_report = reverse_report  # report each round's steps last request first, as
         # an engine reports steps in the order they finish, not in request order
         self.confidences = list(confidences)
@@ -95,7 +98,8 @@ class FakeGenerator:
                 conf = self.confidences[res.handle.branch % len(self.confidences)]
                 if rule.conf_top_k or rule.cut_below is not None:
                     res.confidences = [conf] * len(res.tokens)
-                if rule.cut_below is not None and conf < rule.cut_below and not res.done:
+                weak = rule.cut_below is not None and conf < rule.cut_below
+                if weak and not res.done and steps_done[i] + 1 >= self.cut_after:
                     res.finish = "cut"
                 spent += len(res.tokens)
                 used[i] += len(res.tokens)

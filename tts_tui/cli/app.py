@@ -200,8 +200,10 @@ def _print_result(result) -> None:
         print(f"difficulty: {result.stats['difficulty']}")
     s = result.stats
     if "samples_used" in s:
+        from tts_tui.search.stopping import saved_against
+
         print(f"samples: {s['samples_used']}/{s['n_max']} (stopped by {s['stopped_by']}, "
-              f"P(leader holds) {s['posterior']}; saved ≈ {s.get('tokens_saved_est', 0)} tokens"
+              f"P(leader holds) {s['posterior']}; saved ≈ {s.get('tokens_saved_est', 0)} tokens vs {saved_against(s)}"
               + (f"; {s['cut']} weak traces cut" if s.get("cut") else "") + ")")
     elif s.get("stopped_by") == "search":  # auto's probes did not decide: its table chose a search
         print(f"adaptive: the probes' P(leader holds) {s['posterior']} did not decide; on to "

@@ -216,8 +216,10 @@ class Search:
         if ended and node.status == LIVE and out.finish in ("budget", "cancelled", "context"):
             node.status = PRUNED  # cut off unanswered
         self.emit(ev.node_added(node))
-        if node.status == FINISHED:
-            for n in branch:  # one finished node per branch: the vote is its last answer's
+        if node.status == FINISHED or out.finish == "cut":
+            # one finished node per branch: the vote is its last answer's; a cut trace's
+            # answer stated before the cut casts no vote, so it shows none
+            for n in branch:
                 if n.status == FINISHED:
                     self.set_status(n, LIVE)
         return node

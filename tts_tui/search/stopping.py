@@ -49,9 +49,11 @@ def _beta_above_half(a: float, b: float) -> float:
         n = int(a + b - 1)  # P(X <= 1/2) = P(Binomial(n, 1/2) >= a)
         tail = sum(math.comb(n, j) for j in range(int(a), n + 1)) / 2.0**n
         return 1.0 - tail
-    # The interior points of a 4000-step grid, summed (the endpoints left out): low by at
-    # most 1e-3 at b = 1 (a unanimous weighted vote), and what every logged row was made
-    # with, so a resumed evaluation's replayed and live rows read the same.
+    # The interior points of a 4000-step grid, summed (the endpoints left out). It errs low,
+    # towards drawing more: at b = 1 (a unanimous weighted vote) by 1.1e-3 at a = 17 and
+    # 2.1e-3 at a = 33, growing with a; the sample counts a vote reaches here (N <= 16 or
+    # so) keep it near 1e-3. Kept as it is because every logged row was made with it, so a
+    # resumed evaluation's replayed and live rows read the same.
     x = np.linspace(0.5, 1.0, 4001)[1:-1]
     log_pdf = (a - 1) * np.log(x) + (b - 1) * np.log1p(-x) - (math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b))
     inner = np.exp(log_pdf).sum() * (0.5 / 4000)
@@ -110,7 +112,10 @@ def verdict(rule: dict, stats: dict | None = None) -> str:
         return STOP_VERDICTS[rule["ended"]]
     if rule.get("samples_used", 0) >= rule.get("n_max", 0):
         return "N reached"
-    return "next wave" if rule.get("more", True) else "undecided"
+    if not rule.get("more", True):
+        return "undecided"
+    # bracket: the posterior passed, but a match could still overturn the leader
+    return "a match could overturn it, next wave" if rule.get("unsettled") else "next wave"
 
 
 def two_sides(value: float, bound: float) -> tuple[str, str]:
@@ -133,3 +138,10 @@ def stop_line(rule: dict, stats: dict | None = None) -> str:
         return "P(leader holds) -"
     p, b = two_sides(posterior, stop_at)
     return f"P(leader holds) {p} {'≥' if posterior >= stop_at else '<'} {b}: {verdict(rule, stats)}"
+
+
+def saved_against(stats: dict[str, Any]) -> str:
+    """What the tokens saved are counted against: the fixed-N run, which for auto's easy
+    bin draws fewer than the N given."""
+    n_max, fixed = stats.get("n_max", "?"), stats.get("saved_vs_n")
+    return f"N={n_max}" if fixed in (None, n_max) else f"the fixed run's {fixed} samples"

@@ -43,8 +43,11 @@ class Node:
         return sum(self.logprobs) / len(self.logprobs) if self.logprobs else None
 
     def to_dict(self) -> dict[str, Any]:
-        d = {k: v for k, v in self.__dict__.items() if k not in ("state", "hidden")}
-        return d
+        # containers copied: an event's node must not share the search's scores and meta,
+        # which the search thread writes while a front end reads its copy (a weighted
+        # vote re-scores after every wave)
+        return {k: (v.copy() if isinstance(v, (list, dict)) else v)
+                for k, v in self.__dict__.items() if k not in ("state", "hidden")}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Node:

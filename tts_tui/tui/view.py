@@ -7,7 +7,7 @@ from typing import Any
 
 from rich.text import Text
 
-from tts_tui.search.stopping import stop_line
+from tts_tui.search.stopping import saved_against, stop_line
 from tts_tui.search.tree import CHOSEN, FINISHED, LIVE, PRUNED, Node, Tree
 
 GLYPHS = {LIVE: ("●", "yellow"), PRUNED: ("✗", "red dim"), FINISHED: ("✓", "green"), CHOSEN: ("★", "bold magenta")}
@@ -131,7 +131,7 @@ def adaptive_compute_lines(rule: dict[str, Any] | None, stats: dict[str, Any] | 
     rule, stats = rule or {}, stats or {}
     lines = []
     if "tokens_saved_est" in stats:
-        lines.append(f"saved ≈ {int(stats['tokens_saved_est']):,} tokens vs N={stats.get('n_max', '?')}")
+        lines.append(f"saved ≈ {int(stats['tokens_saved_est']):,} tokens vs {saved_against(stats)}")
     cut = int(stats.get("cut", rule.get("cut", 0)) or 0)
     if cut:
         floor = stats.get("cut_floor", rule.get("cut_floor"))

@@ -60,8 +60,8 @@ def _validate_adaptive(strategy: str, p: SearchParams) -> None:
     assert a is not None
     if strategy not in ADAPTIVE:
         raise InputError(f"--adaptive works with {', '.join(ADAPTIVE)}, not {strategy}")
-    if not 0 < a.stop_at < 1:
-        raise InputError(f"--stop-at must be between 0 and 1 (a probability), got {a.stop_at}")
+    if not 0.5 < a.stop_at < 1:  # at 0.5 or less a tie (P = 0.5) would stop on a coin's answer
+        raise InputError(f"--stop-at must be above 0.5 and below 1 (a probability beyond a tie), got {a.stop_at}")
     if a.wave < 1:
         raise InputError(f"--wave must be at least 1, got {a.wave}")
     if not 0 < a.keep <= 1:

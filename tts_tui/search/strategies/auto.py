@@ -63,6 +63,7 @@ def auto(search: Search) -> Result:
         # vote, an easy problem ends here.
         got = sampling.draw(search, k, first=probes, drawn=k, n_max=p.n)
         if got.stopped_by == "posterior":
+            got.n_fixed = _fixed_draws(table, "easy", p.n, k)  # saved against auto at fixed N
             search.note(f"the {k} probes decide it: P(leader holds) {got.posterior:.3f} >= {a.stop_at}",
                         difficulty="easy", chosen_strategy="majority", chosen_n=k, pass_rate=agree)
             result = sampling.with_draw(search.finish("auto", groups, sampling._representative(search, groups)),
@@ -72,11 +73,10 @@ def auto(search: Search) -> Result:
     label = difficulty_bin(agree, k)
     choice = table["bins"][label]
     strategy = choice["strategy"]
-    n = min(p.n, max(1, int(round(p.n * float(choice.get("n_scale", 1.0))))))
-    # The probes are k of the N generations: a vote adds samples up to n, a search gets
-    # what the probes left (none left: the probes vote).
+    # The probes are k of the N generations: a vote adds samples up to its n, a search
+    # gets what the probes left (none left: the probes vote).
     searches = strategy not in VOTES and p.n > k
-    total = min(n, p.n - k) if searches else max(n, k)
+    total = _fixed_draws(table, label, p.n, k) - (k if searches else 0)
     search.note(
         f"difficulty {label}: {top}/{k} probes agree (est. pass rate {agree:.0%}) -> "
         f"{strategy if searches or strategy in VOTES else 'weighted vote of the probes'} N={total}",
@@ -97,7 +97,8 @@ def auto(search: Search) -> Result:
     else:
         # an adaptive run announced the probes' posterior above (the table's own adaptive
         # choice did not: its first check is in the vote)
-        result = _vote(search, strategy, probes, k, total - k, checked=a is not None)
+        result = _vote(search, strategy, probes, k, total - k, checked=a is not None,
+                       posterior=got.posterior if a is not None else None)
     result.reason = search.info[0]
     result.stats["difficulty"] = label
     result.stats["chosen_strategy"] = strategy
@@ -107,11 +108,20 @@ def auto(search: Search) -> Result:
 VOTES = ("majority", "weighted", "best-of-n")
 
 
-def _vote(search: Search, strategy: str, probes: list[Node], drawn: int, extra: int, checked: bool = False) -> Result:
+def _fixed_draws(table: dict, label: str, n: int, k: int) -> int:
+    """The generations auto at fixed N spends in a bin, its k probes included."""
+    choice = table["bins"][label]
+    n_bin = min(n, max(1, int(round(n * float(choice.get("n_scale", 1.0))))))
+    return k + min(n_bin, n - k) if choice["strategy"] not in VOTES and n > k else max(n_bin, k)
+
+
+def _vote(search: Search, strategy: str, probes: list[Node], drawn: int, extra: int, checked: bool = False,
+          posterior: float | None = None) -> Result:
     """The probes and `extra` more samples vote: every probe drawn counts against N,
     answered or not, so a run never draws more than N samples."""
     weigh = search.path_scores if strategy != "majority" else None
-    got = sampling.draw(search, drawn + extra, weigh, first=probes, drawn=drawn, checked=checked)
+    got = sampling.draw(search, drawn + extra, weigh, first=probes, drawn=drawn, checked=checked,
+                        posterior=posterior)
     done = got.done
     weights = search.path_scores(done) if weigh is not None else None
     groups = search.vote(done, weights)

@@ -23,8 +23,10 @@ import time
 
 from tts_tui.search import events as ev
 from tts_tui.search.run import Result, Search
-from tts_tui.search.strategies.sampling import draw, with_draw
+from tts_tui.search.stopping import leader_holds
+from tts_tui.search.strategies.sampling import draw, vote_masses, with_draw
 from tts_tui.search.tree import Node
+from tts_tui.search.votes import AnswerGroup
 
 
 def _judge(search: Search, pairs: list[tuple[Node, Node]]) -> list[float]:
@@ -38,7 +40,7 @@ def _judge(search: Search, pairs: list[tuple[Node, Node]]) -> list[float]:
 
 def bracket(search: Search) -> Result:
     t0 = time.monotonic()
-    got = draw(search, search.params.n, search.path_scores)
+    got = draw(search, search.params.n, search.path_scores, settled=no_match_can_overturn)
     done = got.done
     sample_seconds = time.monotonic() - t0
     weights = search.path_scores(done)
@@ -82,6 +84,10 @@ def bracket(search: Search) -> Result:
     champ = alive[0]
     champion_group = by_rep[champ.id]
     ordered = [champion_group] + [g for g in groups if g is not champion_group]
+    if got.posterior is not None and champion_group is not groups[0]:
+        # the matches overturned the vote's leader (at N, never after a stop): the
+        # posterior reported is the champion's
+        got.posterior = leader_holds(vote_masses(groups, done, weights), leader=groups.index(champion_group))
     result = with_draw(search.finish("bracket", ordered, champ), search, got)
     result.stats["rounds"] = rnd
     result.stats["sample_seconds"] = round(sample_seconds, 3)
@@ -90,6 +96,12 @@ def bracket(search: Search) -> Result:
 
 
 JUDGE_CAP = 0.8  # the judge's P(A) is trusted up to 4:1 odds
+
+
+def no_match_can_overturn(groups: list[AnswerGroup]) -> bool:
+    """The vote's leader outvotes every rival by more than the judge's cap: it wins each
+    match it plays, so the tournament's champion is the leader."""
+    return all(groups[0].count > g.count and decided_by_votes(groups[0].count, g.count) for g in groups[1:])
 
 
 def decided_by_votes(votes_a: int, votes_b: int) -> bool:

@@ -44,6 +44,9 @@ def sample_full(search: Search, n: int, temperature: float | None = None, share:
 
 
 Weigh = Callable[[list[Node]], "list[float] | None"]
+# Whether the vote's leader is the answer the strategy will give: bracket's matches can
+# overturn a small majority, so it stops only on a leader no match can beat.
+Settled = Callable[[list[AnswerGroup]], bool]
 
 
 @dataclass
@@ -59,20 +62,26 @@ class Draw:
     floor: float | None = None
     tokens_per_sample: float = 0.0
     history: list[dict[str, Any]] = field(default_factory=list)
+    n_fixed: int | None = None  # what the same run at fixed N draws, when not n_max (auto's bins)
 
     def stats(self) -> dict[str, Any]:
+        fixed = self.n_max if self.n_fixed is None else self.n_fixed
+        # only the stop rule saves anything: a cancel or a spent budget drew less, it saved nothing
+        saved = self.tokens_per_sample * max(0, fixed - self.drawn) if self.stopped_by == "posterior" else 0.0
         return {"samples_used": self.drawn, "n_max": self.n_max, "stopped_by": self.stopped_by,
                 "posterior": None if self.posterior is None else round(self.posterior, 4),
                 "cut": self.cut, "cut_floor": None if self.floor is None else round(self.floor, 3),
-                "tokens_saved_est": round(self.tokens_per_sample * (self.n_max - self.drawn))}
+                "tokens_saved_est": round(saved), "saved_vs_n": fixed}
 
 
 def draw(search: Search, n: int, weigh: Weigh | None = None, first: Sequence[Node] = (), drawn: int = 0,
-         n_max: int | None = None, checked: bool = False) -> Draw:
+         n_max: int | None = None, checked: bool = False, posterior: float | None = None,
+         settled: Settled | None = None) -> Draw:
     """N samples for a vote, or fewer when adaptive and the vote is decided early.
 
     `first`: samples already drawn (auto's probes, `drawn` of them, answered or not),
-    counted as the first wave (`checked`: their posterior is announced already).
+    counted as the first wave (`checked`: their posterior is announced already, and is
+    `posterior`, reported if no wave follows).
     `n_max`: the N reported (and saved against), when it is not `n` (auto's probes
     decide whether to go on to the N the user gave)."""
     a = search.params.adaptive
@@ -83,25 +92,29 @@ def draw(search: Search, n: int, weigh: Weigh | None = None, first: Sequence[Nod
         more = sample_full(search, n - drawn, confidence=True) if n > drawn else []
         done = [*first, *_answered(more)]
         return Draw(done, max(n, drawn), max(n, drawn), "max-n")
-    out = Draw(list(first), drawn, n if n_max is None else n_max, "max-n", floor=search.cut_floor)
+    out = Draw(list(first), drawn, n if n_max is None else n_max, "max-n", floor=search.cut_floor, posterior=posterior)
     spent0 = search.spent
     leaves: list[Node] = []
-    if drawn and not checked and _decided(search, out, weigh, a.stop_at, more=out.drawn < n):
+    if drawn and not checked and _decided(search, out, weigh, a.stop_at, settled, more=out.drawn < n):
         out.tokens_per_sample = search.spent / max(1, drawn)  # the probes' own tokens
         return out
     while out.drawn < n and not search.stopped:
         k = min(a.wave, n - out.drawn)
         wave = sample_full(search, k, confidence=True, cut_below=search.cut_floor)
         leaves += wave
-        out.drawn += k
+        # a sample a spent budget or a cancel never let start cost nothing and is not counted
+        out.drawn += len(wave) if search.stopped else k
         out.cut += sum(x.finish == "cut" for x in wave)
         out.done += _answered(wave)
         if a.cut and search.cut_floor is None:
             search.cut_floor = out.floor = _floor(search, _answered(leaves), a.window, a.keep)
-        if _decided(search, out, weigh, a.stop_at, more=out.drawn < n and not search.stopped):
+        if _decided(search, out, weigh, a.stop_at, settled, more=out.drawn < n and not search.stopped):
             break
     if out.stopped_by != "posterior" and search.stopped:  # a wave may have been cut short too
-        out.stopped_by = "cancelled" if search.cancel.is_set() else "budget"
+        if search.cancel.is_set():
+            out.stopped_by = "cancelled"
+        elif out.drawn < n or any(x.finish == "budget" for x in leaves):
+            out.stopped_by = "budget"  # (spent by the last token of the last wave: N reached)
     # what a sample the rule saved would have cost: a fixed-N run cuts nothing, so the
     # cut traces' short lengths are left out of the estimate
     out.tokens_per_sample = (search.spent - spent0) / max(1, out.drawn - drawn)
@@ -111,29 +124,40 @@ def draw(search: Search, n: int, weigh: Weigh | None = None, first: Sequence[Nod
     return out
 
 
-def _decided(search: Search, out: Draw, weigh: Weigh | None, stop_at: float, more: bool = True) -> bool:
+def _decided(search: Search, out: Draw, weigh: Weigh | None, stop_at: float, settled: Settled | None = None,
+             more: bool = True) -> bool:
     """Vote what is in; record and announce the posterior (`more`: whether this draw has
-    another wave to come if it goes on); True once it reaches stop_at."""
+    another wave to come if it goes on); True once it reaches stop_at (and, with
+    `settled`, the leader is the answer the strategy gives)."""
     weights = weigh(out.done) if weigh is not None and out.done else None
     groups = search.vote(out.done, weights)
-    masses = [float(g.count) for g in groups]
-    if weights is not None:  # confidence-weighted counts, as much evidence as the votes
-        scaled = dict(zip((x.id for x in out.done), normalised(weights)))
-        masses = [sum(scaled[i] for i in g.members) for g in groups]
     # the posterior of the answer the vote gives (ranked by the raw weights), which the
     # floored masses may not rank first
-    out.posterior = leader_holds(masses, leader=0)
+    out.posterior = leader_holds(vote_masses(groups, out.done, weights), leader=0)
     stop = out.posterior >= stop_at
+    unsettled = stop and settled is not None and not settled(groups)
+    stop = stop and not unsettled
     if stop:
         out.stopped_by = "posterior"
     info = {"samples_used": out.drawn, "n_max": out.n_max, "posterior": round(out.posterior, 4),
             "stop_at": stop_at, "stop": stop, "more": more, "leader": groups[0].answer if groups else None,
             "cut": out.cut, "cut_floor": out.floor}
+    if unsettled:
+        info["unsettled"] = True
     if search.stopped and not stop:  # no wave comes after a spent budget or a cancel
         info["ended"] = "cancelled" if search.cancel.is_set() else "budget"
     out.history.append(info)
     search.emit(ev.Event(ev.STOP_RULE, data=info))
     return stop
+
+
+def vote_masses(groups: Sequence[AnswerGroup], done: Sequence[Node], weights: Sequence[float] | None) -> list[float]:
+    """The answer groups' masses for the posterior: their counts, or with a verifier their
+    confidence-weighted counts, scaled to as much evidence as the votes (CISC)."""
+    if weights is None:
+        return [float(g.count) for g in groups]
+    scaled = dict(zip((x.id for x in done), normalised(weights)))
+    return [sum(scaled[i] for i in g.members) for g in groups]
 
 
 def _floor(search: Search, warm: list[Node], window: int, keep: float) -> float | None:
