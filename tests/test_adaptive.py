@@ -98,7 +98,8 @@ def test_the_budget_running_out_mid_wave_stops_the_draw():
     search = make(gen, n=8, budget=50, wave=4)  # shares of 6: the first wave takes 40, the second runs dry
     result = run_strategy("majority", search)
     assert search.spent == 50
-    assert result.stats["stopped_by"] == "budget" and result.stats["samples_used"] == 8
+    # the second wave's last two samples never started: they are not counted
+    assert result.stats["stopped_by"] == "budget" and result.stats["samples_used"] == 6
     assert len(stops(search)) == 2
 
 
@@ -167,8 +168,11 @@ def test_an_adaptive_run_decodes_the_prompt_once_and_frees_every_sequence(tiny_p
         # decoded with the first wave's first step (a handle keeps its last token pending)
         assert once and prompt == once - 1
         assert solver.engine.free_sequences == solver.engine.n_seq_max  # cut ones too
-        # the traces cut are the ones counted as cut (a floor comes only from an answered first wave)
-        assert "cut_floor" in result.stats
+        # the traces cut are the ones counted as cut; a floor wherever the first wave answered
+        first_wave = [n for n in search.tree.nodes.values() if n.meta.get("sample") in (0, 1)]
+        answered = [leaf for leaf in search.tree.nodes.values() if leaf.answer and leaf.status == "finished"
+                    and search.tree.path(leaf)[0] in first_wave]
+        assert (result.stats["cut_floor"] is not None) == bool(answered)
         assert result.stats["cut"] == sum(n.finish == "cut" for n in search.tree.nodes.values())
         confs = [c for n in search.tree.nodes.values() for c in n.meta.get("conf", [])]
         assert confs and all(c > 0 for c in confs)
@@ -493,19 +497,50 @@ def test_a_cancel_or_a_spent_budget_saves_nothing():
 
 
 def test_a_budget_spent_by_the_last_wave_reads_as_n_reached():
+    from tts_tui.search.stopping import stop_line
+
     gen = FakeGenerator(answers=("42", "41"), depth=3, step_tokens=5)
     search = make(gen, n=8, budget=8 * 15, wave=4)  # every sample whole, the budget then spent
     result = run_strategy("majority", search)
     assert search.spent == 8 * 15
     assert result.stats["stopped_by"] == "max-n" and result.stats["samples_used"] == 8
+    last = stops(search)[-1]  # the live line says what the final label says
+    assert "ended" not in last and stop_line(last).endswith(": N reached")
+
+
+def test_samples_the_budget_never_started_are_not_counted():
+    gen = FakeGenerator(answers=("42", "41"), depth=3, step_tokens=5)
+    search = make(gen, n=16, budget=130, wave=4)  # shares of 8: 2 steps (10 tokens) a sample
+    result = run_strategy("majority", search)
+    started = [n for n in search.tree.nodes.values() if n.kind != "root" and n.parent_id == search.tree.root.id
+               and n.tokens]
+    assert search.spent == 130 and len(started) < 16
+    assert result.stats["samples_used"] == len(started) and result.stats["stopped_by"] == "budget"
+    assert stops(search)[-1]["ended"] == "budget"
 
 
 def test_auto_keeps_the_probes_posterior_when_they_use_up_n():
     gen = FakeGenerator(answers=("42", "42", "41", "7"))  # 2:1:1: medium, and N = the probes
     search = make(gen, n=4, wave=4)
-    result = run_strategy("auto", search)
+    search.scorer = type("S", (), {"name": "fake", "score": lambda self, s, nodes: [0.5 for _ in nodes]})()
+    result = run_strategy("auto", search)  # equal weights: the weighted vote's posterior is the plain one
     assert result.stats["samples_used"] == 4 and result.stats["posterior"] is not None
     assert result.stats["posterior"] == pytest.approx(stops(search)[0]["posterior"], abs=1e-4)
+
+
+def test_auto_reports_the_posterior_of_the_answer_its_weighted_vote_gives():
+    # 1 x "42", 2 x "41", 1 x "7" at N = the probes: medium, a weighted vote of the probes;
+    # the scorer puts "42" first, so the plain vote's posterior (for "41") is not its own
+    gen = FakeGenerator(answers=("42", "41", "41", "7"))
+    search = make(gen, n=4, wave=4)
+    search.scorer = type("S", (), {"name": "fake", "score": lambda self, s, nodes: [
+        1.0 if n.answer == "42" else 0.1 for n in nodes]})()
+    result = run_strategy("auto", search)
+    assert result.answer == "42" and stops(search)[0]["leader"] == "41"
+    # weights 1 : 0.25 (floored) : 0.25 : 0.25, scaled to 4 votes: 42 holds 2.29 of them
+    masses = [4 * 1.0 / 1.75, 4 * 0.5 / 1.75, 4 * 0.25 / 1.75]
+    assert result.stats["posterior"] == pytest.approx(leader_holds(masses, leader=0), abs=0.01)
+    assert result.stats["posterior"] != stops(search)[0]["posterior"]
 
 
 def test_a_stop_at_a_tie_or_below_is_refused():
@@ -525,9 +560,18 @@ def test_an_events_node_shares_no_container_with_the_search():
     added = [e for e in search.events if e.kind == ev.NODE_ADDED]
     node = search.tree.nodes[added[-1].node_id]
     copy = added[-1].data["node"]
-    assert copy["scores"] is not node.scores and copy["meta"] is not node.meta
+    assert copy["scores"] is not node.scores and copy["tokens"] is not node.tokens
     node.scores["late"] = 1.0  # the search thread re-scoring after a wave
     assert "late" not in copy["scores"]
+    # a node's later annotations (a revision's question, a sample's number) still reach
+    # a tree rebuilt from the events, as the TUI and a replayed run build theirs
+    from tts_tui.search.tree import Tree
+
+    rebuilt = Tree("What is 6*7?")
+    for e in search.events:
+        ev.apply_event(rebuilt, e)
+    firsts = [n for n in search.tree.nodes.values() if "sample" in n.meta]
+    assert firsts and all(rebuilt.nodes[n.id].meta["sample"] == n.meta["sample"] for n in firsts)
 
 
 def test_a_cut_trace_shows_no_answer_it_stated_before_the_cut():

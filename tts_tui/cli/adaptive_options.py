@@ -18,9 +18,9 @@ CUT_KEEP = typer.Option(_DEFAULT.keep, "--cut-keep",
                         help="Adaptive --cut: the first wave's quantile kept above the floor (0.9: its lowest 10% set it).")
 
 
-def cut_option(help: str):
+def cut_option(text: str):
     """`--cut`: each command says what a cut does there (a live run, or extra eval rows)."""
-    return typer.Option(False, "--cut", help=help)
+    return typer.Option(False, "--cut", help=text)
 
 
 def adaptive_params(on: bool, stop_at: float, wave: int, cut: bool, window: int = _DEFAULT.window,

@@ -43,10 +43,12 @@ class Node:
         return sum(self.logprobs) / len(self.logprobs) if self.logprobs else None
 
     def to_dict(self) -> dict[str, Any]:
-        # containers copied: an event's node must not share the search's scores and meta,
-        # which the search thread writes while a front end reads its copy (a weighted
-        # vote re-scores after every wave)
-        return {k: (v.copy() if isinstance(v, (list, dict)) else v)
+        # scores and lists copied: the search thread re-scores nodes (a weighted vote after
+        # every wave) while a front end iterates its copy; new scores reach it as
+        # node_scored events. meta stays shared on purpose: strategies annotate a node after
+        # it is sent (a revision's question, a sample's number) and front ends only look
+        # keys up in it, never iterate it.
+        return {k: (v.copy() if isinstance(v, list) or k == "scores" else v)
                 for k, v in self.__dict__.items() if k not in ("state", "hidden")}
 
     @classmethod

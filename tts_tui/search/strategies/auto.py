@@ -63,7 +63,7 @@ def auto(search: Search) -> Result:
         # vote, an easy problem ends here.
         got = sampling.draw(search, k, first=probes, drawn=k, n_max=p.n)
         if got.stopped_by == "posterior":
-            got.n_fixed = _fixed_draws(table, "easy", p.n, k)  # saved against auto at fixed N
+            got.n_fixed = _fixed_draws(table, difficulty_bin(agree, k), p.n, k)  # saved against auto at fixed N
             search.note(f"the {k} probes decide it: P(leader holds) {got.posterior:.3f} >= {a.stop_at}",
                         difficulty="easy", chosen_strategy="majority", chosen_n=k, pass_rate=agree)
             result = sampling.with_draw(search.finish("auto", groups, sampling._representative(search, groups)),

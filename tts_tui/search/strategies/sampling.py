@@ -82,8 +82,9 @@ def draw(search: Search, n: int, weigh: Weigh | None = None, first: Sequence[Nod
     `first`: samples already drawn (auto's probes, `drawn` of them, answered or not),
     counted as the first wave (`checked`: their posterior is announced already, and is
     `posterior`, reported if no wave follows).
-    `n_max`: the N reported (and saved against), when it is not `n` (auto's probes
-    decide whether to go on to the N the user gave)."""
+    `n_max`: the N reported, when it is not `n` (auto's probes decide whether to go on
+    to the N the user gave); the tokens saved are counted against it, or against
+    `Draw.n_fixed` where the caller sets one."""
     a = search.params.adaptive
     if a is not None and a.cut and search.cut_floor is None and first:
         search.cut_floor = _floor(search, list(first), a.window, a.keep)
@@ -95,26 +96,31 @@ def draw(search: Search, n: int, weigh: Weigh | None = None, first: Sequence[Nod
     out = Draw(list(first), drawn, n if n_max is None else n_max, "max-n", floor=search.cut_floor, posterior=posterior)
     spent0 = search.spent
     leaves: list[Node] = []
-    if drawn and not checked and _decided(search, out, weigh, a.stop_at, settled, more=out.drawn < n):
+    if drawn and not checked and _decided(search, out, weigh, a.stop_at, settled, more=out.drawn < n,
+                                          ended=_ended(search, out.drawn < n, ())):
         out.tokens_per_sample = search.spent / max(1, drawn)  # the probes' own tokens
         return out
     while out.drawn < n and not search.stopped:
         k = min(a.wave, n - out.drawn)
         wave = sample_full(search, k, confidence=True, cut_below=search.cut_floor)
         leaves += wave
-        # a sample a spent budget or a cancel never let start cost nothing and is not counted
-        out.drawn += len(wave) if search.stopped else k
+        # a sample a spent budget or a cancel ended before its first token cost nothing
+        # and is not counted (the backends report it as a step of no tokens)
+        out.drawn += sum(_started(search, x) for x in wave) if search.stopped else k
         out.cut += sum(x.finish == "cut" for x in wave)
         out.done += _answered(wave)
         if a.cut and search.cut_floor is None:
             search.cut_floor = out.floor = _floor(search, _answered(leaves), a.window, a.keep)
-        if _decided(search, out, weigh, a.stop_at, settled, more=out.drawn < n and not search.stopped):
+        if _decided(search, out, weigh, a.stop_at, settled, more=out.drawn < n and not search.stopped,
+                    ended=_ended(search, out.drawn < n, wave)):
             break
-    if out.stopped_by != "posterior" and search.stopped:  # a wave may have been cut short too
-        if search.cancel.is_set():
-            out.stopped_by = "cancelled"
-        elif out.drawn < n or any(x.finish == "budget" for x in leaves):
-            out.stopped_by = "budget"  # (spent by the last token of the last wave: N reached)
+    if out.stopped_by != "posterior":
+        out.stopped_by = _ended(search, out.drawn < n, leaves) or out.stopped_by
+    if not leaves and checked and weigh is not None and out.done:
+        # auto's probes used up N: their announced posterior was the plain vote's, and the
+        # weights may put another answer first; report the one this vote gives
+        weights = weigh(out.done)
+        out.posterior = leader_holds(vote_masses(search.vote(out.done, weights), out.done, weights), leader=0)
     # what a sample the rule saved would have cost: a fixed-N run cuts nothing, so the
     # cut traces' short lengths are left out of the estimate
     out.tokens_per_sample = (search.spent - spent0) / max(1, out.drawn - drawn)
@@ -124,8 +130,23 @@ def draw(search: Search, n: int, weigh: Weigh | None = None, first: Sequence[Nod
     return out
 
 
+def _ended(search: Search, short: bool, leaves: Sequence[Node]) -> str | None:
+    """Why a draw ended before its N: a cancel, or a spent budget that left it short or
+    cut a sample; None when it drew its N whole (a budget spent by the last token of
+    the last wave is N reached)."""
+    if not search.stopped:
+        return None
+    if search.cancel.is_set():
+        return "cancelled"
+    return "budget" if short or any(x.finish == "budget" for x in leaves) else None
+
+
+def _started(search: Search, leaf: Node) -> bool:
+    return any(x.tokens for x in search.tree.path(leaf))
+
+
 def _decided(search: Search, out: Draw, weigh: Weigh | None, stop_at: float, settled: Settled | None = None,
-             more: bool = True) -> bool:
+             more: bool = True, ended: str | None = None) -> bool:
     """Vote what is in; record and announce the posterior (`more`: whether this draw has
     another wave to come if it goes on); True once it reaches stop_at (and, with
     `settled`, the leader is the answer the strategy gives)."""
@@ -144,8 +165,8 @@ def _decided(search: Search, out: Draw, weigh: Weigh | None, stop_at: float, set
             "cut": out.cut, "cut_floor": out.floor}
     if unsettled:
         info["unsettled"] = True
-    if search.stopped and not stop:  # no wave comes after a spent budget or a cancel
-        info["ended"] = "cancelled" if search.cancel.is_set() else "budget"
+    if ended and not stop:  # no wave comes after a spent budget or a cancel
+        info["ended"] = ended
     out.history.append(info)
     search.emit(ev.Event(ev.STOP_RULE, data=info))
     return stop
