@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from tts_tui.search.protocol import AdaptiveParams
-from tts_tui.search.stopping import cut_floor, leader_holds, lowest_window, normalised
+from tts_tui.search.stopping import cut_floor, group_masses, leader_holds, lowest_window
 from tts_tui.search.votes import group_answers
 
 Equivalent = Callable[[str, str], bool]
@@ -73,7 +73,8 @@ def replay(samples: Sequence[dict[str, Any]], a: AdaptiveParams, weighted: bool,
         if a.cut and floor is None:
             floor = cut_floor([s["low"] for s in used if s["answer"] and s.get("low") is not None], a.keep)
         groups = group_answers(votes, equivalent)
-        posterior = leader_holds(_masses(groups, votes) if weighted else [g.count for g in groups], leader=0)
+        weights = [v[1] for v in votes] if weighted else None
+        posterior = leader_holds(group_masses(groups, [v[2] for v in votes], weights), leader=0)
         if posterior >= a.stop_at:
             stopped_by = "posterior"
             break
@@ -82,10 +83,3 @@ def replay(samples: Sequence[dict[str, Any]], a: AdaptiveParams, weighted: bool,
             "stopped_by": stopped_by, "posterior": round(posterior, 4), "cut": len(cut_samples),
             "cut_samples": cut_samples,
             "cut_floor": None if floor is None else round(floor, 3)}
-
-
-def _masses(groups: Sequence[Any], votes: list[tuple[str, float, int]]) -> list[float]:
-    """Each group's floored, rescaled weight (what the stop reads), in the raw vote's order
-    (what the answer is), as the live vote has them."""
-    scaled = {v[2]: x for v, x in zip(votes, normalised([v[1] for v in votes]))}
-    return [sum(scaled[i] for i in g.members) for g in groups]

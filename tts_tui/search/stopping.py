@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -73,6 +74,16 @@ def normalised(weights: Sequence[float]) -> list[float]:
     if total <= 0:
         return [1.0 for _ in weights]
     return [w * len(weights) / total for w in weights]
+
+
+def group_masses(groups: Sequence[Any], ids: Sequence[int], weights: Sequence[float] | None) -> list[float]:
+    """The answer groups' masses for the posterior: their vote counts, or with a verifier
+    the votes' `normalised` weights summed per group (`ids`: each weight's sample, as the
+    groups' `members` name them). The live vote and its replay both read them here."""
+    if weights is None:
+        return [float(g.count) for g in groups]
+    scaled = dict(zip(ids, normalised(weights)))
+    return [sum(scaled[i] for i in g.members) for g in groups]
 
 
 def lowest_window(confidences: Sequence[float], window: int) -> float | None:

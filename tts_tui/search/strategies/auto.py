@@ -97,8 +97,7 @@ def auto(search: Search) -> Result:
     else:
         # an adaptive run announced the probes' posterior above (the table's own adaptive
         # choice did not: its first check is in the vote)
-        result = _vote(search, strategy, probes, k, total - k, checked=a is not None,
-                       posterior=got.posterior if a is not None else None)
+        result = _vote(search, strategy, probes, k, total - k, checked=a is not None)
     result.reason = search.info[0]
     result.stats["difficulty"] = label
     result.stats["chosen_strategy"] = strategy
@@ -115,13 +114,11 @@ def _fixed_draws(table: dict, label: str, n: int, k: int) -> int:
     return k + min(n_bin, n - k) if choice["strategy"] not in VOTES and n > k else max(n_bin, k)
 
 
-def _vote(search: Search, strategy: str, probes: list[Node], drawn: int, extra: int, checked: bool = False,
-          posterior: float | None = None) -> Result:
+def _vote(search: Search, strategy: str, probes: list[Node], drawn: int, extra: int, checked: bool = False) -> Result:
     """The probes and `extra` more samples vote: every probe drawn counts against N,
     answered or not, so a run never draws more than N samples."""
     weigh = search.path_scores if strategy != "majority" else None
-    got = sampling.draw(search, drawn + extra, weigh, first=probes, drawn=drawn, checked=checked,
-                        posterior=posterior)
+    got = sampling.draw(search, drawn + extra, weigh, first=probes, drawn=drawn, checked=checked)
     done = got.done
     weights = search.path_scores(done) if weigh is not None else None
     groups = search.vote(done, weights)

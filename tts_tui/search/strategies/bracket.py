@@ -23,8 +23,8 @@ import time
 
 from tts_tui.search import events as ev
 from tts_tui.search.run import Result, Search
-from tts_tui.search.stopping import leader_holds
-from tts_tui.search.strategies.sampling import draw, vote_masses, with_draw
+from tts_tui.search.stopping import group_masses, leader_holds
+from tts_tui.search.strategies.sampling import draw, with_draw
 from tts_tui.search.tree import Node
 from tts_tui.search.votes import AnswerGroup
 
@@ -87,7 +87,8 @@ def bracket(search: Search) -> Result:
     if got.posterior is not None and champion_group is not groups[0]:
         # the matches overturned the vote's leader (at N, never after a stop): the
         # posterior reported is the champion's
-        got.posterior = leader_holds(vote_masses(groups, done, weights), leader=groups.index(champion_group))
+        got.posterior = leader_holds(group_masses(groups, [x.id for x in done], weights),
+                                     leader=groups.index(champion_group))
     result = with_draw(search.finish("bracket", ordered, champ), search, got)
     result.stats["rounds"] = rnd
     result.stats["sample_seconds"] = round(sample_seconds, 3)

@@ -13,12 +13,12 @@ traces that fall below it end as cut, spending nothing more and casting no vote.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from tts_tui.search import events as ev
 from tts_tui.search.run import Result, Search
-from tts_tui.search.stopping import cut_floor, leader_holds, lowest_window, normalised
+from tts_tui.search.stopping import cut_floor, group_masses, leader_holds, lowest_window
 from tts_tui.search.tree import Node
 from tts_tui.search.votes import AnswerGroup
 
@@ -61,7 +61,6 @@ class Draw:
     cut: int = 0
     floor: float | None = None
     tokens_per_sample: float = 0.0
-    history: list[dict[str, Any]] = field(default_factory=list)
     n_fixed: int | None = None  # what the same run at fixed N draws, when not n_max (auto's bins)
 
     def stats(self) -> dict[str, Any]:
@@ -75,13 +74,11 @@ class Draw:
 
 
 def draw(search: Search, n: int, weigh: Weigh | None = None, first: Sequence[Node] = (), drawn: int = 0,
-         n_max: int | None = None, checked: bool = False, posterior: float | None = None,
-         settled: Settled | None = None) -> Draw:
+         n_max: int | None = None, checked: bool = False, settled: Settled | None = None) -> Draw:
     """N samples for a vote, or fewer when adaptive and the vote is decided early.
 
     `first`: samples already drawn (auto's probes, `drawn` of them, answered or not),
-    counted as the first wave (`checked`: their posterior is announced already, and is
-    `posterior`, reported if no wave follows).
+    counted as the first wave (`checked`: their posterior is announced already).
     `n_max`: the N reported, when it is not `n` (auto's probes decide whether to go on
     to the N the user gave); the tokens saved are counted against it, or against
     `Draw.n_fixed` where the caller sets one."""
@@ -93,7 +90,7 @@ def draw(search: Search, n: int, weigh: Weigh | None = None, first: Sequence[Nod
         more = sample_full(search, n - drawn, confidence=True) if n > drawn else []
         done = [*first, *_answered(more)]
         return Draw(done, max(n, drawn), max(n, drawn), "max-n")
-    out = Draw(list(first), drawn, n if n_max is None else n_max, "max-n", floor=search.cut_floor, posterior=posterior)
+    out = Draw(list(first), drawn, n if n_max is None else n_max, "max-n", floor=search.cut_floor)
     spent0 = search.spent
     leaves: list[Node] = []
     if drawn and not checked and _decided(search, out, weigh, a.stop_at, settled, more=out.drawn < n,
@@ -116,11 +113,10 @@ def draw(search: Search, n: int, weigh: Weigh | None = None, first: Sequence[Nod
             break
     if out.stopped_by != "posterior":
         out.stopped_by = _ended(search, out.drawn < n, leaves) or out.stopped_by
-    if not leaves and checked and weigh is not None and out.done:
-        # auto's probes used up N: their announced posterior was the plain vote's, and the
-        # weights may put another answer first; report the one this vote gives
-        weights = weigh(out.done)
-        out.posterior = leader_holds(vote_masses(search.vote(out.done, weights), out.done, weights), leader=0)
+    if checked and not leaves:
+        # auto's probes used up N: no check of this vote's own ran (the one announced was
+        # the plain vote's, and weights may put another answer first)
+        out.posterior = _posterior(search, out.done, weigh)[1]
     # what a sample the rule saved would have cost: a fixed-N run cuts nothing, so the
     # cut traces' short lengths are left out of the estimate
     out.tokens_per_sample = (search.spent - spent0) / max(1, out.drawn - drawn)
@@ -150,11 +146,7 @@ def _decided(search: Search, out: Draw, weigh: Weigh | None, stop_at: float, set
     """Vote what is in; record and announce the posterior (`more`: whether this draw has
     another wave to come if it goes on); True once it reaches stop_at (and, with
     `settled`, the leader is the answer the strategy gives)."""
-    weights = weigh(out.done) if weigh is not None and out.done else None
-    groups = search.vote(out.done, weights)
-    # the posterior of the answer the vote gives (ranked by the raw weights), which the
-    # floored masses may not rank first
-    out.posterior = leader_holds(vote_masses(groups, out.done, weights), leader=0)
+    groups, out.posterior = _posterior(search, out.done, weigh)
     stop = out.posterior >= stop_at
     unsettled = stop and settled is not None and not settled(groups)
     stop = stop and not unsettled
@@ -167,18 +159,16 @@ def _decided(search: Search, out: Draw, weigh: Weigh | None, stop_at: float, set
         info["unsettled"] = True
     if ended and not stop:  # no wave comes after a spent budget or a cancel
         info["ended"] = ended
-    out.history.append(info)
     search.emit(ev.Event(ev.STOP_RULE, data=info))
     return stop
 
 
-def vote_masses(groups: Sequence[AnswerGroup], done: Sequence[Node], weights: Sequence[float] | None) -> list[float]:
-    """The answer groups' masses for the posterior: their counts, or with a verifier their
-    confidence-weighted counts, scaled to as much evidence as the votes (CISC)."""
-    if weights is None:
-        return [float(g.count) for g in groups]
-    scaled = dict(zip((x.id for x in done), normalised(weights)))
-    return [sum(scaled[i] for i in g.members) for g in groups]
+def _posterior(search: Search, done: Sequence[Node], weigh: Weigh | None) -> tuple[list[AnswerGroup], float]:
+    """The vote over `done` and the posterior of the answer it gives (ranked by the raw
+    weights, which the floored masses may not rank first)."""
+    weights = weigh(list(done)) if weigh is not None and done else None
+    groups = search.vote(list(done), weights)
+    return groups, leader_holds(group_masses(groups, [x.id for x in done], weights), leader=0)
 
 
 def _floor(search: Search, warm: list[Node], window: int, keep: float) -> float | None:
