@@ -148,15 +148,20 @@ class FakeScorer:
 class SlowFakeGenerator(FakeGenerator):
     """Like FakeGenerator, but each step takes `delay` seconds and honours cancel mid-call."""
 
-    def __init__(self, delay: float = 0.0, **kw) -> None:
+    def __init__(self, delay: float = 0.0, hold=None, **kw) -> None:
         super().__init__(**kw)
         self.delay = delay
+        self.hold = hold  # an Event: while unset, each step after the first waits (a run surely still going)
+        self._steps = 0
 
     def _step(self, i, parent, prefix, answer_stop=False):
         import time
 
         if self.delay:
             time.sleep(self.delay)
+        self._steps += 1
+        while self.hold is not None and self._steps > 1 and not self.hold.is_set():
+            time.sleep(0.01)
         return super()._step(i, parent, prefix, answer_stop)
 
 
@@ -179,7 +184,7 @@ class FakeRunner:
 
         self.requests.append(req)
         status(f"running {req.strategy}")
-        gen = SlowFakeGenerator(self.delay, answers=self.answers, depth=self.depth)
+        gen = SlowFakeGenerator(self.delay, hold=self._hold(cancel), answers=self.answers, depth=self.depth)
         search = Search(gen, req.problem, req.params, MathAnswers(), FakeScorer(), listener, cancel)
         try:
             return run_strategy(req.strategy, search), search
@@ -187,6 +192,10 @@ class FakeRunner:
             import time
 
             self.finished_at = time.monotonic()
+
+    def _hold(self, cancel):
+        """No hold: runs go at the generator's pace."""
+        return None
 
     def model_name(self):
         return "fake-model"
@@ -204,15 +213,19 @@ class TrackingFakeRunner(FakeRunner):
       run was inside run() (a model freed under a decoding thread);
     - `emitted[k]`: every event run k passed to its listener (by identity), `searches[k]` its search;
     - `linger`: seconds a run spends after its search returns (the engine's clean-up), so an
-      overlap is not down to luck; `fail`: an exception run() raises instead of searching.
+      overlap is not down to luck; `fail`: an exception run() raises instead of searching;
+    - `hold_first`: the first run's steps wait until it is cancelled, so a test that needs it
+      still going later does not race the clock on a loaded machine.
     """
 
-    def __init__(self, delay: float = 0.0, linger: float = 0.0, fail: Exception | None = None, **kw) -> None:
+    def __init__(self, delay: float = 0.0, linger: float = 0.0, fail: Exception | None = None,
+                 hold_first: bool = False, **kw) -> None:
         import threading
 
         super().__init__(delay, **kw)
         self.linger = linger
         self.fail = fail
+        self.hold_first = hold_first
         self._guard = threading.Lock()
         self.inside = 0
         self.max_inside = 0
@@ -221,6 +234,9 @@ class TrackingFakeRunner(FakeRunner):
         self.loaded = None
         self.emitted: list[list] = []
         self.searches: list = []
+
+    def _hold(self, cancel):
+        return cancel if self.hold_first and len(self.requests) == 1 else None
 
     def run(self, req, listener, cancel, status):
         import time

@@ -686,7 +686,7 @@ async def test_error_lines_show_markup_as_plain_text():
 
 
 async def test_compare_run_stops_the_main_run_first():
-    runner = TrackingFakeRunner(delay=0.03, linger=0.2)
+    runner = TrackingFakeRunner(delay=0.03, linger=0.2, hold_first=True)  # the main run goes on until stopped
     app = tracking_app(runner, n=16)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("ctrl+r")
