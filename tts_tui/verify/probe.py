@@ -124,39 +124,53 @@ def train(stats: np.ndarray, hidden: np.ndarray, labels: np.ndarray, groups: Seq
     probe and one line of scores per candidate."""
     groups = np.asarray(groups)
     folds_of = _folds(groups, folds)
+    candidates = [(dim, l2) for dim in dims for l2 in l2s]
+    scores = {c: np.full(len(labels), np.nan) for c in candidates}
+    for k in range(folds):
+        tr, te = folds_of != k, folds_of == k
+        if not te.any() or len(np.unique(labels[tr])) < 2:
+            continue
+        # The standardisation and components depend on the fold only: worked out once for
+        # every candidate (an SVD of the states is most of a fit's time).
+        basis = _Basis(stats[tr], hidden[tr])
+        for dim, l2 in candidates:
+            probe = basis.fit(labels[tr], l2, dim, model_sha256, model_name)
+            scores[dim, l2][te] = probe.predict(stats[te], hidden[te])
     trials = []
-    for dim in dims:
-        for l2 in l2s:
-            scores = np.full(len(labels), np.nan)
-            for k in range(folds):
-                tr, te = folds_of != k, folds_of == k
-                if not te.any() or len(np.unique(labels[tr])) < 2:
-                    continue
-                probe = _fit(stats[tr], hidden[tr], labels[tr], l2, dim, model_sha256, model_name)
-                scores[te] = probe.predict(stats[te], hidden[te])
-            m = final & ~np.isnan(scores)
-            trials.append({"dim": dim, "l2": l2, **metrics(scores[m], labels[m], groups[m])})
+    for dim, l2 in candidates:
+        m = final & ~np.isnan(scores[dim, l2])
+        trials.append({"dim": dim, "l2": l2, **metrics(scores[dim, l2][m], labels[m], groups[m])})
     best = max(trials, key=lambda t: (np.nan_to_num(t["within_auroc"], nan=-1), np.nan_to_num(t["auroc"], nan=-1)))
-    probe = _fit(stats, hidden, labels, best["l2"], best["dim"], model_sha256, model_name)
+    probe = _Basis(stats, hidden).fit(labels, best["l2"], best["dim"], model_sha256, model_name)
     probe.info = {"cv": trials, "chosen": {"l2": best["l2"], "dim": best["dim"]}, "states": int(len(labels)),
                   "samples": int(final.sum()), "problems": int(len(np.unique(groups))),
                   "trained_on": sorted(set(groups.tolist()))}  # so an evaluation can leave them out
     return probe, trials
 
 
-def _fit(stats: np.ndarray, hidden: np.ndarray, labels: np.ndarray, l2: float, dim: int | None,
-         model_sha256: str, model_name: str) -> Probe:
-    raw = np.hstack([stats, hidden]).astype(np.float64)
-    mean, std = raw.mean(axis=0), raw.std(axis=0) + 1e-6
-    x = (raw - mean) / std
-    projection = None
-    n_stats = stats.shape[1]
-    if dim is not None and hidden.shape[1] > dim:
-        _, _, vt = np.linalg.svd(x[:, n_stats:], full_matrices=False)
-        projection = vt[:dim].T
-        x = np.hstack([x[:, :n_stats], x[:, n_stats:] @ projection])
-    w, b = fit_logistic(x, labels.astype(np.float64), l2)
-    return Probe(model_sha256, model_name, mean, std, w, b, projection, n_stats)
+class _Basis:
+    """One training set's standardised features and hidden-state components, from which a
+    probe at any L2 strength and projection is fitted."""
+
+    def __init__(self, stats: np.ndarray, hidden: np.ndarray) -> None:
+        raw = np.hstack([stats, hidden]).astype(np.float64)
+        self.mean, self.std = raw.mean(axis=0), raw.std(axis=0) + 1e-6
+        self.x = (raw - self.mean) / self.std
+        self.n_stats = stats.shape[1]
+        self._vt: np.ndarray | None = None
+
+    def components(self) -> np.ndarray:
+        if self._vt is None:
+            _, _, self._vt = np.linalg.svd(self.x[:, self.n_stats:], full_matrices=False)
+        return self._vt
+
+    def fit(self, labels: np.ndarray, l2: float, dim: int | None, model_sha256: str, model_name: str) -> Probe:
+        x, projection = self.x, None
+        if dim is not None and x.shape[1] - self.n_stats > dim:
+            projection = self.components()[:dim].T
+            x = np.hstack([x[:, : self.n_stats], x[:, self.n_stats:] @ projection])
+        w, b = fit_logistic(x, labels.astype(np.float64), l2)
+        return Probe(model_sha256, model_name, self.mean, self.std, w, b, projection, self.n_stats)
 
 
 def _folds(groups: np.ndarray, folds: int) -> np.ndarray:
