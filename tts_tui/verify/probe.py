@@ -117,11 +117,13 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float, iters: int = 50) -> tu
 
 
 def train(stats: np.ndarray, hidden: np.ndarray, labels: np.ndarray, groups: Sequence[str], final: np.ndarray,
-          model_sha256: str, model_name: str, folds: int = 5, l2s: Sequence[float] = (1.0, 10.0, 100.0),
+          model_sha256: str, model_name: str, folds: int = 5, l2s: Sequence[float] = (100.0, 1000.0, 10000.0),
           dims: Sequence[int | None] = (None, 64)) -> tuple[Probe, list[dict[str, Any]]]:
     """Pick the L2 strength and projection by cross-validation split by problem (within-
     question AUROC on the samples' final states), then fit on everything. Returns the
-    probe and one line of scores per candidate."""
+    probe and one line of scores per candidate. The default L2 grid is strong because the
+    states outnumber the problems many times over: on the default model's dev samples the
+    within-question AUROC rose from 1 to 10^4 (README, "The probe verifier")."""
     groups = np.asarray(groups)
     folds_of = _folds(groups, folds)
     candidates = [(dim, l2) for dim in dims for l2 in l2s]
