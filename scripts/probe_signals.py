@@ -1,15 +1,16 @@
 """What each token statistic, the statistics alone and the probe's L2 strengths give within a
 question, by cross-validation split by problem, on a labelled sample set's final states.
 
-    python scripts/probe_signals.py [SAMPLES_DIR] [--exclude eval-out/report-ids.txt] [--levels 1,2,3]
+    python scripts/probe_signals.py [SAMPLES_DIR] [--data F,G] [--levels 1,2,3] [--limit 110,50]
+                                    [--exclude eval-out/report-ids.txt]
 
-Dev tuning only: point it at a training sample set, never at a report slice's.
+The problems are chosen as `tts verifier train` chooses them from the same options, so the
+defaults read the shipped fit's training set. Dev tuning only: never a report slice's set.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -18,29 +19,25 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tts_tui.cli.verifier_cmd import _exclusions, _problems  # noqa: E402
 from tts_tui.verifier_train import load  # noqa: E402
 from tts_tui.verify.features import STAT_NAMES  # noqa: E402
 from tts_tui.verify.probe import metrics, train  # noqa: E402
 
 DEFAULT = Path.home() / ".local/share/tts-tui/verifiers/qwen2.5-coder-1.5b-instruct-q4_k_m-cc324af070c2"
-DATA = [ROOT.parent / "shared/data/gsm8k_dev.jsonl", ROOT.parent / "shared/data/math_dev.jsonl"]
+DATA = f"{ROOT.parent / 'shared/data/gsm8k_dev.jsonl'},{ROOT.parent / 'shared/data/math_dev.jsonl'}"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("samples", nargs="?", type=Path, default=DEFAULT)
-    ap.add_argument("--exclude", type=Path, default=ROOT / "eval-out/report-ids.txt")
-    ap.add_argument("--levels", default="1,2,3", help="MATH levels kept (rows without a level are kept)")
+    ap.add_argument("--data", default=DATA)
+    ap.add_argument("--levels", default="1,2,3")
+    ap.add_argument("--limit", default="110,50")
+    ap.add_argument("--exclude", default=str(ROOT / "eval-out/report-ids.txt"))
     args = ap.parse_args()
-    keep = set(args.levels.split(","))
-    only = set()
-    for f in DATA:
-        for line in f.read_text(encoding="utf-8").splitlines():
-            row = json.loads(line)
-            level = row.get("level")
-            if level is None or str(level)[-1] in keep:
-                only.add(row["id"])
-    exclude = set(args.exclude.read_text().split()) if args.exclude.is_file() else set()
+    exclude = _exclusions(args.exclude)
+    only = {p.id for p in _problems(args.data, args.limit, 0, args.levels, exclude)}
     ds = load([args.samples], exclude, only=only)
     groups, final = np.asarray(ds.groups), ds.final
     print(f"# {len(set(ds.groups))} problems, {int(final.sum())} samples, {len(ds.labels)} states")
