@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 import llama_cpp as L  # noqa: E402
 from llama_cpp._ggml import libggml  # noqa: E402
 
-from tts_tui.atomic import write_json  # noqa: E402
+from tts_tui.atomic import append_line, write_json  # noqa: E402
 from tts_tui.backends.llamacpp.branches import default_threads  # noqa: E402
 from tts_tui.backends.llamacpp.model import LlamaModel  # noqa: E402
 from tts_tui.backends.prompts import SYSTEM_PROMPT  # noqa: E402
@@ -40,6 +40,8 @@ from tts_tui.verify.probe import metrics, train  # noqa: E402
 DEFAULT = Path.home() / ".local/share/tts-tui/verifiers/qwen2.5-coder-1.5b-instruct-q4_k_m-cc324af070c2"
 MODEL = ROOT / "models/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
 OUT = ROOT / "eval-out/layers"
+if "--steps" in sys.argv:
+    OUT = ROOT / "eval-out/layers-steps"
 
 libggml.ggml_get_name.restype = ctypes.c_char_p
 libggml.ggml_get_name.argtypes = [ctypes.c_void_p]
@@ -93,6 +95,22 @@ def token_at(model: LlamaModel, tokens: list[int], char: int) -> int:
     return len(tokens) - 1
 
 
+def step_ends(model: LlamaModel, tokens: list[int], delimiter: str = "\n\n") -> list[int]:
+    """Where the engine's step rule would have read each step's state: one position before
+    each step's last token (the state that predicted it), a step ending at the delimiter
+    as `BranchEngine` ends it, and the last step at the text's last token."""
+    ends, step = [], bytearray()
+    for j, tok in enumerate(tokens):
+        piece = model.piece(tok)
+        step += piece
+        tail = bytes(step[-(len(piece) + 16):]).decode("utf-8", "ignore")
+        if delimiter in tail and step.strip() and j < len(tokens) - 1:
+            ends.append(j - 1)
+            step = bytearray()
+    ends.append(len(tokens) - 2)
+    return [max(e, 0) for e in ends]
+
+
 def capture(args: argparse.Namespace) -> None:
     model = LlamaModel(MODEL)
     n_layer = int(L.llama_model_n_layer(model.ptr))
@@ -103,6 +121,7 @@ def capture(args: argparse.Namespace) -> None:
     params.n_threads = params.n_threads_batch = default_threads()
     params.cb_eval, params.cb_eval_user_data = tap.callback, None
     params.embeddings = False
+    params.kv_unified = True  # one cache: the prompt (seq 0) and a sample (seq 1) share 2048 cells
     ctx = L.llama_init_from_model(model.ptr, params)
     mem = L.llama_get_memory(ctx)
     batch = L.llama_batch_init(1024, 0, 1)
@@ -111,9 +130,19 @@ def capture(args: argparse.Namespace) -> None:
     rows = [json.loads(x) for x in (args.samples / "samples.jsonl").read_text().splitlines() if x.strip()]
     only = set(args.only.read_text().split()) if args.only else None
     done = 0
+    texts_of = {}
+    if args.data:  # problem texts for sets that did not keep them
+        from tts_tui.evaluate import load_problems
+
+        texts_of = {p.id: p.problem for f in args.data.split(",") for p in load_problems(Path(f), None)}
     for row in rows[: args.limit]:
         if only is not None and row["id"] not in only:
             continue
+        if "texts" not in row or not (row.get("problem") or texts_of.get(row["id"])):
+            print(f"{row['id']:24} left out: the set kept no text for it", flush=True)
+            continue
+        row["problem"] = row.get("problem") or texts_of[row["id"]]
+        row["texts"], row["answers"] = row["texts"][: args.per_problem], row["answers"][: args.per_problem]
         dest = OUT / row["file"]
         if dest.exists():
             continue
@@ -121,7 +150,7 @@ def capture(args: argparse.Namespace) -> None:
         prompt = model.chat_tokens([{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": row["problem"]}])
         L.llama_memory_clear(mem, True)
         decode(ctx, batch, prompt, 0, 0, outputs=())
-        at_answer, at_end = [], []
+        at_answer, at_end, steps, step_sample, step_final = [], [], [], [], []
         for text in row["texts"]:
             toks = model.tokenize(text, add_special=False, parse_special=False)[: 2048 - len(prompt) - 1]
             if not toks:
@@ -131,6 +160,12 @@ def capture(args: argparse.Namespace) -> None:
             L.llama_memory_seq_cp(mem, 0, 1, -1, -1)
             tap.got.clear()
             decode(ctx, batch, toks, len(prompt), 1, outputs=sorted({a, e}))
+            if args.steps:
+                ends = step_ends(model, toks)
+                mid = [f"l_out-{k}" for k in layers]
+                steps.append(np.stack([tap.got[nm][ends] for nm in mid], axis=1))
+                step_sample += [len(at_answer)] * len(ends)
+                step_final += [False] * (len(ends) - 1) + [True]
             outs = sorted({a, e})
             pick = lambda name, k: tap.got[name][k] if name != "result_norm" else tap.got[name][outs.index(k)]  # noqa: E731
             names = [f"l_out-{k}" for k in layers] + ["result_norm"]
@@ -138,9 +173,11 @@ def capture(args: argparse.Namespace) -> None:
             at_end.append(np.stack([pick(nm, e) for nm in names]))
             n_tok += len(toks)
         with np.load(args.samples / row["file"]) as z:
-            label = z["final_label"]
+            label = z["final_label"][: len(row["texts"])]
         _save_npz(dest, {"answer": np.asarray(at_answer, np.float16), "end": np.asarray(at_end, np.float16),
-                         "label": label, "answered": np.asarray([a is not None for a in row["answers"]])})
+                         "label": label, "answered": np.asarray([a is not None for a in row["answers"]]),
+                         **({"steps": np.concatenate(steps).astype(np.float16), "step_sample": np.asarray(step_sample, np.int16),
+                             "step_final": np.asarray(step_final)} if args.steps else {})})
         done += 1
         dt = time.monotonic() - t0
         print(f"{row['id']:24} {len(row['texts'])} samples {n_tok} tokens {dt:.1f}s ({n_tok / dt:.0f} tok/s)", flush=True)
@@ -164,40 +201,84 @@ def decode(ctx: int, batch: L.llama_batch, tokens: list[int], pos0: int, seq: in
 def fit(args: argparse.Namespace) -> None:
     settings = json.loads((OUT / "settings.json").read_text())
     names = [f"layer {k}" for k in settings["layers"]] + ["final norm"]
-    files = sorted(OUT.glob("states-*.npz"))
+    rows = {json.loads(x)["file"]: json.loads(x) for x in (args.samples / "samples.jsonl").read_text().splitlines() if x.strip()}
+    files = [f for f in sorted(OUT.glob("states-*.npz")) if f.name in rows]
+    ids = [rows[f.name]["id"] for f in files]
+    # the token statistics of each answered sample's last state, from the sample set
+    ds = load([args.samples], set(), only=set(ids))
+    at = {(g, int(k)): i for i, (g, k, f) in enumerate(zip(ds.groups, ds.sample, ds.final)) if f}
     data: dict[str, list[np.ndarray]] = {"answer": [], "end": []}
-    labels, groups, answered = [], [], []
-    for f in files:
+    labels, groups, stat_rows = [], [], []
+    for f, pid in zip(files, ids):
         with np.load(f) as z:
-            data["answer"].append(z["answer"])
-            data["end"].append(z["end"])
-            labels += z["label"].tolist()
-            answered += z["answered"].tolist()
-            groups += [f.stem] * len(z["label"])
-    labels_a, groups_a = np.asarray(labels, np.int8), np.asarray(groups)
-    keep = np.asarray(answered)  # what a vote scores: the samples with an answer
-    print(f"# {len(files)} problems, {int(keep.sum())} answered samples, {int(labels_a[keep].sum())} right")
-    # the engine's own last-layer step-end state, on the same samples, for comparison
-    ds = load([args.samples], set(), only={json.loads(x)["id"] for x in (args.samples / "samples.jsonl").read_text().splitlines()
-                                            if x.strip() and (OUT / json.loads(x)["file"]).exists()})
-    m = ds.final
-    stats = ds.stats[m]
+            for k, ok in enumerate(z["answered"]):
+                if not ok or (pid, k) not in at:
+                    continue
+                data["answer"].append(z["answer"][k])
+                data["end"].append(z["end"][k])
+                labels.append(int(z["label"][k]))
+                groups.append(pid)
+                stat_rows.append(at[pid, k])
+    y, g = np.asarray(labels, np.int8), np.asarray(groups)
+    stats = ds.stats[stat_rows]
+    ones = np.ones(len(y), bool)
+    print(f"# {len(files)} problems, {len(y)} answered samples, {int(y.sum())} right")
     l2s = tuple(float(x) for x in args.l2.split(","))
-    _, trials = train(ds.stats[m], ds.hidden[m].astype(np.float32), ds.labels[m], np.asarray(ds.groups)[m],
-                      np.ones(int(m.sum()), bool), "-", "-", l2s=l2s, dims=(None, 64))
-    for t in trials:
-        print(f"{'engine step end (final norm)':30} dim {str(t['dim']):4} L2 {t['l2']:<7g} within {t['within_auroc']:.3f} pooled {t['auroc']:.3f}")
-    none = np.zeros((int(keep.sum()), 0), np.float32)
+    none = np.zeros((len(y), 0), np.float32)
+
+    def show(tag: str, st: np.ndarray, x: np.ndarray) -> None:
+        _, trials = train(st, x, y, g, ones, "-", "-", l2s=l2s, dims=(None, 64))
+        best = max(trials, key=lambda t: t["within_auroc"])
+        line = "  ".join(f"{str(t['dim'])}/{t['l2']:g}: {t['within_auroc']:.3f}" for t in trials)
+        print(f"{tag:34} best within {best['within_auroc']:.3f} pooled {best['auroc']:.3f}   [{line}]", flush=True)
+
+    show("statistics alone", stats, none[:, :0])
     for place in ("answer", "end"):
-        arr = np.concatenate(data[place])[keep]
+        arr = np.stack(data[place])
         for j, name in enumerate(names):
             x = arr[:, j, :].astype(np.float32)
-            _, trials = train(none, x, labels_a[keep], groups_a[keep], np.ones(len(x), bool), "-", "-",
-                              l2s=l2s, dims=(None, 64))
-            for t in trials:
-                print(f"{place + ' ' + name:30} dim {str(t['dim']):4} L2 {t['l2']:<7g} within {t['within_auroc']:.3f} "
-                      f"pooled {t['auroc']:.3f}", flush=True)
-    del stats
+            show(f"{place} {name}", none, x)
+            show(f"{place} {name} + statistics", stats, x)
+
+
+def build(args: argparse.Namespace) -> None:
+    """A sample set like `src` whose hidden states are layer `--layer`'s (from a `capture
+    --steps` dir), so `tts verifier train --samples DEST --layer K` fits on them and `tts
+    verifier eval` scores them. A sample's states are matched from its last one back (its
+    final state is its answer's); states the capture lacks are left out."""
+    settings = json.loads((args.captured / "settings.json").read_text())
+    j = settings["layers"].index(args.layer)
+    args.dest.mkdir(parents=True, exist_ok=True)
+    done = {json.loads(x)["id"] for x in (args.dest / "samples.jsonl").read_text().splitlines()} \
+        if (args.dest / "samples.jsonl").is_file() else set()
+    src_settings = json.loads((args.src / "settings.json").read_text())
+    write_json(args.dest / "settings.json", {**src_settings, "layer": args.layer})
+    kept = dropped = 0
+    for line in (args.src / "samples.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        cap = args.captured / row["file"]
+        if row["id"] in done or not cap.is_file():
+            continue
+        with np.load(args.src / row["file"]) as z, np.load(cap) as c:
+            arrays = {k: z[k] for k in z.files}
+            steps, step_sample = c["steps"][:, j, :], c["step_sample"]
+        keep, hidden = [], []
+        for k in np.unique(arrays["sample"]):
+            mine = np.flatnonzero(arrays["sample"] == k)
+            theirs = np.flatnonzero(step_sample == k)
+            m = min(len(mine), len(theirs))
+            keep += mine[len(mine) - m:].tolist()
+            hidden += [steps[i] for i in theirs[len(theirs) - m:]]
+            dropped += len(mine) - m
+        order = np.argsort(keep, kind="stable")
+        keep = np.asarray(keep, dtype=int)[order]
+        for key in ("stats", "labels", "sample", "final"):
+            arrays[key] = arrays[key][keep]
+        arrays["hidden"] = np.asarray(hidden, np.float16)[order].reshape(len(keep), -1)
+        kept += len(keep)
+        _save_npz(args.dest / row["file"], arrays)
+        append_line(args.dest / "samples.jsonl", json.dumps({**row, "states": len(keep)}, ensure_ascii=False))
+    print(f"# {args.dest}: {kept} states kept, {dropped} without a captured match left out")
 
 
 def main() -> None:
@@ -208,11 +289,19 @@ def main() -> None:
     c.add_argument("--layers", default="7,11,14,17,21,24")
     c.add_argument("--limit", type=int, default=None)
     c.add_argument("--only", type=Path, default=None, help="a file of problem ids to capture")
+    c.add_argument("--steps", action="store_true", help="also every step end (into eval-out/layers-steps/)")
+    c.add_argument("--per-problem", type=int, default=None, help="only each problem's first K samples")
+    c.add_argument("--data", default=None, help="JSONL file(s) with the problems, where the set lacks their text")
     f = sub.add_parser("fit")
     f.add_argument("samples", nargs="?", type=Path, default=DEFAULT)
     f.add_argument("--l2", default="100,1000,10000")
+    b = sub.add_parser("build")
+    b.add_argument("src", type=Path)
+    b.add_argument("captured", type=Path)
+    b.add_argument("dest", type=Path)
+    b.add_argument("--layer", type=int, default=17)
     args = ap.parse_args()
-    capture(args) if args.cmd == "capture" else fit(args)
+    {"capture": capture, "fit": fit, "build": build}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -103,3 +103,74 @@ def test_the_block_top_k_is_exact():
             row = np.round(row)  # ties
         row[rng.integers(0, v)] += rng.uniform(0, 40)
         assert np.array_equal(np.sort(_top_k(row, 20)), np.sort(np.partition(row, v - 20)[v - 20:]))
+
+
+def tapped_state(model, tokens: list[int], layer: int) -> np.ndarray:
+    """Layer `layer`'s output at the last of `tokens`, from a fresh context with a tap (the
+    reference a tapping engine's captured state must match)."""
+    from tts_tui.backends.llamacpp.tap import LayerTap
+
+    tap = LayerTap(layer, model.n_embd)
+    params = L.llama_context_default_params()
+    params.n_ctx, params.n_batch, params.n_ubatch = 1024, 1024, 1024
+    params.cb_eval, params.cb_eval_user_data = tap.callback, None
+    ctx = L.llama_init_from_model(model.ptr, params)
+    batch = L.llama_batch_init(len(tokens), 0, 1)
+    try:
+        for i, t in enumerate(tokens):
+            batch.token[i], batch.pos[i], batch.n_seq_id[i] = t, i, 1
+            batch.seq_id[i][0], batch.logits[i] = 0, int(i == len(tokens) - 1)
+        batch.n_tokens = len(tokens)
+        tap.active = True
+        assert L.llama_decode(ctx, batch) == 0
+        rows = tap.take()
+        assert rows is not None and rows.shape == (len(tokens), model.n_embd)
+        return rows[-1].copy()
+    finally:
+        L.llama_batch_free(batch)
+        L.llama_free(ctx)
+
+
+@pytest.mark.model
+def test_a_layer_tap_captures_that_layers_state_and_changes_no_token(tiny_model):
+    from tts_tui.backends.llamacpp import BranchEngine
+
+    layer = tiny_model.n_layer // 2
+    tapped = BranchEngine(tiny_model, n_ctx=2048, n_seq_max=8, hidden_layer=layer)
+    plain = BranchEngine(tiny_model, n_ctx=2048, n_seq_max=8)
+    try:
+        prompt = tiny_model.chat_tokens([{"role": "user", "content": "What is 4 + 5? Explain."}])
+
+        def run(engine, capture: bool):
+            root = engine.prefill(prompt)
+            rule = StopRule(delimiter="\n\n", max_tokens=16, max_steps=2, capture=capture)
+            reqs = [BranchRequest(root, SamplingParams(temperature=0.8, seed=s), rule, keep_kv=False) for s in (1, 2)]
+            return engine.generate(reqs)
+
+        on, off = run(tapped, True), run(plain, False)
+        assert [[s.tokens for s in b] for b in on] == [[s.tokens for s in b] for b in off]
+        path = list(prompt)
+        for step in on[0]:
+            assert step.hidden is not None and step.hidden.shape == (tiny_model.n_embd,)
+            want = tapped_state(tiny_model, path + step.tokens[:-1], layer)
+            cos = float(step.hidden @ want / np.linalg.norm(step.hidden) / np.linalg.norm(want))
+            assert cos > 0.99, cos
+            # a middle layer, not the final-norm state
+            final = embedding_of(tiny_model, path + step.tokens[:-1])
+            assert float(step.hidden @ final / np.linalg.norm(step.hidden) / np.linalg.norm(final)) < 0.99
+            path += step.tokens
+        # the tap sleeps when nobody captures: no state, and the next capture still works
+        assert all(s.hidden is None for b in run(tapped, False) for s in b)
+        assert all(s.hidden is not None for b in run(tapped, True) for s in b)
+    finally:
+        tapped.close()
+        plain.close()
+
+
+@pytest.mark.model
+def test_a_layer_the_model_lacks_is_one_error(tiny_model):
+    from tts_tui.backends.llamacpp import BranchEngine
+    from tts_tui.errors import ModelError
+
+    with pytest.raises(ModelError, match=f"layers 0-{tiny_model.n_layer - 1}"):
+        BranchEngine(tiny_model, n_ctx=512, n_seq_max=2, hidden_layer=tiny_model.n_layer)

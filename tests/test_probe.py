@@ -3,6 +3,8 @@ model, every strategy runs with it, and the training pipeline runs on the tiny m
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -86,6 +88,31 @@ def test_the_file_round_trips_and_refuses_another_model(tmp_path):
         Probe.load(tmp_path / "bad.npz")
 
 
+def test_the_layer_round_trips_a_format_1_file_reads_as_final_norm_and_a_bad_one_is_refused(tmp_path):
+    import json
+
+    probe = fake_probe()
+    probe.layer = 17
+    probe.save(tmp_path / "p.npz")
+    assert Probe.load(tmp_path / "p.npz").layer == 17
+
+    def rewrite(name: str, **meta_changes) -> None:
+        with np.load(tmp_path / "p.npz") as z:
+            arrays = {k: z[k] for k in z.files}
+        meta = {**json.loads(bytes(arrays.pop("meta")).decode()), **meta_changes}
+        meta = {k: v for k, v in meta.items() if v is not ...}
+        np.savez(tmp_path / name, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
+
+    rewrite("old.npz", format=1, layer=...)  # written before probes named a layer
+    assert Probe.load(tmp_path / "old.npz").layer is None
+    rewrite("bad.npz", layer="seventeen")
+    with pytest.raises(InputError, match="a part missing"):
+        Probe.load(tmp_path / "bad.npz")
+    rewrite("future.npz", format=3)
+    with pytest.raises(InputError, match="format 3"):
+        Probe.load(tmp_path / "future.npz")
+
+
 def fake_probe(width=4) -> Probe:
     n = len(STAT_NAMES)
     w = np.zeros(n + width)
@@ -140,6 +167,24 @@ def test_the_pipeline_runs_on_the_tiny_model_and_the_probe_scores_a_real_run(tin
             assert solver.engine.free_sequences == solver.engine.n_seq_max, strategy
     finally:
         solver.close()
+    # the probe reads the final-norm state: a model loaded tapping a layer refuses it, and
+    # its samples say their layer (a resume at another layer is refused)
+    tapping = Solver(str(tiny_path), options=EngineOptions(n_ctx=4096, n_seq_max=16, hidden_layer=2))
+    try:
+        assert tapping.engine.hidden_layer == 2
+        with pytest.raises(InputError, match="the probe reads the final-norm state; .* capturing layer 2"):
+            tapping.solve("What is 2 + 3?", "best-of-n", SearchParams(n=2, budget=64), "probe")
+        collect(tapping, problems[:1], 2, 32, tmp_path / "s2")
+        assert json.loads((tmp_path / "s2" / "settings.json").read_text())["layer"] == 2
+        assert load([tmp_path / "s2"]).hidden.shape[1] == tapping.model.n_embd
+    finally:
+        tapping.close()
+    final_norm = Solver(str(tiny_path), options=EngineOptions(n_ctx=1024, n_seq_max=4, hidden_layer=None))
+    try:
+        with pytest.raises(InputError, match="layer: 2 -> None"):
+            collect(final_norm, problems[:1], 2, 32, tmp_path / "s2")
+    finally:
+        final_norm.close()
 
 
 @pytest.mark.model

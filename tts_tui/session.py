@@ -57,12 +57,36 @@ def default_verifier_for(model_path: Path) -> str:
     return "probe" if probe_status(model_path)[0] else "confidence"
 
 
+def probe_layer_for(model_path: Path) -> int | None:
+    """The layer the model's usable probe reads (None: the final-norm state, or no probe)."""
+    from tts_tui.catalog.fetch import known_sha256
+    from tts_tui.verify.probe import Probe
+
+    sha = known_sha256(model_path)[1]
+    path = probe_file_for(model_path)
+    try:
+        return Probe.load(path, sha).layer if path.is_file() else None
+    except InputError:
+        return None
+
+
 @dataclass
 class EngineOptions:
     n_ctx: int = 8192
     n_seq_max: int = 64
     n_threads: int | None = None
     n_gpu_layers: int = -1
+    # The layer a captured state comes from: "probe" = the one the model's probe reads,
+    # "auto" = 60% of the depth, a number, or None = the final-norm state.
+    hidden_layer: int | str | None = "probe"
+
+
+def resolve_layer(option: int | str | None, model_path: Path, n_layer: int) -> int | None:
+    if option == "probe":
+        return probe_layer_for(model_path)
+    if option == "auto":
+        return min(n_layer - 1, round(0.6 * n_layer))
+    return option if option is None else int(option)
 
 
 class Solver:
@@ -79,7 +103,7 @@ class Solver:
         self.model_name = model
         self.model_path: Path = resolve_model(model, on_progress=on_progress)
         self.model = LlamaModel(self.model_path, n_gpu_layers=self.options.n_gpu_layers)
-        self.engine = self._engine(self.model)
+        self.engine = self._engine(self.model, self.options.hidden_layer)
         self.generator = LlamaGenerator(self.engine)
         self.prm_name = prm
         self._prm: PRMScorer | None = None
@@ -88,9 +112,10 @@ class Solver:
         self.lock = threading.Lock()  # held by a solve and by close: the model is never freed under a decode
         self.closed = False
 
-    def _engine(self, model: LlamaModel) -> BranchEngine:
+    def _engine(self, model: LlamaModel, layer: int | str | None = None) -> BranchEngine:
         o = self.options
-        return BranchEngine(model, n_ctx=o.n_ctx, n_seq_max=o.n_seq_max, n_threads=o.n_threads)
+        return BranchEngine(model, n_ctx=o.n_ctx, n_seq_max=o.n_seq_max, n_threads=o.n_threads,
+                            hidden_layer=resolve_layer(layer, model.path, model.n_layer))
 
     def scorer(self, verifier: str):
         if verifier in TRAINING_FREE:
@@ -122,7 +147,12 @@ class Solver:
             if not path.is_file():
                 raise InputError(f"no probe verifier is trained for {self.model_path.name}: "
                                  f"tts verifier train --model {self.model_path} --data FILE.jsonl")
-            self._probe = ProbeScorer(Probe.load(path, known_sha256(self.model_path)[1]))
+            probe = Probe.load(path, known_sha256(self.model_path)[1])
+            if probe.layer != self.engine.hidden_layer:
+                # states of another layer would be scored as if they were its own
+                raise InputError(f"the probe reads {_layer_name(probe.layer)}; this model was loaded capturing "
+                                 f"{_layer_name(self.engine.hidden_layer)} (the probe changed since): start again")
+            self._probe = ProbeScorer(probe)
         return self._probe
 
     def _prm_scorer(self) -> PRMScorer:
@@ -184,6 +214,10 @@ class Solver:
             if self._prm is not None:
                 self._prm.engine.close()
                 self._prm.engine.model.close()
+
+
+def _layer_name(layer: int | None) -> str:
+    return "the final-norm state" if layer is None else f"layer {layer}"
 
 
 # Verifiers that read only what an OpenAI-compatible server returns (token logprobs), and

@@ -93,7 +93,9 @@ def open_sample_set(out_dir: Path, solver: Any, settings: dict[str, Any]) -> set
     """Make `out_dir` a sample set of the solver's model (refused if it holds another's or
     other settings); the ids of the problems it holds already."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    _check_settings(out_dir, {"model_sha256": _model_sha(solver), **settings})
+    # the layer its states come from: a probe fitted on them reads that layer
+    layer = getattr(getattr(solver, "engine", None), "hidden_layer", None)
+    _check_settings(out_dir, {"model_sha256": _model_sha(solver), **settings, "layer": layer})
     return done_keys(out_dir / "samples.jsonl")
 
 
@@ -121,6 +123,12 @@ def _model_sha(solver: Any) -> str | None:
         return known_sha256(solver.model_path)[1]
     except (OSError, AttributeError):
         return None
+
+
+def sample_layer(out_dir: Path) -> int | None:
+    """The layer a sample set's states come from (None: the final-norm state)."""
+    path = out_dir / "settings.json"
+    return json.loads(path.read_text(encoding="utf-8")).get("layer") if path.is_file() else None
 
 
 def check_model(out_dir: Path, model_sha256: str | None) -> None:

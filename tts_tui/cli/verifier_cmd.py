@@ -62,6 +62,25 @@ def _limits(limit: Optional[str], files: int) -> tuple[Optional[int], list[Optio
     return None, parts
 
 
+def _layer_option(value: str) -> int | str | None:
+    """--layer: a layer number, 'final' or 'auto' (checked against the model once it loads)."""
+    if value == "final":
+        return None
+    if value == "auto":
+        return value
+    try:
+        layer = int(value)
+    except ValueError:
+        raise TTSError(f"--layer must be a layer number, 'final' or 'auto', not {value!r}") from None
+    if layer < 0:
+        raise TTSError(f"--layer must be 0 or more, got {layer}")
+    return layer
+
+
+def _layer_text(layer: int | None) -> str:
+    return "the final-norm state" if layer is None else f"layer {layer}"
+
+
 def _exclusions(exclude: Optional[str]) -> set[str]:
     """Problem ids never to train on (the report slices): a file of ids, one per line."""
     if not exclude:
@@ -84,13 +103,15 @@ def train_command(
     budget_per_sample: int = typer.Option(512, "--budget-per-sample"),
     samples_dir: Optional[Path] = typer.Option(None, "--samples", help="Where the labelled samples go (resumable)."),
     sample_only: bool = typer.Option(False, "--sample-only", help="Collect samples, do not fit yet."),
+    layer: str = typer.Option("auto", "--layer", help="The layer whose state the probe reads: a number, "
+                              "'final' (the final-norm state) or 'auto' (60% of the depth)."),
     threads: Optional[int] = typer.Option(None, "--threads"),
 ) -> None:
     """Sample N solutions per problem (resumable), label them, fit the probe, save it."""
     from tts_tui.catalog.fetch import known_sha256
     from tts_tui.cli.progress import download_progress
     from tts_tui.session import EngineOptions, Solver
-    from tts_tui.verifier_train import check_ids, collect, load, probe_path
+    from tts_tui.verifier_train import check_ids, collect, load, probe_path, sample_layer
     from tts_tui.verify.probe import train
 
     if n < 2:
@@ -99,7 +120,8 @@ def train_command(
     problems = _problems(data, limit, skip, levels, skip_ids)
     check_ids(problems)  # before the model loads
     with download_progress() as on_progress:
-        solver = Solver(model, options=EngineOptions(n_threads=threads), on_progress=on_progress)
+        solver = Solver(model, options=EngineOptions(n_threads=threads, hidden_layer=_layer_option(layer)),
+                        on_progress=on_progress)
     try:
         name, sha = known_sha256(solver.model_path)
         out = samples_dir or probe_path(solver.model_path, sha).with_suffix("")
@@ -120,6 +142,7 @@ def train_command(
         raise TTSError(f"too little to train on in {out}: {len(set(ds.groups))} problems "
                        "(need 5 or more, with right and wrong samples)")
     probe, trials = train(ds.stats, ds.hidden, ds.labels, ds.groups, ds.final, sha, name)
+    probe.layer = sample_layer(out)
     probe.info.update({"data": [str(p) for p in _data_paths(data)], "n": n, "budget_per_sample": budget_per_sample})
     dest = probe_path(solver.model_path, sha)
     probe.save(dest)
@@ -127,7 +150,7 @@ def train_command(
         print(f"cv dim={t['dim']!s:5} l2={t['l2']:<6} within-question AUROC {t['within_auroc']:.3f}  "
               f"pooled {t['auroc']:.3f}  ECE {t['ece']:.3f}")
     print(f"# probe: {dest} ({probe.info['samples']} samples, {probe.info['problems']} problems; "
-          f"chosen {probe.info['chosen']})")
+          f"chosen {probe.info['chosen']}; reads {'the final-norm state' if probe.layer is None else f'layer {probe.layer}'})")
 
 
 @verifier_app.command("judge")
@@ -200,7 +223,7 @@ def eval_command(
 
     from tts_tui.catalog import resolve_model
     from tts_tui.catalog.fetch import known_sha256
-    from tts_tui.verifier_train import check_model, find_probe, load
+    from tts_tui.verifier_train import check_model, find_probe, load, sample_layer
     from tts_tui.verify.probe import Probe, metrics
 
     path = resolve_model(model)
@@ -214,6 +237,9 @@ def eval_command(
             raise TTSError(f"{probe_file} does not say which problems it was trained on: its figures could "
                            "include them (train it again)")
         trained = set(probe.info["trained_on"])
+        if probe.layer != sample_layer(samples_dir):
+            raise TTSError(f"{probe_file} reads {_layer_text(probe.layer)}; the states in {samples_dir} are "
+                           f"{_layer_text(sample_layer(samples_dir))}: sample them again with this probe in place")
     ds = load([samples_dir], exclude=trained)  # never score the probe on what it was trained on
     if not ds.groups:
         raise TTSError(f"no labelled samples in {samples_dir}" + (" that the probe was not trained on" if trained else ""))

@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from tts_tui.search.run import Search
     from tts_tui.search.tree import Node
 
-FORMAT = 1
+FORMAT = 2  # 2 added `layer`; a format-1 file reads as a final-norm probe
+READS = (1, 2)
 
 
 @dataclass
@@ -43,6 +44,7 @@ class Probe:
     projection: np.ndarray | None = None  # (n_embd, k): hidden -> top-k components
     n_stats: int = len(STAT_NAMES)
     info: dict[str, Any] = field(default_factory=dict)  # training set size, CV scores, settings
+    layer: int | None = None  # the layer whose output it reads (None: the final-norm state)
 
     def design(self, stats: np.ndarray, hidden: np.ndarray) -> np.ndarray:
         """Rows of [stats, hidden] -> standardised (and projected) features."""
@@ -62,7 +64,7 @@ class Probe:
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.partial")
         meta = {"format": FORMAT, "model_sha256": self.model_sha256, "model_name": self.model_name,
-                "bias": self.bias, "n_stats": self.n_stats, "info": self.info}
+                "bias": self.bias, "n_stats": self.n_stats, "info": self.info, "layer": self.layer}
         arrays = {"mean": self.mean, "std": self.std, "weights": self.weights}
         if self.projection is not None:
             arrays["projection"] = self.projection
@@ -79,18 +81,27 @@ class Probe:
                 arrays = {k: z[k] for k in z.files if k != "meta"}
         except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
             raise InputError(f"{path}: not a verifier probe file ({exc})") from None
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        if not isinstance(meta, dict) or meta.get("format") not in READS:
             got = meta.get("format") if isinstance(meta, dict) else None
-            raise InputError(f"{path}: probe format {got} (this version reads {FORMAT})")
+            raise InputError(f"{path}: probe format {got} (this version reads {', '.join(map(str, READS))})")
         if model_sha256 is not None and meta.get("model_sha256") != model_sha256:
             raise InputError(f"{path} was trained for {meta.get('model_name')} "
                              f"(sha256 {str(meta.get('model_sha256'))[:12]}), not this model "
                              f"(sha256 {model_sha256[:12]}): train one with tts verifier train")
         try:
             return cls(meta["model_sha256"], meta["model_name"], arrays["mean"], arrays["std"], arrays["weights"],
-                       float(meta["bias"]), arrays.get("projection"), int(meta["n_stats"]), meta.get("info", {}))
+                       float(meta["bias"]), arrays.get("projection"), int(meta["n_stats"]), meta.get("info", {}),
+                       _layer(meta.get("layer")))
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"{path}: a probe file with a part missing ({exc}): train it again") from None
+
+
+def _layer(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    raise ValueError(f"layer {value!r}")
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:

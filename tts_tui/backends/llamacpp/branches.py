@@ -187,7 +187,10 @@ class BranchEngine:
         n_seq_max: int = 64,
         n_batch: int = 512,
         n_threads: int | None = None,
+        hidden_layer: int | None = None,
     ) -> None:
+        """`hidden_layer`: the layer whose output a captured state is (None: the final-norm
+        state, through llama.cpp's embeddings); a probe reads the layer it was trained on."""
         self.model = model
         n_ctx = min(n_ctx, model.n_ctx_train) if model.n_ctx_train > 0 else n_ctx
         n_seq_max = min(n_seq_max, int(L.llama_max_parallel_sequences()))
@@ -201,6 +204,15 @@ class BranchEngine:
         params.n_threads = threads
         params.n_threads_batch = threads
         params.no_perf = True
+        self.hidden_layer = hidden_layer
+        self._tap = None
+        if hidden_layer is not None:
+            from tts_tui.backends.llamacpp.tap import LayerTap
+
+            if not 0 <= hidden_layer < model.n_layer:
+                raise ModelError(f"{model.path.name} has layers 0-{model.n_layer - 1}, not {hidden_layer}")
+            self._tap = LayerTap(hidden_layer, model.n_embd)
+            params.cb_eval, params.cb_eval_user_data = self._tap.callback, None
         self.ctx = L.llama_init_from_model(model.ptr, params)
         if not self.ctx:
             raise ModelError(f"llama.cpp could not create a context of {n_ctx} tokens")
@@ -486,20 +498,11 @@ class BranchEngine:
                 b.logits[n - 1] = 1
                 outputs.append((br, n - 1))
         b.n_tokens = n
-        # Hidden states come with the logits of the same decode, but only when every token
-        # in the batch is an output: with embeddings on, llama.cpp makes every token one,
-        # and a fork's or a prefix's extra tokens would each cost a vocabulary projection.
-        hidden = n == len(outputs) and any(br.req.stop.capture for br, _ in outputs)
-        if hidden:
-            L.llama_set_embeddings(self.ctx, True)
-        try:
-            if self._decode() != 0:
-                return None
-        finally:
-            if hidden:
-                L.llama_set_embeddings(self.ctx, False)
+        rows = self._decode_capturing(n, outputs)
+        if rows is False:
+            return None
         for br, idx in outputs:
-            br.hidden = self._hidden(idx) if hidden and br.req.stop.capture else None
+            br.hidden = rows(idx) if rows is not None and br.req.stop.capture else None
         for br in live:
             br.pos += br.fed
             del br.queue[: br.fed]
@@ -512,6 +515,37 @@ class BranchEngine:
         else:
             lps, stats = [0.0] * len(toks), [NO_STATS] * len(toks)
         return [(br, t, lp, st) for (br, _), t, lp, st in zip(outputs, toks, lps, stats)]
+
+    def _decode_capturing(self, n: int, outputs: list[tuple[_Branch, int]]):
+        """Decode the batch, capturing states where an output branch asks: returns a
+        function from batch index to state (float32 copy), None where nothing was
+        captured, False where the KV cache is full."""
+        want = any(br.req.stop.capture for br, _ in outputs)
+        if want and self._tap is not None:
+            # A middle layer has a row for every batch token: any batch can capture.
+            self._tap.active = True
+            try:
+                rc = self._decode()
+            finally:
+                self._tap.active = False
+            got = self._tap.take()
+            if rc != 0:
+                return False
+            return (lambda i: got[i].copy()) if got is not None and got.shape[0] == n else None
+        # The final-norm state comes with the logits of the same decode, but only when
+        # every token in the batch is an output: with embeddings on, llama.cpp makes every
+        # token one, and a fork's or a prefix's extra tokens would each cost a vocabulary
+        # projection.
+        hidden = want and n == len(outputs)
+        if hidden:
+            L.llama_set_embeddings(self.ctx, True)
+        try:
+            if self._decode() != 0:
+                return False
+        finally:
+            if hidden:
+                L.llama_set_embeddings(self.ctx, False)
+        return self._hidden if hidden else None
 
     def _hidden(self, idx: int) -> np.ndarray | None:
         """A copy of the final-norm state of batch token `idx` (float32), or None."""

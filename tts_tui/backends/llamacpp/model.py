@@ -36,6 +36,7 @@ class LlamaModel:
         self.n_vocab = int(L.llama_vocab_n_tokens(self.vocab))
         self.n_ctx_train = int(L.llama_model_n_ctx_train(self.ptr))
         self.n_embd = int(L.llama_model_n_embd(self.ptr))
+        self.n_layer = int(L.llama_model_n_layer(self.ptr))
         self.eos = int(L.llama_vocab_eos(self.vocab))
         self.bos = int(L.llama_vocab_bos(self.vocab))
         self._pieces: dict[int, bytes] = {}

@@ -1,0 +1,54 @@
+"""One layer's residual stream, read out of `llama_decode` through llama.cpp's `cb_eval`.
+
+llama.cpp calls the callback for every node of the compute graph twice over: first to ask
+whether we want the node's result, then, for the nodes we said yes to, once it is
+computed. Saying yes makes the scheduler stop there and sync, so the tap says yes only
+while `active` (the decodes whose states a verifier reads) and only for its layer's
+output (`l_out-K`, the block's output before the next layer's norm). A middle layer
+carries a row for every token in the batch, not just the outputs: row i is batch token i.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import llama_cpp as L
+import numpy as np
+from llama_cpp._ggml import libggml
+
+libggml.ggml_get_name.restype = ctypes.c_char_p
+libggml.ggml_get_name.argtypes = [ctypes.c_void_p]
+libggml.ggml_nelements.restype = ctypes.c_int64
+libggml.ggml_nelements.argtypes = [ctypes.c_void_p]
+libggml.ggml_backend_tensor_get.restype = None
+libggml.ggml_backend_tensor_get.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t]
+_GGML_TYPE_F32 = 0  # `type` is the first field of struct ggml_tensor
+
+
+class LayerTap:
+    """Copies layer `layer`'s output rows out of each decode made while `active`."""
+
+    def __init__(self, layer: int, width: int) -> None:
+        self.layer, self.width = layer, width
+        self._name = f"l_out-{layer}".encode()
+        self.active = False
+        self.rows: np.ndarray | None = None  # (tokens in the last active decode, width)
+        # llama.cpp holds a bare pointer to this: it must live as long as the context
+        self.callback = L.ggml_backend_sched_eval_callback(self._on_tensor)
+
+    def take(self) -> np.ndarray | None:
+        """The rows the last active decode produced (None if it produced none); clears them."""
+        rows, self.rows = self.rows, None
+        return rows
+
+    def _on_tensor(self, tensor: int, ask: bool, _user: int) -> bool:
+        if not self.active or libggml.ggml_get_name(tensor) != self._name:
+            return not ask  # ask: "no, not this one"; a computed node: "go on"
+        if ask:
+            return True
+        if ctypes.c_int.from_address(tensor).value == _GGML_TYPE_F32:
+            out = np.empty(int(libggml.ggml_nelements(tensor)), dtype=np.float32)
+            # through the backend, so a tensor in GPU memory is copied out too
+            libggml.ggml_backend_tensor_get(tensor, out.ctypes.data, 0, out.nbytes)
+            self.rows = out.reshape(-1, self.width)
+        return True
