@@ -416,3 +416,17 @@ def test_an_empty_selection_is_refused_before_the_model_loads(tmp_path):
     with pytest.raises(TTSError, match="no problems selected"):
         _problems(str(m), None, 3, None, set())  # skipped past the end
     assert [p.id for p in _problems(str(m), None, 1, None, {"m2"})] == ["m1"]  # skip, then the excluded ids
+
+
+def test_the_layer_option_takes_a_number_final_or_auto_and_refuses_the_rest():
+    from tts_tui.cli.verifier_cmd import _layer_option
+    from tts_tui.errors import TTSError
+    from tts_tui.session import resolve_layer
+
+    assert _layer_option("17") == 17 and _layer_option("final") is None and _layer_option("auto") == "auto"
+    for bad in ("bogus", "-1", "1.5"):
+        with pytest.raises(TTSError, match="--layer"):
+            _layer_option(bad)
+    # auto: 60% of the depth (17 of the default model's 28 layers), never past the last
+    assert resolve_layer("auto", None, 28) == 17 and resolve_layer("auto", None, 1) == 0
+    assert resolve_layer(None, None, 28) is None and resolve_layer(5, None, 28) == 5

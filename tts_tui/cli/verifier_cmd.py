@@ -116,11 +116,12 @@ def train_command(
 
     if n < 2:
         raise TTSError(f"--n must be at least 2 (right and wrong samples of a problem), got {n}")
+    hidden_layer = _layer_option(layer)
     skip_ids = _exclusions(exclude)
     problems = _problems(data, limit, skip, levels, skip_ids)
     check_ids(problems)  # before the model loads
     with download_progress() as on_progress:
-        solver = Solver(model, options=EngineOptions(n_threads=threads, hidden_layer=_layer_option(layer)),
+        solver = Solver(model, options=EngineOptions(n_threads=threads, hidden_layer=hidden_layer),
                         on_progress=on_progress)
     try:
         name, sha = known_sha256(solver.model_path)
