@@ -95,10 +95,12 @@ def token_at(model: LlamaModel, tokens: list[int], char: int) -> int:
     return len(tokens) - 1
 
 
-def step_ends(model: LlamaModel, tokens: list[int], delimiter: str = "\n\n") -> list[int]:
+def step_ends(model: LlamaModel, tokens: list[int], eos: bool = False, delimiter: str = "\n\n") -> list[int]:
     """Where the engine's step rule would have read each step's state: one position before
     each step's last token (the state that predicted it), a step ending at the delimiter
-    as `BranchEngine` ends it, and the last step at the text's last token."""
+    as `BranchEngine` ends it; the last step's state predicted the text's last token, or
+    the end-of-sequence token after it (`eos`: not in the text). Steps cut at the engine's
+    per-step token cap are not modelled (`build` matches states from the last back)."""
     ends, step = [], bytearray()
     for j, tok in enumerate(tokens):
         piece = model.piece(tok)
@@ -107,7 +109,7 @@ def step_ends(model: LlamaModel, tokens: list[int], delimiter: str = "\n\n") -> 
         if delimiter in tail and step.strip() and j < len(tokens) - 1:
             ends.append(j - 1)
             step = bytearray()
-    ends.append(len(tokens) - 2)
+    ends.append(len(tokens) - (1 if eos else 2))
     return [max(e, 0) for e in ends]
 
 
@@ -117,14 +119,15 @@ def capture(args: argparse.Namespace) -> None:
     layers = [int(x) for x in args.layers.split(",")]
     tap = Tap({f"l_out-{k}" for k in layers} | {"result_norm"}, model.n_embd)
     params = L.llama_context_default_params()
-    params.n_ctx, params.n_batch, params.n_ubatch, params.n_seq_max = 2048, 1024, 1024, 2
+    # one ubatch per sample (a tensor's rows are then the sample's tokens in order)
+    params.n_ctx, params.n_batch, params.n_ubatch, params.n_seq_max = 4096, 2048, 2048, 2
     params.n_threads = params.n_threads_batch = default_threads()
     params.cb_eval, params.cb_eval_user_data = tap.callback, None
     params.embeddings = False
-    params.kv_unified = True  # one cache: the prompt (seq 0) and a sample (seq 1) share 2048 cells
+    params.kv_unified = True  # one cache: the prompt (seq 0) and a sample (seq 1) share its cells
     ctx = L.llama_init_from_model(model.ptr, params)
     mem = L.llama_get_memory(ctx)
-    batch = L.llama_batch_init(1024, 0, 1)
+    batch = L.llama_batch_init(2048, 0, 1)
     OUT.mkdir(parents=True, exist_ok=True)
     write_json(OUT / "settings.json", {"layers": layers, "n_layer": n_layer, "samples": str(args.samples)})
     rows = [json.loads(x) for x in (args.samples / "samples.jsonl").read_text().splitlines() if x.strip()]
@@ -151,8 +154,10 @@ def capture(args: argparse.Namespace) -> None:
         L.llama_memory_clear(mem, True)
         decode(ctx, batch, prompt, 0, 0, outputs=())
         at_answer, at_end, steps, step_sample, step_final = [], [], [], [], []
+        with np.load(args.samples / row["file"]) as z:
+            finish = z["finish"].tolist() if "finish" in z.files else [""] * len(row["texts"])
         for text in row["texts"]:
-            toks = model.tokenize(text, add_special=False, parse_special=False)[: 2048 - len(prompt) - 1]
+            toks = model.tokenize(text, add_special=False, parse_special=False)[: min(2048, 4096 - len(prompt) - 1)]
             if not toks:
                 toks = [model.eos]
             a, e = token_at(model, toks, len(text[: answer_char(text) + 1].encode()) - 1), len(toks) - 1
@@ -161,7 +166,7 @@ def capture(args: argparse.Namespace) -> None:
             tap.got.clear()
             decode(ctx, batch, toks, len(prompt), 1, outputs=sorted({a, e}))
             if args.steps:
-                ends = step_ends(model, toks)
+                ends = step_ends(model, toks, eos=finish[len(at_answer)] == "eos")
                 mid = [f"l_out-{k}" for k in layers]
                 steps.append(np.stack([tap.got[nm][ends] for nm in mid], axis=1))
                 step_sample += [len(at_answer)] * len(ends)

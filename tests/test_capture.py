@@ -159,8 +159,21 @@ def test_a_layer_tap_captures_that_layers_state_and_changes_no_token(tiny_model)
             final = embedding_of(tiny_model, path + step.tokens[:-1])
             assert float(step.hidden @ final / np.linalg.norm(step.hidden) / np.linalg.norm(final)) < 0.99
             path += step.tokens
-        # the tap sleeps when nobody captures: no state, and the next capture still works
+        # a batch whose tokens are not all outputs (a forced prefix beside a plain branch):
+        # each branch's state is its own token's row, not an output's
+        root = tapped.prefill(prompt)
+        prefix = tuple(tiny_model.tokenize("Sure, here is the sum", add_special=False))
+        one = StopRule(delimiter=None, max_tokens=1, capture=True)
+        forced, plain_branch = tapped.generate([
+            BranchRequest(root, SamplingParams(temperature=0.0), one, prefix=prefix, keep_kv=False),
+            BranchRequest(root, SamplingParams(temperature=0.0), one, keep_kv=False)])
+        for steps, tokens in ((forced, prompt + list(prefix)), (plain_branch, prompt)):
+            want = tapped_state(tiny_model, tokens, layer)
+            got = steps[-1].hidden
+            assert float(got @ want / np.linalg.norm(got) / np.linalg.norm(want)) > 0.99
+        # the tap sleeps when nobody captures: the graph is never stopped for it
         assert all(s.hidden is None for b in run(tapped, False) for s in b)
+        assert tapped._tap.rows is None
         assert all(s.hidden is not None for b in run(tapped, True) for s in b)
     finally:
         tapped.close()
@@ -172,5 +185,6 @@ def test_a_layer_the_model_lacks_is_one_error(tiny_model):
     from tts_tui.backends.llamacpp import BranchEngine
     from tts_tui.errors import ModelError
 
-    with pytest.raises(ModelError, match=f"layers 0-{tiny_model.n_layer - 1}"):
-        BranchEngine(tiny_model, n_ctx=512, n_seq_max=2, hidden_layer=tiny_model.n_layer)
+    for layer in (tiny_model.n_layer, tiny_model.n_layer - 1):  # none, and the last (its rows are outputs only)
+        with pytest.raises(ModelError, match=f"layers 0-{tiny_model.n_layer - 2}"):
+            BranchEngine(tiny_model, n_ctx=512, n_seq_max=2, hidden_layer=layer)

@@ -89,8 +89,10 @@ def test_the_file_round_trips_and_refuses_another_model(tmp_path):
 
 
 def test_the_layer_round_trips_a_format_1_file_reads_as_final_norm_and_a_bad_one_is_refused(tmp_path):
-    import json
-
+    plain = fake_probe()
+    plain.save(tmp_path / "plain.npz")  # a final-norm probe stays format 1: older versions read it
+    with np.load(tmp_path / "plain.npz") as z:
+        assert json.loads(bytes(z["meta"]).decode())["format"] == 1
     probe = fake_probe()
     probe.layer = 17
     probe.save(tmp_path / "p.npz")
@@ -179,6 +181,15 @@ def test_the_pipeline_runs_on_the_tiny_model_and_the_probe_scores_a_real_run(tin
         assert load([tmp_path / "s2"]).hidden.shape[1] == tapping.model.n_embd
     finally:
         tapping.close()
+    # a probe that reads a layer: a Solver with the default options opens at that layer
+    probe.layer = 2
+    probe.save(probe_path(tiny_path, sha))
+    at_probe = Solver(str(tiny_path), options=EngineOptions(n_ctx=1024, n_seq_max=4))
+    try:
+        assert at_probe.engine.hidden_layer == 2
+        at_probe.solve("What is 2 + 3?", "best-of-n", SearchParams(n=2, budget=64), "probe")
+    finally:
+        at_probe.close()
     final_norm = Solver(str(tiny_path), options=EngineOptions(n_ctx=1024, n_seq_max=4, hidden_layer=None))
     try:
         with pytest.raises(InputError, match="layer: 2 -> None"):
@@ -428,5 +439,7 @@ def test_the_layer_option_takes_a_number_final_or_auto_and_refuses_the_rest():
         with pytest.raises(TTSError, match="--layer"):
             _layer_option(bad)
     # auto: 60% of the depth (17 of the default model's 28 layers), never past the last
-    assert resolve_layer("auto", None, 28) == 17 and resolve_layer("auto", None, 1) == 0
+    assert resolve_layer("auto", None, 28) == 17 and resolve_layer("auto", None, 3) == 1
+    assert resolve_layer("auto", None, 2) is None  # a model of two layers has no middle one
+    assert resolve_layer("probe", None, 28) is None
     assert resolve_layer(None, None, 28) is None and resolve_layer(5, None, 28) == 5

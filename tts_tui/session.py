@@ -62,12 +62,12 @@ def probe_layer_for(model_path: Path) -> int | None:
     from tts_tui.catalog.fetch import known_sha256
     from tts_tui.verify.probe import Probe
 
-    sha = known_sha256(model_path)[1]
-    path = probe_file_for(model_path)
     try:
+        sha = known_sha256(model_path)[1]
+        path = probe_file_for(model_path)
         return Probe.load(path, sha).layer if path.is_file() else None
-    except InputError:
-        return None
+    except (InputError, OSError):
+        return None  # no usable probe: `probe_status` says why where it matters
 
 
 @dataclass
@@ -81,11 +81,15 @@ class EngineOptions:
     hidden_layer: int | str | None = "probe"
 
 
-def resolve_layer(option: int | str | None, model_path: Path, n_layer: int) -> int | None:
+def resolve_layer(option: int | str | None, model_path: Path | None, n_layer: int) -> int | None:
+    """The layer an engine reads (None: the final-norm state). The last layer is read as
+    the final-norm state; a probe's layer the model lacks falls back to it too (the probe
+    is then refused when it scores, with a reason)."""
     if option == "probe":
-        return probe_layer_for(model_path)
+        layer = probe_layer_for(model_path) if model_path is not None else None
+        return layer if layer is not None and layer < n_layer - 1 else None
     if option == "auto":
-        return min(n_layer - 1, round(0.6 * n_layer))
+        return min(round(0.6 * n_layer), n_layer - 2) if n_layer >= 3 else None
     return option if option is None else int(option)
 
 
@@ -103,7 +107,11 @@ class Solver:
         self.model_name = model
         self.model_path: Path = resolve_model(model, on_progress=on_progress)
         self.model = LlamaModel(self.model_path, n_gpu_layers=self.options.n_gpu_layers)
-        self.engine = self._engine(self.model, self.options.hidden_layer)
+        try:
+            self.engine = self._engine(self.model, self.options.hidden_layer)
+        except BaseException:
+            self.model.close()  # a layer it cannot read: the weights are not left loaded
+            raise
         self.generator = LlamaGenerator(self.engine)
         self.prm_name = prm
         self._prm: PRMScorer | None = None

@@ -38,6 +38,13 @@ def probe_path(model_path: Path, model_sha256: str) -> Path:
     return paths.data_dir() / "verifiers" / f"{model_path.stem}-{model_sha256[:12]}.npz"
 
 
+def default_samples(probe_file: Path, layer: int | None) -> Path:
+    """Where `tts verifier train` keeps a model's samples by default: beside its probe,
+    one set per layer (a final-norm set keeps the bare name it always had)."""
+    stem = probe_file.with_suffix("")
+    return stem if layer is None else stem.with_name(f"{stem.name}-L{layer}")
+
+
 def find_probe(model_path: Path, model_sha256: str) -> Path:
     """The probe to use for a model: the user's own (trained here) first, else the one the
     package ships for that checksum; `probe_path` where there is none."""
@@ -127,8 +134,14 @@ def _model_sha(solver: Any) -> str | None:
 
 def sample_layer(out_dir: Path) -> int | None:
     """The layer a sample set's states come from (None: the final-norm state)."""
+    from tts_tui.errors import InputError
+    from tts_tui.verify.probe import layer_number
+
     path = out_dir / "settings.json"
-    return json.loads(path.read_text(encoding="utf-8")).get("layer") if path.is_file() else None
+    try:
+        return layer_number(json.loads(path.read_text(encoding="utf-8")).get("layer")) if path.is_file() else None
+    except (ValueError, AttributeError) as exc:
+        raise InputError(f"{path}: not a sample set's settings ({exc})") from None
 
 
 def check_model(out_dir: Path, model_sha256: str | None) -> None:
@@ -154,7 +167,9 @@ def _check_settings(out_dir: Path, settings: dict[str, Any]) -> None:
         old = json.loads(path.read_text(encoding="utf-8"))
         diff = [f"{k}: {old.get(k)} -> {v}" for k, v in settings.items() if old.get(k) != v]
         if diff:
-            raise InputError(f"{out_dir} holds samples made with other settings ({'; '.join(diff)}): use another --samples")
+            hint = " or the --layer they were read at" if any(d.startswith("layer:") for d in diff) else ""
+            raise InputError(f"{out_dir} holds samples made with other settings ({'; '.join(diff)}): "
+                             f"use another --samples{hint}")
         return
     write_json(path, settings)
 

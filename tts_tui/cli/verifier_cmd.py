@@ -111,7 +111,7 @@ def train_command(
     from tts_tui.catalog.fetch import known_sha256
     from tts_tui.cli.progress import download_progress
     from tts_tui.session import EngineOptions, Solver
-    from tts_tui.verifier_train import check_ids, collect, load, probe_path, sample_layer
+    from tts_tui.verifier_train import check_ids, collect, default_samples, load, probe_path, sample_layer
     from tts_tui.verify.probe import train
 
     if n < 2:
@@ -125,7 +125,7 @@ def train_command(
                         on_progress=on_progress)
     try:
         name, sha = known_sha256(solver.model_path)
-        out = samples_dir or probe_path(solver.model_path, sha).with_suffix("")
+        out = samples_dir or default_samples(probe_path(solver.model_path, sha), solver.engine.hidden_layer)
         t0 = time.monotonic()
 
         def progress(p, row) -> None:
@@ -151,7 +151,7 @@ def train_command(
         print(f"cv dim={t['dim']!s:5} l2={t['l2']:<6} within-question AUROC {t['within_auroc']:.3f}  "
               f"pooled {t['auroc']:.3f}  ECE {t['ece']:.3f}")
     print(f"# probe: {dest} ({probe.info['samples']} samples, {probe.info['problems']} problems; "
-          f"chosen {probe.info['chosen']}; reads {'the final-norm state' if probe.layer is None else f'layer {probe.layer}'})")
+          f"chosen {probe.info['chosen']}; reads {_layer_text(probe.layer)})")
 
 
 @verifier_app.command("judge")
@@ -231,6 +231,7 @@ def eval_command(
     _, sha = known_sha256(path)
     check_model(samples_dir, sha)
     trained: set[str] = set()
+    left_out = False
     probe_file = find_probe(path, sha)
     probe = Probe.load(probe_file, sha) if probe_file.is_file() else None
     if probe is not None:
@@ -239,8 +240,10 @@ def eval_command(
                            "include them (train it again)")
         trained = set(probe.info["trained_on"])
         if probe.layer != sample_layer(samples_dir):
-            raise TTSError(f"{probe_file} reads {_layer_text(probe.layer)}; the states in {samples_dir} are "
-                           f"{_layer_text(sample_layer(samples_dir))}: sample them again with this probe in place")
+            # its scores would read another layer's states: the other signals still stand
+            print(f"# the probe is left out: {probe_file} reads {_layer_text(probe.layer)}, the states in "
+                  f"{samples_dir} are {_layer_text(sample_layer(samples_dir))} (sample them with this probe in place)")
+            probe, trained, left_out = None, set(), True
     ds = load([samples_dir], exclude=trained)  # never score the probe on what it was trained on
     if not ds.groups:
         raise TTSError(f"no labelled samples in {samples_dir}" + (" that the probe was not trained on" if trained else ""))
@@ -262,7 +265,7 @@ def eval_command(
         ece = "-" if np.isnan(r["ece"]) else f"{r['ece']:.3f}"
         print(f"{'self-judge':28} {r['within_auroc']:>12.3f} {r['auroc']:>12.3f} {ece:>6}  "
               f"({int(has.sum())} of the samples judged)")
-    if probe is None:
+    if probe is None and not left_out:
         print(f"# no probe trained for {path.name} (tts verifier train)")
     elif trained:
         print(f"# the {len(trained)} problems the probe was trained on are left out")

@@ -63,8 +63,10 @@ class Probe:
 
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.partial")
-        meta = {"format": FORMAT, "model_sha256": self.model_sha256, "model_name": self.model_name,
-                "bias": self.bias, "n_stats": self.n_stats, "info": self.info, "layer": self.layer}
+        # a final-norm probe is written as format 1, which older versions read too
+        meta = {"format": FORMAT if self.layer is not None else 1, "model_sha256": self.model_sha256,
+                "model_name": self.model_name, "bias": self.bias, "n_stats": self.n_stats, "info": self.info,
+                **({"layer": self.layer} if self.layer is not None else {})}
         arrays = {"mean": self.mean, "std": self.std, "weights": self.weights}
         if self.projection is not None:
             arrays["projection"] = self.projection
@@ -91,12 +93,13 @@ class Probe:
         try:
             return cls(meta["model_sha256"], meta["model_name"], arrays["mean"], arrays["std"], arrays["weights"],
                        float(meta["bias"]), arrays.get("projection"), int(meta["n_stats"]), meta.get("info", {}),
-                       _layer(meta.get("layer")))
+                       layer_number(meta.get("layer")))
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"{path}: a probe file with a part missing ({exc}): train it again") from None
 
 
-def _layer(value: Any) -> int | None:
+def layer_number(value: Any) -> int | None:
+    """A layer number from a file (a probe's or a sample set's); ValueError if it is none."""
     if value is None:
         return None
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:

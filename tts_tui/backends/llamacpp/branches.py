@@ -20,6 +20,8 @@ Invariants that make forking cheap:
 from __future__ import annotations
 
 import itertools
+import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -115,7 +117,7 @@ class StepOutput:
     confidences: list[float] = field(default_factory=list)  # per token, when the rule asks
     entropies: list[float] = field(default_factory=list)  # per token, when the rule captures
     certainties: list[float] = field(default_factory=list)  # self-certainty per token, when it captures
-    hidden: Any = None  # final-norm state that predicted the step's last token (captured), or None
+    hidden: Any = None  # the state that predicted the step's last token (captured: the engine's layer), or None
 
     @property
     def done(self) -> bool:
@@ -207,10 +209,15 @@ class BranchEngine:
         self.hidden_layer = hidden_layer
         self._tap = None
         if hidden_layer is not None:
-            from tts_tui.backends.llamacpp.tap import LayerTap
+            from tts_tui.backends.llamacpp.tap import LayerTap, unsupported
 
-            if not 0 <= hidden_layer < model.n_layer:
-                raise ModelError(f"{model.path.name} has layers 0-{model.n_layer - 1}, not {hidden_layer}")
+            if not 0 <= hidden_layer < model.n_layer - 1:
+                # the last layer keeps only the output rows: its state is the final-norm one's input
+                raise ModelError(f"{model.path.name} has layers 0-{model.n_layer - 2} to read before its last "
+                                 f"(not {hidden_layer}); the last is read as the final-norm state (--layer final)")
+            why = unsupported(model.ptr)
+            if why:
+                raise ModelError(f"{model.path.name} is {why}: its layers cannot be read (use --layer final)")
             self._tap = LayerTap(hidden_layer, model.n_embd)
             params.cb_eval, params.cb_eval_user_data = self._tap.callback, None
         self.ctx = L.llama_init_from_model(model.ptr, params)
@@ -351,7 +358,18 @@ class BranchEngine:
 
     def _timed_decode(self) -> int:
         t0 = time.perf_counter()
-        rc = L.llama_decode(self.ctx, self.batch)
+        if self._tap is not None and threading.current_thread() is threading.main_thread() \
+                and hasattr(signal, "pthread_sigmask"):
+            # A tapped decode runs Python at every graph node: a Ctrl-C raised in there is
+            # swallowed by ctypes (and can cut the graph short). Held back, it is raised
+            # as soon as the decode returns.
+            old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+            try:
+                rc = L.llama_decode(self.ctx, self.batch)
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        else:
+            rc = L.llama_decode(self.ctx, self.batch)
         self.stats.decode_seconds += time.perf_counter() - t0
         return rc
 
@@ -528,10 +546,14 @@ class BranchEngine:
                 rc = self._decode()
             finally:
                 self._tap.active = False
-            got = self._tap.take()
+                got = self._tap.take()
             if rc != 0:
                 return False
-            return (lambda i: got[i].copy()) if got is not None and got.shape[0] == n else None
+            if got is None or got.shape[0] != n:
+                # a probe would score states that are not there (or not these tokens')
+                raise ModelError(f"layer {self._tap.layer} gave {0 if got is None else got.shape[0]} rows "
+                                 f"for a batch of {n}: this model's layers cannot be read (use --layer final)")
+            return lambda i: got[i].copy()
         # The final-norm state comes with the logits of the same decode, but only when
         # every token in the batch is an output: with embeddings on, llama.cpp makes every
         # token one, and a fork's or a prefix's extra tokens would each cost a vocabulary

@@ -42,13 +42,30 @@ class LayerTap:
         return rows
 
     def _on_tensor(self, tensor: int, ask: bool, _user: int) -> bool:
-        if not self.active or libggml.ggml_get_name(tensor) != self._name:
-            return not ask  # ask: "no, not this one"; a computed node: "go on"
-        if ask:
-            return True
-        if ctypes.c_int.from_address(tensor).value == _GGML_TYPE_F32:
-            out = np.empty(int(libggml.ggml_nelements(tensor)), dtype=np.float32)
-            # through the backend, so a tensor in GPU memory is copied out too
-            libggml.ggml_backend_tensor_get(tensor, out.ctypes.data, 0, out.nbytes)
-            self.rows = out.reshape(-1, self.width)
+        # An exception must not escape into C: ctypes would print it and return False,
+        # which ends the graph's compute early without an error. The engine blocks SIGINT
+        # around a tapped decode, so a Ctrl-C is not raised in here either.
+        try:
+            if not self.active or libggml.ggml_get_name(tensor) != self._name:
+                return not ask  # ask: "no, not this one"; a computed node: "go on"
+            if ask:
+                return True
+            if ctypes.c_int.from_address(tensor).value == _GGML_TYPE_F32:
+                out = np.empty(int(libggml.ggml_nelements(tensor)), dtype=np.float32)
+                # through the backend, so a tensor in GPU memory is copied out too
+                libggml.ggml_backend_tensor_get(tensor, out.ctypes.data, 0, out.nbytes)
+                self.rows = out.reshape(-1, self.width)
+        except BaseException:  # noqa: BLE001 - reported by the engine as "no rows"
+            self.rows = None
+            return not ask
         return True
+
+
+def unsupported(model_ptr: int) -> str | None:
+    """Why a model's layer cannot be tapped row for row, or None: recurrent, hybrid and
+    sliding-window models may split or reorder a batch into several ubatches."""
+    if L.llama_model_is_recurrent(model_ptr) or L.llama_model_is_hybrid(model_ptr):
+        return "a recurrent or hybrid model"
+    if int(L.llama_model_n_swa(model_ptr)) > 0:
+        return "a sliding-window model"
+    return None
