@@ -5,7 +5,11 @@ strategy and seed, so both see the same machine load. Search throughput is gener
 tokens / search wall time. Prints one line per pair and the median ratio:
   pair=1 plain=61.2 app=60.1 app/plain=0.98
 
-Usage: python bench/tui_overhead.py [--model tiny] [--strategy beam] [--n 8] [--m 4] [--pairs 3]
+`--layer K` loads the model with the `cb_eval` tap on layer K (as a probe on a middle layer
+does): llama.cpp then calls into Python at every graph node of every decode, each call
+taking the GIL, which the UI thread also wants.
+
+Usage: python bench/tui_overhead.py [--model tiny] [--strategy beam] [--n 8] [--m 4] [--pairs 3] [--layer K]
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tts_tui.search.protocol import SearchParams  # noqa: E402
-from tts_tui.session import Solver  # noqa: E402
+from tts_tui.session import EngineOptions, Solver  # noqa: E402
 from tts_tui.tui.app import TTSApp  # noqa: E402
 from tts_tui.tui.runner import SolverRunner  # noqa: E402
 
@@ -74,8 +78,10 @@ def main() -> None:
     ap.add_argument("--m", type=int, default=4)
     ap.add_argument("--budget", type=int, default=1024)
     ap.add_argument("--pairs", type=int, default=3)
+    ap.add_argument("--layer", type=int, default=None, help="load the model tapping this layer")
     args = ap.parse_args()
-    solver = Solver(args.model)
+    solver = Solver(args.model, options=EngineOptions(hidden_layer=args.layer))
+    print(f"# model={solver.model_path.name} layer={solver.engine.hidden_layer}", flush=True)
     plain(solver, args)  # warm up
     ratios = []
     for i in range(1, args.pairs + 1):
