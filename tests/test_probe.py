@@ -135,7 +135,7 @@ def test_every_strategy_runs_with_the_probe(strategy):
 
 
 @pytest.mark.model
-def test_the_pipeline_runs_on_the_tiny_model_and_the_probe_scores_a_real_run(tiny_path, tmp_path):
+def test_the_pipeline_runs_on_the_tiny_model_and_the_probe_scores_a_real_run(tiny_path, tmp_path, capsys):
     from tts_tui.catalog.fetch import known_sha256
     from tts_tui.evaluate import Problem
     from tts_tui.session import EngineOptions, Solver
@@ -190,6 +190,16 @@ def test_the_pipeline_runs_on_the_tiny_model_and_the_probe_scores_a_real_run(tin
         at_probe.solve("What is 2 + 3?", "best-of-n", SearchParams(n=2, budget=64), "probe")
     finally:
         at_probe.close()
+    # `tts verifier eval` on final-norm states with a layer-2 probe: the probe's rows are
+    # left out (they would score another layer's states), the other signals stay
+    from tts_tui.cli.verifier_cmd import eval_command
+
+    probe.info["trained_on"] = []
+    probe.save(probe_path(tiny_path, sha))
+    eval_command(samples_dir=tmp_path / "s", model=str(tiny_path), votes=None)
+    out = capsys.readouterr().out
+    assert "the probe is left out" in out and "confidence (whole path)" in out
+    assert "\nprobe " not in out
     final_norm = Solver(str(tiny_path), options=EngineOptions(n_ctx=1024, n_seq_max=4, hidden_layer=None))
     try:
         with pytest.raises(InputError, match="layer: 2 -> None"):

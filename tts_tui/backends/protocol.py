@@ -44,8 +44,9 @@ class StopRule:
       `cut_window` tokens falls below this (needs conf_top_k): a weak trace stops
       spending tokens, and does not vote.
     capture: report each token's entropy and self-certainty, and each step's hidden
-      state (the final-norm embedding that predicted its last token), for verifiers
-      that learn from them. Free of extra decodes: one decode gives logits and states.
+      state (the state that predicted its last token: the engine's layer, or the
+      final-norm embedding), for verifiers that learn from them. Free of extra decodes:
+      one decode gives logits and states.
     """
 
     delimiter: str | None = "\n\n"
@@ -143,7 +144,7 @@ class StepResult:
     confidences: list[float] = field(default_factory=list)  # per token, when asked
     entropies: list[float] = field(default_factory=list)  # per token, when captured
     certainties: list[float] = field(default_factory=list)  # per token, when captured
-    hidden: Any = None  # the step's final hidden state, when captured
+    hidden: Any = None  # the state that predicted the step's last token, when captured
 
     @property
     def done(self) -> bool:
