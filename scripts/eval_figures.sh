@@ -99,5 +99,32 @@ if (( FIRST <= 27 && 27 <= LAST )); then
 fi
 LIMIT=60 step 28 cot-gsm8k60 --data $G --strategy cot
 B=1024 LIMIT=30 step 28 cot-math30 --data $M --levels 1,2,3 --strategy cot
+# The probe on layer 17 (a middle layer did better on dev folds: scripts/probe_layers.py).
+# Step 31: the training samples' texts fed back through the model, read at every step end
+# (resumable); then the report slices' first 8 samples the same way (GSM8K: the 54 of 60
+# whose set kept their texts). Step 32, once: a sample set of layer-17 states, the fit
+# (the final-norm probe kept aside as eval-out/probe-final-norm.npz), and the verifier
+# tables of both slices on their layer-17 states. Steps 29-30 run after it, with it.
+V=$HOME/.local/share/tts-tui/verifiers
+S=$V/qwen2.5-coder-1.5b-instruct-q4_k_m-cc324af070c2
+CAP="scripts/probe_layers.py capture --steps --layers 14,17,21"
+if (( FIRST <= 31 && 31 <= LAST )); then
+  python3 $CAP --only eval-out/fit-ids.txt
+  python3 $CAP eval-out/report-math30-states --per-problem 8
+  python3 $CAP eval-out/report-gsm8k60-states --per-problem 8 --data $G
+fi
+if (( FIRST <= 32 && 32 <= LAST )) && [[ ! -s eval-out/probe-fit-l17.txt ]]; then
+  [[ -f eval-out/probe-final-norm.npz ]] || cp $S.npz eval-out/probe-final-norm.npz
+  python3 scripts/probe_layers.py build $S eval-out/layers-steps $S-L17 --layer 17
+  tts verifier train --data $G,$M --levels 1,2,3 --exclude eval-out/report-ids.txt --n 8 --limit 110,50 \
+    --samples $S-L17 --layer 17 > eval-out/probe-fit-l17.txt.new \
+    && mv eval-out/probe-fit-l17.txt.new eval-out/probe-fit-l17.txt || echo "step 32 failed" >&2
+  cat eval-out/probe-fit-l17.txt 2>/dev/null
+  for s in gsm8k60 math30; do
+    python3 scripts/probe_layers.py build eval-out/report-$s-states eval-out/layers-steps eval-out/report-$s-l17 --layer 17
+    tts verifier eval --samples eval-out/report-$s-l17 --votes 8 > eval-out/verifiers-$s-l17.txt \
+      && cat eval-out/verifiers-$s-l17.txt || echo "step 32 failed ($s)" >&2
+  done
+fi
 LIMIT=60 step 29 probe-gsm8k60 --data $G --strategy beam,dvts --n 8 --m 4 --verifier probe
 LIMIT=60 step 30 probe-gsm8k60-mcts --data $G --strategy mcts --n 8 --m 4 --verifier probe
