@@ -133,6 +133,16 @@ def test_doctor_lists_a_models_verifiers_and_an_unusable_probe(tiny_path):
     dest.write_bytes(b"half a download")
     got = line()
     assert "unusable" in got and "default: confidence" in got  # a broken probe is never the default
+    import numpy as np
+
+    from tts_tui.verify.features import STAT_NAMES
+    from tts_tui.verify.probe import Probe
+
+    width = len(STAT_NAMES) + 4
+    Probe(known_sha256(tiny_path)[1], "tiny", np.zeros(width), np.ones(width), np.zeros(width), 0.0,
+          layer=3).save(dest)
+    got = line()
+    assert "trained, reads layer 3" in got and "default: probe" in got
     assert_one_line_error(tts("doctor", "--model", "no-such-model"), match="unknown model")
 
 

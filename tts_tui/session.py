@@ -46,10 +46,10 @@ def probe_status(model_path: Path) -> tuple[bool, str]:
     if not path.is_file():
         return False, "not trained (tts verifier train)"
     try:
-        Probe.load(path, sha)
+        probe = Probe.load(path, sha)
     except InputError as exc:
         return False, f"unusable: {exc}"
-    return True, f"trained ({path})"
+    return True, f"trained, reads {_layer_name(probe.layer)} ({path})"
 
 
 def default_verifier_for(model_path: Path) -> str:
