@@ -77,7 +77,8 @@ if (( FIRST <= 24 && 24 <= LAST )); then
   # the report slices' ids, never trained on: a failure here must not leave an empty list
   python3 scripts/report_slices.py > eval-out/report-ids.txt.new && mv eval-out/report-ids.txt.new eval-out/report-ids.txt \
     || { echo "step 24 failed: no report ids" >&2; exit 1; }
-  tts verifier train --data $G,$M --levels 1,2,3 --exclude eval-out/report-ids.txt --n 8 --limit 110,50 --sample-only
+  tts verifier train --data $G,$M --levels 1,2,3 --exclude eval-out/report-ids.txt --n 8 --limit 110,50 --sample-only \
+    --layer final
 fi
 # Issue 16, once the samples of step 24 are in: fit the probe (the same command without
 # --sample-only), then score the report slices' samples with every verifier (AUROC, the
@@ -87,7 +88,7 @@ fi
 # digest would set steps 29-30's rows apart from those already made with the old one.
 if (( FIRST <= 26 && 26 <= LAST )) && [[ ! -s eval-out/probe-fit.txt ]]; then
   tts verifier train --data $G,$M --levels 1,2,3 --exclude eval-out/report-ids.txt --n 8 --limit 110,50 \
-    > eval-out/probe-fit.txt.new && mv eval-out/probe-fit.txt.new eval-out/probe-fit.txt || echo "step 26 failed" >&2
+    --layer final > eval-out/probe-fit.txt.new && mv eval-out/probe-fit.txt.new eval-out/probe-fit.txt || echo "step 26 failed" >&2
   cat eval-out/probe-fit.txt 2>/dev/null
 fi
 if (( FIRST <= 27 && 27 <= LAST )); then
@@ -109,21 +110,35 @@ V=$HOME/.local/share/tts-tui/verifiers
 S=$V/qwen2.5-coder-1.5b-instruct-q4_k_m-cc324af070c2
 CAP="scripts/probe_layers.py capture --steps --layers 14,17,21"
 if (( FIRST <= 31 && 31 <= LAST )); then
+  # the final-norm probe (steps 26-27) kept aside; its training problems are the capture's
+  [[ -f eval-out/probe-final-norm.npz ]] || cp $S.npz eval-out/probe-final-norm.npz
+  python3 -c "import json,numpy as np; z=np.load('eval-out/probe-final-norm.npz'); \
+print('\n'.join(json.loads(bytes(z['meta']).decode())['info']['trained_on']))" > eval-out/fit-ids.txt
   python3 $CAP --only eval-out/fit-ids.txt
   python3 $CAP eval-out/report-math30-states --per-problem 8
   python3 $CAP eval-out/report-gsm8k60-states --per-problem 8 --data $G
 fi
 if (( FIRST <= 32 && 32 <= LAST )) && [[ ! -s eval-out/probe-fit-l17.txt ]]; then
-  [[ -f eval-out/probe-final-norm.npz ]] || cp $S.npz eval-out/probe-final-norm.npz
-  python3 scripts/probe_layers.py build $S eval-out/layers-steps $S-L17 --layer 17
-  tts verifier train --data $G,$M --levels 1,2,3 --exclude eval-out/report-ids.txt --n 8 --limit 110,50 \
-    --samples $S-L17 --layer 17 > eval-out/probe-fit-l17.txt.new \
+  # build refuses a training set the capture has not finished (train would sample the rest)
+  python3 scripts/probe_layers.py build $S eval-out/layers-steps $S-L17 --layer 17 --only eval-out/fit-ids.txt \
+    && tts verifier train --data $G,$M --levels 1,2,3 --exclude eval-out/report-ids.txt --n 8 --limit 110,50 \
+      --samples $S-L17 --layer 17 > eval-out/probe-fit-l17.txt.new \
     && mv eval-out/probe-fit-l17.txt.new eval-out/probe-fit-l17.txt || echo "step 32 failed" >&2
   cat eval-out/probe-fit-l17.txt 2>/dev/null
+fi
+# Both probes on the same report samples (the first 8 of each problem the capture read):
+# layer 17's states with the new probe, the final-norm states with the old one.
+if (( FIRST <= 32 && 32 <= LAST )) && [[ -s eval-out/probe-fit-l17.txt ]]; then
   for s in gsm8k60 math30; do
-    python3 scripts/probe_layers.py build eval-out/report-$s-states eval-out/layers-steps eval-out/report-$s-l17 --layer 17
-    tts verifier eval --samples eval-out/report-$s-l17 --votes 8 > eval-out/verifiers-$s-l17.txt \
-      && cat eval-out/verifiers-$s-l17.txt || echo "step 32 failed ($s)" >&2
+    for L in 17 -1; do
+      python3 scripts/probe_layers.py build eval-out/report-$s-states eval-out/layers-steps eval-out/report-$s-l$L --layer $L
+    done
+    tts verifier eval --samples eval-out/report-$s-l17 --votes 8 > eval-out/verifiers-$s-l17.txt.new \
+      && mv eval-out/verifiers-$s-l17.txt.new eval-out/verifiers-$s-l17.txt \
+      && tts verifier eval --samples eval-out/report-$s-l-1 --votes 8 --probe eval-out/probe-final-norm.npz \
+        > eval-out/verifiers-$s-final-norm-same.txt.new \
+      && mv eval-out/verifiers-$s-final-norm-same.txt.new eval-out/verifiers-$s-final-norm-same.txt \
+      && cat eval-out/verifiers-$s-l17.txt eval-out/verifiers-$s-final-norm-same.txt || echo "step 32 failed ($s)" >&2
   done
 fi
 LIMIT=60 step 29 probe-gsm8k60 --data $G --strategy beam,dvts --n 8 --m 4 --verifier probe

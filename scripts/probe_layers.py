@@ -95,20 +95,23 @@ def token_at(model: LlamaModel, tokens: list[int], char: int) -> int:
     return len(tokens) - 1
 
 
-def step_ends(model: LlamaModel, tokens: list[int], eos: bool = False, delimiter: str = "\n\n") -> list[int]:
+def step_ends(model: LlamaModel, tokens: list[int], eos: bool = False, delimiter: str = "\n\n",
+              max_tokens: int = 256) -> list[int]:
     """Where the engine's step rule would have read each step's state: one position before
     each step's last token (the state that predicted it), a step ending at the delimiter
     as `BranchEngine` ends it; the last step's state predicted the text's last token, or
-    the end-of-sequence token after it (`eos`: not in the text). Steps cut at the engine's
-    per-step token cap are not modelled (`build` matches states from the last back)."""
-    ends, step = [], bytearray()
+    the end-of-sequence token after it (`eos`: not in the text). A step also ends at the
+    per-step token cap, as the engine's does (`build` keeps only the final state of a
+    sample whose counts still differ)."""
+    ends, step, n = [], bytearray(), 0
     for j, tok in enumerate(tokens):
         piece = model.piece(tok)
         step += piece
+        n += 1
         tail = bytes(step[-(len(piece) + 16):]).decode("utf-8", "ignore")
-        if delimiter in tail and step.strip() and j < len(tokens) - 1:
+        if (delimiter in tail and step.strip() or n >= max_tokens) and (j < len(tokens) - 1 or eos):
             ends.append(j - 1)
-            step = bytearray()
+            step, n = bytearray(), 0
     ends.append(len(tokens) - (1 if eos else 2))
     return [max(e, 0) for e in ends]
 
@@ -150,7 +153,8 @@ def capture(args: argparse.Namespace) -> None:
         if dest.exists():
             continue
         t0, n_tok = time.monotonic(), 0
-        prompt = model.chat_tokens([{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": row["problem"]}])
+        prompt = model.chat_tokens([{"role": "system", "content": SYSTEM_PROMPT},
+                                    {"role": "user", "content": row["problem"].strip()}])  # as the engine
         L.llama_memory_clear(mem, True)
         decode(ctx, batch, prompt, 0, 0, outputs=())
         at_answer, at_end, steps, step_sample, step_final = [], [], [], [], []
@@ -249,41 +253,64 @@ def fit(args: argparse.Namespace) -> None:
 def build(args: argparse.Namespace) -> None:
     """A sample set like `src` whose hidden states are layer `--layer`'s (from a `capture
     --steps` dir), so `tts verifier train --samples DEST --layer K` fits on them and `tts
-    verifier eval` scores them. A sample's states are matched from its last one back (its
-    final state is its answer's); states the capture lacks are left out."""
+    verifier eval` scores them; with `--layer -1`, the same samples and states with `src`'s
+    own (final-norm) hidden states, to set the two side by side. Where a sample's captured
+    step count is the engine's, states pair one to one; elsewhere (a step cut at the
+    per-step token cap that the capture did not see) only its final state is kept, paired
+    with the capture's last. Samples the capture lacks (beyond --per-problem) are left out.
+    With --only, every listed id must have a capture (exit 1 otherwise)."""
     settings = json.loads((args.captured / "settings.json").read_text())
-    j = settings["layers"].index(args.layer)
+    j = settings["layers"].index(args.layer) if args.layer >= 0 else None
+    rows = [json.loads(x) for x in (args.src / "samples.jsonl").read_text().splitlines() if x.strip()]
+    if args.only:
+        want = set(args.only.read_text().split())
+        missing = sorted(i for i in want if not any(r["id"] == i and (args.captured / r["file"]).is_file() for r in rows))
+        if missing:
+            sys.exit(f"build: {len(missing)} of the {len(want)} problems in {args.only} have no capture yet "
+                     f"(first {missing[0]}): run capture to the end first")
+        rows = [r for r in rows if r["id"] in want]
     args.dest.mkdir(parents=True, exist_ok=True)
     done = {json.loads(x)["id"] for x in (args.dest / "samples.jsonl").read_text().splitlines()} \
         if (args.dest / "samples.jsonl").is_file() else set()
     src_settings = json.loads((args.src / "settings.json").read_text())
-    write_json(args.dest / "settings.json", {**src_settings, "layer": args.layer})
-    kept = dropped = 0
-    for line in (args.src / "samples.jsonl").read_text().splitlines():
-        row = json.loads(line)
+    write_json(args.dest / "settings.json", {**src_settings, "layer": args.layer if j is not None else None})
+    pairs = finals_only = beyond = 0
+    for row in rows:
         cap = args.captured / row["file"]
         if row["id"] in done or not cap.is_file():
             continue
         with np.load(args.src / row["file"]) as z, np.load(cap) as c:
             arrays = {k: z[k] for k in z.files}
-            steps, step_sample = c["steps"][:, j, :], c["step_sample"]
+            steps = c["steps"][:, j, :] if j is not None else None
+            step_sample, n_captured = c["step_sample"], len(c["label"])
         keep, hidden = [], []
         for k in np.unique(arrays["sample"]):
             mine = np.flatnonzero(arrays["sample"] == k)
             theirs = np.flatnonzero(step_sample == k)
-            m = min(len(mine), len(theirs))
-            keep += mine[len(mine) - m:].tolist()
-            hidden += [steps[i] for i in theirs[len(theirs) - m:]]
-            dropped += len(mine) - m
+            if k >= n_captured or not len(theirs):
+                beyond += len(mine)
+                continue
+            if len(mine) == len(theirs):
+                pairs += len(mine)
+            else:  # the steps do not line up: only the last state is surely the same one
+                mine, theirs = mine[-1:], theirs[-1:]
+                finals_only += 1
+            keep += mine.tolist()
+            hidden += [steps[i] if steps is not None else arrays["hidden"][m] for i, m in zip(theirs, mine)]
+        if not keep:
+            continue
         order = np.argsort(keep, kind="stable")
         keep = np.asarray(keep, dtype=int)[order]
         for key in ("stats", "labels", "sample", "final"):
             arrays[key] = arrays[key][keep]
         arrays["hidden"] = np.asarray(hidden, np.float16)[order].reshape(len(keep), -1)
-        kept += len(keep)
         _save_npz(args.dest / row["file"], arrays)
         append_line(args.dest / "samples.jsonl", json.dumps({**row, "states": len(keep)}, ensure_ascii=False))
-    print(f"# {args.dest}: {kept} states kept, {dropped} without a captured match left out")
+    judge = args.src / "judge.jsonl"
+    if judge.is_file():
+        (args.dest / "judge.jsonl").write_text(judge.read_text())
+    print(f"# {args.dest}: {pairs} states paired one to one; {finals_only} samples whose steps did not line up "
+          f"keep their final state only; {beyond} states of samples not captured left out")
 
 
 def main() -> None:
@@ -304,7 +331,8 @@ def main() -> None:
     b.add_argument("src", type=Path)
     b.add_argument("captured", type=Path)
     b.add_argument("dest", type=Path)
-    b.add_argument("--layer", type=int, default=17)
+    b.add_argument("--layer", type=int, default=17, help="-1: keep src's own (final-norm) states")
+    b.add_argument("--only", type=Path, default=None, help="a file of the problem ids the set must hold")
     args = ap.parse_args()
     {"capture": capture, "fit": fit, "build": build}[args.cmd](args)
 

@@ -188,3 +188,37 @@ def test_a_layer_the_model_lacks_is_one_error(tiny_model):
     for layer in (tiny_model.n_layer, tiny_model.n_layer - 1):  # none, and the last (its rows are outputs only)
         with pytest.raises(ModelError, match=f"layers 0-{tiny_model.n_layer - 2}"):
             BranchEngine(tiny_model, n_ctx=512, n_seq_max=2, hidden_layer=layer)
+
+
+@pytest.mark.model
+def test_ctrl_c_during_a_tapped_decode_is_raised_and_an_error_in_the_tap_is_not_lost(tiny_model):
+    import os
+    import signal
+    import threading
+
+    from tts_tui.backends.llamacpp import BranchEngine
+
+    engine = BranchEngine(tiny_model, n_ctx=2048, n_seq_max=4, hidden_layer=2)
+    try:
+        root = engine.prefill(tiny_model.chat_tokens([{"role": "user", "content": "Count to one hundred."}]))
+        long = StopRule(delimiter=None, max_tokens=1500, capture=False)
+        req = BranchRequest(root, SamplingParams(temperature=0.8, seed=1, ban_eos=True), long, keep_kv=False)
+        # nearly all of this run is inside llama_decode, where the tap's callback runs
+        # Python at every node: a Ctrl-C must still stop it
+        timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            engine.generate([req])
+        timer.join()
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        # an exception inside the callback (here a width that does not fit) is raised, not
+        # swallowed into a silently short graph
+        engine._tap.width = 7
+        rule = StopRule(delimiter=None, max_tokens=4, capture=True)
+        with pytest.raises(ValueError):
+            engine.generate([BranchRequest(root, SamplingParams(temperature=0.0), rule, keep_kv=False)])
+        engine._tap.width = tiny_model.n_embd
+        (steps,) = engine.generate([BranchRequest(root, SamplingParams(temperature=0.0), rule, keep_kv=False)])
+        assert steps[-1].hidden is not None  # and the engine still works
+    finally:
+        engine.close()

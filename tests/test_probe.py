@@ -97,6 +97,8 @@ def test_the_layer_round_trips_a_format_1_file_reads_as_final_norm_and_a_bad_one
     probe.layer = 17
     probe.save(tmp_path / "p.npz")
     assert Probe.load(tmp_path / "p.npz").layer == 17
+    with np.load(tmp_path / "p.npz") as z:
+        assert json.loads(bytes(z["meta"]).decode())["format"] == 2
 
     def rewrite(name: str, **meta_changes) -> None:
         with np.load(tmp_path / "p.npz") as z:
@@ -187,19 +189,30 @@ def test_the_pipeline_runs_on_the_tiny_model_and_the_probe_scores_a_real_run(tin
     at_probe = Solver(str(tiny_path), options=EngineOptions(n_ctx=1024, n_seq_max=4))
     try:
         assert at_probe.engine.hidden_layer == 2
-        at_probe.solve("What is 2 + 3?", "best-of-n", SearchParams(n=2, budget=64), "probe")
+        _, search = at_probe.solve("What is 2 + 3?", "best-of-n", SearchParams(n=2, budget=64), "probe")
+        scored = [n.scores["probe"] for n in search.tree.nodes.values() if "probe" in n.scores]
+        assert scored and all(0.0 <= x <= 1.0 for x in scored)
     finally:
         at_probe.close()
     # `tts verifier eval` on final-norm states with a layer-2 probe: the probe's rows are
     # left out (they would score another layer's states), the other signals stay
     from tts_tui.cli.verifier_cmd import eval_command
+    from tts_tui.errors import TTSError
 
     probe.info["trained_on"] = []
     probe.save(probe_path(tiny_path, sha))
-    eval_command(samples_dir=tmp_path / "s", model=str(tiny_path), votes=None)
+    eval_command(samples_dir=tmp_path / "s", model=str(tiny_path), votes=None, probe_file_opt=None)
     out = capsys.readouterr().out
     assert "the probe is left out" in out and "confidence (whole path)" in out
     assert "\nprobe " not in out
+    # --probe FILE: another probe file of this model (here a final-norm one) scores the set
+    probe.layer = None
+    probe.save(tmp_path / "final-norm.npz")
+    eval_command(samples_dir=tmp_path / "s", model=str(tiny_path), votes=None, probe_file_opt=tmp_path / "final-norm.npz")
+    out = capsys.readouterr().out
+    assert "\nprobe " in out and "the probe is left out" not in out
+    with pytest.raises(TTSError, match="no probe file at"):
+        eval_command(samples_dir=tmp_path / "s", model=str(tiny_path), votes=None, probe_file_opt=tmp_path / "none.npz")
     final_norm = Solver(str(tiny_path), options=EngineOptions(n_ctx=1024, n_seq_max=4, hidden_layer=None))
     try:
         with pytest.raises(InputError, match="layer: 2 -> None"):
@@ -453,3 +466,11 @@ def test_the_layer_option_takes_a_number_final_or_auto_and_refuses_the_rest():
     assert resolve_layer("auto", None, 2) is None  # a model of two layers has no middle one
     assert resolve_layer("probe", None, 28) is None
     assert resolve_layer(None, None, 28) is None and resolve_layer(5, None, 28) == 5
+
+
+def test_the_engine_opens_at_its_probes_layer_unless_the_model_cannot_tap_it(monkeypatch, tmp_path):
+    from tts_tui import session
+
+    for probe_layer, want in ((17, 17), (27, None), (40, None), (None, None)):
+        monkeypatch.setattr(session, "probe_layer_for", lambda _path, v=probe_layer: v)
+        assert session.resolve_layer("probe", tmp_path / "m.gguf", 28) == want

@@ -82,9 +82,10 @@ class EngineOptions:
 
 
 def resolve_layer(option: int | str | None, model_path: Path | None, n_layer: int) -> int | None:
-    """The layer an engine reads (None: the final-norm state). The last layer is read as
-    the final-norm state; a probe's layer the model lacks falls back to it too (the probe
-    is then refused when it scores, with a reason)."""
+    """The layer an engine reads (None: the final-norm state). A probe's layer the model
+    cannot tap (its last, or one it lacks) falls back to the final-norm state, so the model
+    still loads; the probe is then refused when it scores, with a reason. "auto" stays
+    below the last layer (whose rows are outputs only)."""
     if option == "probe":
         layer = probe_layer_for(model_path) if model_path is not None else None
         return layer if layer is not None and layer < n_layer - 1 else None

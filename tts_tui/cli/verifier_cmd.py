@@ -216,6 +216,7 @@ def eval_command(
     model: Optional[str] = typer.Option(None, "--model", help="Whose probe to score with (default model)."),
     votes: Optional[int] = typer.Option(None, "--votes", min=1,
                                         help="Also the votes over each problem's first K samples, scored by every verifier."),
+    probe_file_opt: Optional[Path] = typer.Option(None, "--probe", help="Score with this probe file, not the model's own."),
 ) -> None:
     """Pooled and within-question AUROC and calibration of every verifier that reads the
     captured signals, on the final states of a labelled sample set; with --votes K, the
@@ -232,7 +233,9 @@ def eval_command(
     check_model(samples_dir, sha)
     trained: set[str] = set()
     left_out = False
-    probe_file = find_probe(path, sha)
+    probe_file = probe_file_opt or find_probe(path, sha)
+    if probe_file_opt is not None and not probe_file_opt.is_file():
+        raise TTSError(f"no probe file at {probe_file_opt}")
     probe = Probe.load(probe_file, sha) if probe_file.is_file() else None
     if probe is not None:
         if "trained_on" not in probe.info:

@@ -358,19 +358,32 @@ class BranchEngine:
 
     def _timed_decode(self) -> int:
         t0 = time.perf_counter()
-        if self._tap is not None and threading.current_thread() is threading.main_thread() \
-                and hasattr(signal, "pthread_sigmask"):
-            # A tapped decode runs Python at every graph node: a Ctrl-C raised in there is
-            # swallowed by ctypes (and can cut the graph short). Held back, it is raised
-            # as soon as the decode returns.
-            old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-            try:
-                rc = L.llama_decode(self.ctx, self.batch)
-            finally:
-                signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        if self._tap is not None and threading.current_thread() is threading.main_thread():
+            rc = self._decode_holding_sigint()
         else:
             rc = L.llama_decode(self.ctx, self.batch)
         self.stats.decode_seconds += time.perf_counter() - t0
+        if self._tap is not None and self._tap.error is not None:
+            error, self._tap.error = self._tap.error, None
+            raise error  # raised in the callback: the decode's graph may not have been computed
+        return rc
+
+    def _decode_holding_sigint(self) -> int:
+        """A tapped decode runs Python at every graph node, where a KeyboardInterrupt would
+        be raised inside the callback (and lost in ctypes). Python-level signal handlers
+        run on the main thread only: for the decode's length, a Ctrl-C is only noted, and
+        raised once the decode has returned."""
+        hits: list[int] = []
+        previous = signal.getsignal(signal.SIGINT)
+        if previous is None:  # installed from C: leave it alone
+            return L.llama_decode(self.ctx, self.batch)
+        signal.signal(signal.SIGINT, lambda *_: hits.append(1))
+        try:
+            rc = L.llama_decode(self.ctx, self.batch)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        if hits:
+            raise KeyboardInterrupt
         return rc
 
     def _best_cached(self, tokens: tuple[int, ...]) -> Handle | None:

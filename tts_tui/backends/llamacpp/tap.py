@@ -33,6 +33,7 @@ class LayerTap:
         self._name = f"l_out-{layer}".encode()
         self.active = False
         self.rows: np.ndarray | None = None  # (tokens in the last active decode, width)
+        self.error: BaseException | None = None  # raised in the callback; the engine re-raises it
         # llama.cpp holds a bare pointer to this: it must live as long as the context
         self.callback = L.ggml_backend_sched_eval_callback(self._on_tensor)
 
@@ -43,8 +44,8 @@ class LayerTap:
 
     def _on_tensor(self, tensor: int, ask: bool, _user: int) -> bool:
         # An exception must not escape into C: ctypes would print it and return False,
-        # which ends the graph's compute early without an error. The engine blocks SIGINT
-        # around a tapped decode, so a Ctrl-C is not raised in here either.
+        # which ends the graph's compute early without an error. It is kept for the engine
+        # to raise after the decode. (A Ctrl-C is held back by the engine during a decode.)
         try:
             if not self.active or libggml.ggml_get_name(tensor) != self._name:
                 return not ask  # ask: "no, not this one"; a computed node: "go on"
@@ -55,8 +56,8 @@ class LayerTap:
                 # through the backend, so a tensor in GPU memory is copied out too
                 libggml.ggml_backend_tensor_get(tensor, out.ctypes.data, 0, out.nbytes)
                 self.rows = out.reshape(-1, self.width)
-        except BaseException:  # noqa: BLE001 - reported by the engine as "no rows"
-            self.rows = None
+        except BaseException as exc:  # noqa: BLE001 - re-raised by the engine after the decode
+            self.rows, self.error = None, exc
             return not ask
         return True
 
