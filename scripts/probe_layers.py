@@ -16,7 +16,6 @@ sample set is the fit's own (report slices left out).
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import sys
 import time
@@ -28,11 +27,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import llama_cpp as L  # noqa: E402
-from llama_cpp._ggml import libggml  # noqa: E402
 
 from tts_tui.atomic import append_line, write_json  # noqa: E402
 from tts_tui.backends.llamacpp.branches import default_threads  # noqa: E402
 from tts_tui.backends.llamacpp.model import LlamaModel  # noqa: E402
+from tts_tui.backends.llamacpp.tap import read_f32, tensor_name  # noqa: E402
 from tts_tui.backends.prompts import SYSTEM_PROMPT  # noqa: E402
 from tts_tui.verifier_train import _save_npz, load  # noqa: E402
 from tts_tui.verify.probe import metrics, train  # noqa: E402
@@ -43,15 +42,6 @@ OUT = ROOT / "eval-out/layers"
 if "--steps" in sys.argv:
     OUT = ROOT / "eval-out/layers-steps"
 
-libggml.ggml_get_name.restype = ctypes.c_char_p
-libggml.ggml_get_name.argtypes = [ctypes.c_void_p]
-libggml.ggml_nelements.restype = ctypes.c_int64
-libggml.ggml_nelements.argtypes = [ctypes.c_void_p]
-libggml.ggml_backend_tensor_get.restype = None
-libggml.ggml_backend_tensor_get.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t]
-GGML_TYPE_F32 = 0
-
-
 class Tap:
     """A `cb_eval` callback that copies the named tensors out of each graph evaluation."""
 
@@ -61,14 +51,11 @@ class Tap:
         self.callback = L.ggml_backend_sched_eval_callback(self._on_tensor)  # kept alive here
 
     def _on_tensor(self, t: int, ask: bool, _user: int) -> bool:
-        name = (libggml.ggml_get_name(t) or b"").decode()
+        name = tensor_name(t).decode()
         if ask:
             return name in self.names
-        if name in self.names and ctypes.c_int.from_address(t).value == GGML_TYPE_F32:
-            n = int(libggml.ggml_nelements(t))
-            out = np.empty(n, dtype=np.float32)
-            libggml.ggml_backend_tensor_get(t, out.ctypes.data, 0, out.nbytes)
-            self.got[name] = out.reshape(-1, self.width)
+        if name in self.names and (rows := read_f32(t, self.width)) is not None:
+            self.got[name] = rows
         return True
 
 

@@ -19,6 +19,7 @@ from tts_tui.search.protocol import SearchParams
 from tts_tui.search.run import Result, Search
 from tts_tui.search.strategies import run_strategy, validate
 from tts_tui.verify.answers import MathAnswers
+from tts_tui.verify.probe import layer_name
 from tts_tui.verify.scorers import (ConfidenceScorer, DeepConfScorer, EntropyScorer, PRMFormat, PRMScorer,
                                     SelfCertaintyScorer, SelfJudgeScorer)
 
@@ -34,9 +35,8 @@ def probe_file_for(model_path: Path) -> Path:
     return find_probe(model_path, known_sha256(model_path)[1])
 
 
-def probe_status(model_path: Path) -> tuple[bool, str]:
-    """(whether a probe for the model loads, what to say about it): a file that is there
-    but unreadable, of an old format or another model's is not a usable probe."""
+def _usable_probe(model_path: Path):
+    """(the model's probe or None, its file, why there is none)."""
     from tts_tui.catalog.fetch import known_sha256
     from tts_tui.verifier_train import find_probe
     from tts_tui.verify.probe import Probe
@@ -44,12 +44,20 @@ def probe_status(model_path: Path) -> tuple[bool, str]:
     sha = known_sha256(model_path)[1]  # once: it names the file and checks it
     path = find_probe(model_path, sha)
     if not path.is_file():
-        return False, "not trained (tts verifier train)"
+        return None, path, "not trained (tts verifier train)"
     try:
-        probe = Probe.load(path, sha)
+        return Probe.load(path, sha), path, None
     except InputError as exc:
-        return False, f"unusable: {exc}"
-    return True, f"trained, reads {_layer_name(probe.layer)} ({path})"
+        return None, path, f"unusable: {exc}"
+
+
+def probe_status(model_path: Path) -> tuple[bool, str]:
+    """(whether a probe for the model loads, what to say about it): a file that is there
+    but unreadable, of an old format or another model's is not a usable probe."""
+    probe, path, why = _usable_probe(model_path)
+    if probe is None:
+        return False, why
+    return True, f"trained, reads {layer_name(probe.layer)} ({path})"
 
 
 def default_verifier_for(model_path: Path) -> str:
@@ -59,15 +67,11 @@ def default_verifier_for(model_path: Path) -> str:
 
 def probe_layer_for(model_path: Path) -> int | None:
     """The layer the model's usable probe reads (None: the final-norm state, or no probe)."""
-    from tts_tui.catalog.fetch import known_sha256
-    from tts_tui.verify.probe import Probe
-
     try:
-        sha = known_sha256(model_path)[1]
-        path = probe_file_for(model_path)
-        return Probe.load(path, sha).layer if path.is_file() else None
-    except (InputError, OSError):
+        probe, _, _ = _usable_probe(model_path)
+    except OSError:
         return None  # no usable probe: `probe_status` says why where it matters
+    return probe.layer if probe is not None else None
 
 
 @dataclass
@@ -159,8 +163,8 @@ class Solver:
             probe = Probe.load(path, known_sha256(self.model_path)[1])
             if probe.layer != self.engine.hidden_layer:
                 # states of another layer would be scored as if they were its own
-                raise InputError(f"the probe reads {_layer_name(probe.layer)}; this model was loaded capturing "
-                                 f"{_layer_name(self.engine.hidden_layer)} (the probe changed since): start again")
+                raise InputError(f"the probe reads {layer_name(probe.layer)}; this model was loaded capturing "
+                                 f"{layer_name(self.engine.hidden_layer)} (the probe changed since): start again")
             self._probe = ProbeScorer(probe)
         return self._probe
 
@@ -223,10 +227,6 @@ class Solver:
             if self._prm is not None:
                 self._prm.engine.close()
                 self._prm.engine.model.close()
-
-
-def _layer_name(layer: int | None) -> str:
-    return "the final-norm state" if layer is None else f"layer {layer}"
 
 
 # Verifiers that read only what an OpenAI-compatible server returns (token logprobs), and

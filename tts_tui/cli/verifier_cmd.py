@@ -77,10 +77,6 @@ def _layer_option(value: str) -> int | str | None:
     return layer
 
 
-def _layer_text(layer: int | None) -> str:
-    return "the final-norm state" if layer is None else f"layer {layer}"
-
-
 def _exclusions(exclude: Optional[str]) -> set[str]:
     """Problem ids never to train on (the report slices): a file of ids, one per line."""
     if not exclude:
@@ -112,7 +108,7 @@ def train_command(
     from tts_tui.cli.progress import download_progress
     from tts_tui.session import EngineOptions, Solver
     from tts_tui.verifier_train import check_ids, collect, default_samples, load, probe_path, sample_layer
-    from tts_tui.verify.probe import train
+    from tts_tui.verify.probe import layer_name, train
 
     if n < 2:
         raise TTSError(f"--n must be at least 2 (right and wrong samples of a problem), got {n}")
@@ -151,7 +147,7 @@ def train_command(
         print(f"cv dim={t['dim']!s:5} l2={t['l2']:<6} within-question AUROC {t['within_auroc']:.3f}  "
               f"pooled {t['auroc']:.3f}  ECE {t['ece']:.3f}")
     print(f"# probe: {dest} ({probe.info['samples']} samples, {probe.info['problems']} problems; "
-          f"chosen {probe.info['chosen']}; reads {_layer_text(probe.layer)})")
+          f"chosen {probe.info['chosen']}; reads {layer_name(probe.layer)})")
 
 
 @verifier_app.command("judge")
@@ -226,7 +222,7 @@ def eval_command(
     from tts_tui.catalog import resolve_model
     from tts_tui.catalog.fetch import known_sha256
     from tts_tui.verifier_train import check_model, find_probe, load, sample_layer
-    from tts_tui.verify.probe import Probe, metrics
+    from tts_tui.verify.probe import Probe, layer_name, metrics
 
     path = resolve_model(model)
     _, sha = known_sha256(path)
@@ -242,10 +238,11 @@ def eval_command(
             raise TTSError(f"{probe_file} does not say which problems it was trained on: its figures could "
                            "include them (train it again)")
         trained = set(probe.info["trained_on"])
-        if probe.layer != sample_layer(samples_dir):
+        states_layer = sample_layer(samples_dir)
+        if probe.layer != states_layer:
             # its scores would read another layer's states: the other signals still stand
-            print(f"# the probe is left out: {probe_file} reads {_layer_text(probe.layer)}, the states in "
-                  f"{samples_dir} are {_layer_text(sample_layer(samples_dir))} (sample them with this probe in place)")
+            print(f"# the probe is left out: {probe_file} reads {layer_name(probe.layer)}, the states in "
+                  f"{samples_dir} are {layer_name(states_layer)} (sample them with this probe in place)")
             probe, trained, left_out = None, set(), True
     ds = load([samples_dir], exclude=trained)  # never score the probe on what it was trained on
     if not ds.groups:

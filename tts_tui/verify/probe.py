@@ -98,6 +98,11 @@ class Probe:
             raise InputError(f"{path}: a probe file with a part missing ({exc}): train it again") from None
 
 
+def layer_name(layer: int | None) -> str:
+    """What a probe or a sample set's states read, in words."""
+    return "the final-norm state" if layer is None else f"layer {layer}"
+
+
 def layer_number(value: Any) -> int | None:
     """A layer number from a file (a probe's or a sample set's); ValueError if it is none."""
     if value is None:

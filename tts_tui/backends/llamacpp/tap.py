@@ -25,6 +25,21 @@ libggml.ggml_backend_tensor_get.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ct
 _GGML_TYPE_F32 = 0  # `type` is the first field of struct ggml_tensor
 
 
+def tensor_name(tensor: int) -> bytes:
+    """A graph node's name (b"l_out-17", b"result_norm", ...)."""
+    return libggml.ggml_get_name(tensor) or b""
+
+
+def read_f32(tensor: int, width: int) -> np.ndarray | None:
+    """A computed F32 tensor's data as (rows, width), copied through its backend (so a
+    tensor in GPU memory comes out too); None for any other type."""
+    if ctypes.c_int.from_address(tensor).value != _GGML_TYPE_F32:
+        return None
+    out = np.empty(int(libggml.ggml_nelements(tensor)), dtype=np.float32)
+    libggml.ggml_backend_tensor_get(tensor, out.ctypes.data, 0, out.nbytes)
+    return out.reshape(-1, width)
+
+
 class LayerTap:
     """Copies layer `layer`'s output rows out of each decode made while `active`."""
 
@@ -47,15 +62,11 @@ class LayerTap:
         # which ends the graph's compute early without an error. It is kept for the engine
         # to raise after the decode. (A Ctrl-C is held back by the engine during a decode.)
         try:
-            if not self.active or libggml.ggml_get_name(tensor) != self._name:
+            if not self.active or tensor_name(tensor) != self._name:
                 return not ask  # ask: "no, not this one"; a computed node: "go on"
             if ask:
                 return True
-            if ctypes.c_int.from_address(tensor).value == _GGML_TYPE_F32:
-                out = np.empty(int(libggml.ggml_nelements(tensor)), dtype=np.float32)
-                # through the backend, so a tensor in GPU memory is copied out too
-                libggml.ggml_backend_tensor_get(tensor, out.ctypes.data, 0, out.nbytes)
-                self.rows = out.reshape(-1, self.width)
+            self.rows = read_f32(tensor, self.width)
         except BaseException as exc:  # noqa: BLE001 - re-raised by the engine after the decode
             self.rows, self.error = None, exc
             return not ask
