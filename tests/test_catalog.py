@@ -118,6 +118,19 @@ def test_check_gguf(tmp_path, tiny_path):
         check_gguf(cut, deep=True)
 
 
+def test_block_count_reads_the_header_alone(tmp_path, tiny_path, tiny_model):
+    from tts_tui.catalog.gguf_file import block_count
+
+    assert block_count(tiny_path) == tiny_model.n_layer == 30
+    head = tmp_path / "head.gguf"
+    head.write_bytes(tiny_path.read_bytes()[:100_000])  # the metadata, not the weights
+    assert block_count(head) == 30
+    head.write_bytes(tiny_path.read_bytes()[:200])  # cut inside the header
+    assert block_count(head) is None
+    (tmp_path / "a.txt").write_text("hello world, not a model at all")
+    assert block_count(tmp_path / "a.txt") is None and block_count(tmp_path / "none.gguf") is None
+
+
 # -- issue 15: a pip that hangs, a corrupt source, abandoned partial folders, cheap checksums ----
 def fake_pip_script(tmp_path: Path, body: str) -> list[str]:
     """A stand-in for `python -m pip`: a script that gets pip's arguments."""

@@ -143,6 +143,10 @@ def test_doctor_lists_a_models_verifiers_and_an_unusable_probe(tiny_path):
           layer=3).save(dest)
     got = line()
     assert "trained, reads layer 3" in got and "default: probe" in got
+    Probe(known_sha256(tiny_path)[1], "tiny", np.zeros(width), np.ones(width), np.zeros(width), 0.0,
+          layer=29).save(dest)  # the tiny model's last (of 30): only its output rows exist
+    got = line()
+    assert "unusable: it reads layer 29, which a 30-layer model cannot tap" in got and "default: confidence" in got
     assert_one_line_error(tts("doctor", "--model", "no-such-model"), match="unknown model")
 
 

@@ -315,3 +315,25 @@ def test_a_scoring_failure_part_way_leaves_no_handle_busy(engine, tiny_model):
         engine.next_token_logprobs(handles, [[1]] * 2)
     engine._ensure_kv = real
     assert not engine._busy  # the first handle's sequence is not protected for good
+
+
+def test_a_ctrl_c_while_restoring_a_prefix_keeps_no_half_decoded_sequence(engine, tiny_model):
+    root = engine.prefill(prompt(tiny_model))
+    out = engine.generate([BranchRequest(root, NO_EOS, fixed(8))])[0]
+    handle = out[-1].handle
+    engine.release(handle)  # its KV gone: the next use decodes its tokens again
+    free = engine.free_cells, engine.free_sequences
+    real = engine._decode_plain
+
+    def interrupted(seq, pos, tokens):
+        real(seq, pos, tokens[: len(tokens) // 2])  # half the prefix decoded, then Ctrl-C
+        raise KeyboardInterrupt
+
+    engine._decode_plain = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        engine._ensure_kv(handle)
+    engine._decode_plain = real
+    assert handle.seq is None  # not taken for a full prefix by the next request
+    assert (engine.free_cells, engine.free_sequences) == free and not engine._busy
+    engine._ensure_kv(handle)
+    assert handle.seq is not None

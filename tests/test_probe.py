@@ -176,6 +176,7 @@ def test_the_pipeline_runs_on_the_tiny_model_and_the_probe_scores_a_real_run(tin
     tapping = Solver(str(tiny_path), options=EngineOptions(n_ctx=4096, n_seq_max=16, hidden_layer=2))
     try:
         assert tapping.engine.hidden_layer == 2
+        assert tapping.default_verifier() == "confidence"  # the probe it would refuse is not the default
         with pytest.raises(InputError, match="the probe reads the final-norm state; .* capturing layer 2"):
             tapping.solve("What is 2 + 3?", "best-of-n", SearchParams(n=2, budget=64), "probe")
         collect(tapping, problems[:1], 2, 32, tmp_path / "s2")

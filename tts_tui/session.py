@@ -11,6 +11,7 @@ from pathlib import Path
 
 from tts_tui.catalog import load_catalog, resolve_model
 from tts_tui.catalog.fetch import Progress
+from tts_tui.catalog.gguf_file import block_count
 from tts_tui.backends.llamacpp import BranchEngine, LlamaModel
 from tts_tui.errors import InputError, ModelError
 from tts_tui.search import events as ev
@@ -46,9 +47,14 @@ def _usable_probe(model_path: Path):
     if not path.is_file():
         return None, path, "not trained (tts verifier train)"
     try:
-        return Probe.load(path, sha), path, None
+        probe = Probe.load(path, sha)
     except InputError as exc:
         return None, path, f"unusable: {exc}"
+    n_layer = block_count(model_path)
+    if probe.layer is not None and n_layer is not None and not probe.layer < n_layer - 1:
+        # the engine reads the final-norm state instead (`resolve_layer`): the probe would be refused
+        return None, path, f"unusable: it reads {layer_name(probe.layer)}, which a {n_layer}-layer model cannot tap"
+    return probe, path, None
 
 
 def probe_status(model_path: Path) -> tuple[bool, str]:
@@ -146,8 +152,12 @@ class Solver:
         return probe_file_for(self.model_path)
 
     def default_verifier(self) -> str:
-        """The probe where one is trained for this model, else confidence."""
-        return default_verifier_for(self.model_path)
+        """The probe where one is trained for this model and the engine reads its layer, else
+        confidence."""
+        verifier = default_verifier_for(self.model_path)
+        if verifier == "probe" and probe_layer_for(self.model_path) != self.engine.hidden_layer:
+            return "confidence"  # retrained at another layer since this model was loaded
+        return verifier
 
     def _probe_scorer(self):
         from tts_tui.catalog.fetch import known_sha256

@@ -500,7 +500,7 @@ class BranchEngine:
         self._busy.add(seq)  # a full cache must not evict the handle being decoded
         try:
             self._decode_plain(seq, start, todo)
-        except ModelError:
+        except BaseException:  # a full cache or a Ctrl-C between chunks: never keep half a prefix
             self._drop_kv(handle)
             raise
         finally:
