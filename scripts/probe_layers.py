@@ -7,7 +7,7 @@ token" of Orgad et al. 2024) and the last token of the text. Then a probe per la
 place is scored by cross-validation split by problem, on the within-question AUROC.
 
     python scripts/probe_layers.py capture [SAMPLES_DIR] [--layers 7,11,14,17,21,24] [--limit K]
-    python scripts/probe_layers.py fit [--l2 1000,10000]
+    python scripts/probe_layers.py fit [--l2 1000,10000] [--captured DIR --only IDS] [--centre]
 
 Capture is resumable (one .npz per problem under eval-out/layers/). Dev tuning only: the
 sample set is the fit's own (report slices left out).
@@ -195,10 +195,12 @@ def decode(ctx: int, batch: L.llama_batch, tokens: list[int], pos0: int, seq: in
 
 
 def fit(args: argparse.Namespace) -> None:
-    settings = json.loads((OUT / "settings.json").read_text())
+    settings = json.loads((args.captured / "settings.json").read_text())
     names = [f"layer {k}" for k in settings["layers"]] + ["final norm"]
     rows = {json.loads(x)["file"]: json.loads(x) for x in (args.samples / "samples.jsonl").read_text().splitlines() if x.strip()}
-    files = [f for f in sorted(OUT.glob("states-*.npz")) if f.name in rows]
+    only = set(args.only.read_text().split()) if args.only else None
+    files = [f for f in sorted(args.captured.glob("states-*.npz"))
+             if f.name in rows and (only is None or rows[f.name]["id"] in only)]
     ids = [rows[f.name]["id"] for f in files]
     # the token statistics of each answered sample's last state, from the sample set
     ds = load([args.samples], set(), only=set(ids))
@@ -227,14 +229,43 @@ def fit(args: argparse.Namespace) -> None:
         best = max(trials, key=lambda t: t["within_auroc"])
         line = "  ".join(f"{str(t['dim'])}/{t['l2']:g}: {t['within_auroc']:.3f}" for t in trials)
         print(f"{tag:34} best within {best['within_auroc']:.3f} pooled {best['auroc']:.3f}   [{line}]", flush=True)
+        if args.centre:
+            line = "  ".join(f"{l2:g}: {centred_within(st, x, y, g, l2):.3f}" for l2 in l2s)
+            print(f"{'  centred per problem':34} within [{line}]", flush=True)
 
     show("statistics alone", stats, none[:, :0])
-    for place in ("answer", "end"):
+    for place in args.places.split(","):
         arr = np.stack(data[place])
         for j, name in enumerate(names):
+            if args.read and name not in args.read.split(","):
+                continue
             x = arr[:, j, :].astype(np.float32)
-            show(f"{place} {name}", none, x)
+            if not args.read:
+                show(f"{place} {name}", none, x)
             show(f"{place} {name} + statistics", stats, x)
+
+
+def centred_within(stats: np.ndarray, hidden: np.ndarray, y: np.ndarray, g: np.ndarray, l2: float,
+                   folds: int = 5) -> float:
+    """Within-question AUROC of a probe fitted for ranking inside a problem: features
+    centred per problem (a conditional-logit stand-in), fitted on the problems whose samples
+    differ, same folds as `train`. The offset centring removes is the same for all of one
+    problem's samples, so the raw features rank them alike at inference."""
+    from tts_tui.verify.probe import _folds, fit_logistic, metrics
+
+    raw = np.hstack([stats, hidden]).astype(np.float64)
+    fold = _folds(g, folds)
+    scores = np.full(len(y), np.nan)
+    for k in range(folds):
+        tr, te = fold != k, fold == k
+        x = (raw - raw[tr].mean(axis=0)) / (raw[tr].std(axis=0) + 1e-6)
+        centred = x.copy()
+        for grp in np.unique(g):
+            centred[g == grp] -= x[g == grp].mean(axis=0)
+        mixed = np.isin(g, [q for q in np.unique(g[tr]) if 0 < y[g == q].mean() < 1]) & tr
+        w, b = fit_logistic(centred[mixed], y[mixed].astype(np.float64), l2)
+        scores[te] = x[te] @ w + b
+    return metrics(scores, y, g)["within_auroc"]
 
 
 def build(args: argparse.Namespace) -> None:
@@ -314,6 +345,11 @@ def main() -> None:
     f = sub.add_parser("fit")
     f.add_argument("samples", nargs="?", type=Path, default=DEFAULT)
     f.add_argument("--l2", default="100,1000,10000")
+    f.add_argument("--captured", type=Path, default=OUT, help="a capture dir (eval-out/layers-steps: its answer states)")
+    f.add_argument("--only", type=Path, default=None, help="a file of the problem ids to fit on")
+    f.add_argument("--centre", action="store_true", help="also a fit centred per problem (ranking within one)")
+    f.add_argument("--places", default="answer,end")
+    f.add_argument("--read", default=None, help="only these states, with the statistics (e.g. 'layer 17,final norm')")
     b = sub.add_parser("build")
     b.add_argument("src", type=Path)
     b.add_argument("captured", type=Path)
