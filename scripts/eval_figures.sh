@@ -10,6 +10,9 @@ M=../shared/data/math_dev.jsonl
 step() {  # [B=tokens-per-sample] [LIMIT=problems] step NUMBER OUT ARGS...
   local k=$1 out=$2 budget=${B:-512}; shift 2
   if (( k < ${FIRST:-1} || k > ${LAST:-99} )); then return; fi
+  # A step that names no verifier ran with confidence and final-norm states (before a probe
+  # shipped, which would now be the default): pinned, so it reproduces its figures.
+  [[ " $* " == *" --verifier "* ]] || set -- "$@" --verifier confidence --layer final
   echo "== step $k: tts eval $* --budget-per-sample $budget --out eval-out/$out" >&2
   tts eval "$@" --limit "${LIMIT:-20}" --budget-per-sample "$budget" --out "eval-out/$out" || echo "step $k failed" >&2
 }

@@ -131,6 +131,30 @@ def test_block_count_reads_the_header_alone(tmp_path, tiny_path, tiny_model):
     assert block_count(tmp_path / "a.txt") is None and block_count(tmp_path / "none.gguf") is None
 
 
+def test_block_count_ends_in_none_on_a_garbage_header(tmp_path):
+    import struct
+
+    from tts_tui.catalog.gguf_file import block_count
+
+    def s(text: str) -> bytes:
+        return struct.pack("<Q", len(text)) + text.encode()
+
+    def header(*kvs: bytes, version: int = 3) -> Path:
+        path = tmp_path / "h.gguf"
+        path.write_bytes(b"GGUF" + struct.pack("<IQQ", version, 0, len(kvs)) + b"".join(kvs) + bytes(64))
+        return path
+
+    arch = s("general.architecture") + struct.pack("<I", 8) + s("llama")
+    assert block_count(header(arch, s("llama.block_count") + struct.pack("<II", 4, 12))) == 12
+    assert block_count(header(arch, s("llama.block_count") + struct.pack("<II", 4, 12), version=7)) is None
+    assert block_count(header(arch, s("llama.block_count") + struct.pack("<If", 6, 12.0))) is None  # a float
+    huge = struct.pack("<Q", 1 << 62)  # a string "longer" than the file: no huge read
+    assert block_count(header(huge + b"key")) is None
+    assert block_count(header(arch, s("x") + struct.pack("<IIQ", 9, 8, 1 << 60))) is None  # an array too long
+    nested = struct.pack("<IQ", 9, 1) * 5000  # an array of arrays of ..., 5000 deep: no RecursionError
+    assert block_count(header(arch, s("x") + struct.pack("<I", 9) + nested)) is None
+
+
 # -- issue 15: a pip that hangs, a corrupt source, abandoned partial folders, cheap checksums ----
 def fake_pip_script(tmp_path: Path, body: str) -> list[str]:
     """A stand-in for `python -m pip`: a script that gets pip's arguments."""

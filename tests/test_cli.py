@@ -208,6 +208,9 @@ def test_eval_with_an_m_that_does_not_divide_n_is_bad_input(tmp_path):
     proc = tts("eval", "--data", str(data), "--strategy", "beam", "--n", "4,6", "--m", "4", "--model", "tiny",
                "--budget-per-sample", "16", "--out", str(tmp_path / "out"))
     assert_one_line_error(proc, match="beam at N=6: M (4) must divide N")
+    proc = tts("eval", "--data", str(data), "--strategy", "cot", "--n", "1", "--model", "tiny", "--layer", "middle",
+               "--out", str(tmp_path / "out"))
+    assert_one_line_error(proc, match="--layer must be a layer number, 'final', 'auto' or 'probe', not 'middle'")
 
 
 @pytest.mark.model

@@ -177,7 +177,7 @@ def test_the_pipeline_runs_on_the_tiny_model_and_the_probe_scores_a_real_run(tin
     try:
         assert tapping.engine.hidden_layer == 2
         assert tapping.default_verifier() == "confidence"  # the probe it would refuse is not the default
-        with pytest.raises(InputError, match="the probe reads the final-norm state; .* capturing layer 2"):
+        with pytest.raises(InputError, match="the probe reads the final-norm state; this engine captures layer 2"):
             tapping.solve("What is 2 + 3?", "best-of-n", SearchParams(n=2, budget=64), "probe")
         collect(tapping, problems[:1], 2, 32, tmp_path / "s2")
         assert json.loads((tmp_path / "s2" / "settings.json").read_text())["layer"] == 2
@@ -297,21 +297,36 @@ def test_tts_solve_prints_p_right_when_a_probe_gave_it(capsys):
     assert "P(right): 0.83 (probe, token statistics only: no hidden state here)" in capsys.readouterr().out
 
 
-def test_a_shipped_probe_is_found_and_the_users_own_comes_first(tmp_path, monkeypatch):
-    from tts_tui import verifier_train
+def test_a_shipped_probe_is_found_the_users_own_comes_first_and_an_unusable_own_leaves_it(tmp_path, monkeypatch):
+    from tts_tui import session, verifier_train
+    from tts_tui.catalog.fetch import known_sha256
 
     monkeypatch.setattr(verifier_train, "SHIPPED", tmp_path / "shipped")
     monkeypatch.setattr(verifier_train.paths, "data_dir", lambda: tmp_path / "user")
-    model, sha = tmp_path / "m.gguf", "ab" * 32
-    assert verifier_train.find_probe(model, sha) == verifier_train.probe_path(model, sha)  # none: where train writes
-    shipped = tmp_path / "shipped" / f"{sha[:16]}.npz"
-    shipped.parent.mkdir()
-    shipped.write_bytes(b"x")
-    assert verifier_train.find_probe(model, sha) == shipped
-    own = verifier_train.probe_path(model, sha)
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF not really a model")  # no layer count: any layer is taken as tappable
+    sha = known_sha256(model)[1]
+    own, shipped = verifier_train.probe_path(model, sha), tmp_path / "shipped" / f"{sha[:16]}.npz"
+    assert verifier_train.probe_files(model, sha) == [] and session.probe_file_for(model) == own  # where train writes
+    assert session.probe_status(model) == (False, "not trained (tts verifier train)")
+    width = len(STAT_NAMES) + 4
+
+    def write(dest, bias: float) -> None:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        Probe(sha, "m", np.zeros(width), np.ones(width), np.zeros(width), bias, layer=2).save(dest)
+
+    write(shipped, 0.1)
+    assert session.probe_file_for(model) == shipped and session._usable_probe(model)[0].bias == 0.1
     own.parent.mkdir(parents=True)
-    own.write_bytes(b"x")
-    assert verifier_train.find_probe(model, sha) == own
+    own.write_bytes(b"half a download")  # the user's own, unusable: the shipped one stays in use
+    assert verifier_train.probe_files(model, sha) == [own, shipped]
+    assert session.probe_file_for(model) == shipped and session.probe_status(model)[0]
+    write(own, 0.2)
+    assert session.probe_file_for(model) == own and session._usable_probe(model)[0].bias == 0.2
+    shipped.unlink()
+    own.write_bytes(b"half a download")
+    ok, why = session.probe_status(model)
+    assert not ok and why.startswith("unusable") and session.probe_file_for(model) == own  # named in its refusal
 
 
 # -- measuring, file checks, sample sets (review of issue 16) -------------------------------
@@ -454,14 +469,14 @@ def test_an_empty_selection_is_refused_before_the_model_loads(tmp_path):
 
 
 def test_the_layer_option_takes_a_number_final_or_auto_and_refuses_the_rest():
-    from tts_tui.cli.verifier_cmd import _layer_option
+    from tts_tui.cli.verifier_cmd import layer_option
     from tts_tui.errors import TTSError
     from tts_tui.session import resolve_layer
 
-    assert _layer_option("17") == 17 and _layer_option("final") is None and _layer_option("auto") == "auto"
+    assert layer_option("17") == 17 and layer_option("final") is None and layer_option("auto") == "auto"
     for bad in ("bogus", "-1", "1.5"):
         with pytest.raises(TTSError, match="--layer"):
-            _layer_option(bad)
+            layer_option(bad)
     # auto: 60% of the depth (17 of the default model's 28 layers), never past the last
     assert resolve_layer("auto", None, 28) == 17 and resolve_layer("auto", None, 3) == 1
     assert resolve_layer("auto", None, 2) is None  # a model of two layers has no middle one
@@ -475,3 +490,32 @@ def test_the_engine_opens_at_its_probes_layer_unless_the_model_cannot_tap_it(mon
     for probe_layer, want in ((17, 17), (27, None), (40, None), (None, None)):
         monkeypatch.setattr(session, "probe_layer_for", lambda _path, v=probe_layer: v)
         assert session.resolve_layer("probe", tmp_path / "m.gguf", 28) == want
+
+
+def test_the_shipped_probe_is_the_default_models_and_reads_a_layer_it_can_tap():
+    from tts_tui.catalog import load_catalog
+    from tts_tui.verifier_train import SHIPPED
+
+    entry = next(e for e in load_catalog().entries if e.default)
+    probe = Probe.load(SHIPPED / f"{entry.sha256[:16]}.npz", entry.sha256)
+    assert probe.layer == 17 and probe.n_stats == len(STAT_NAMES)
+    assert probe.weights.shape == (len(STAT_NAMES) + 1536,)  # Qwen2.5-1.5B's width
+    # 160 problems x 8 samples (1,280 labelled; info counts the 1,148 answered, whose final state a vote scores)
+    assert probe.info["problems"] >= 150 and probe.info["samples"] >= 1100 and probe.info["states"] >= 5000
+    assert not set(probe.info["trained_on"]) & report_ids()
+    with pytest.raises(InputError):
+        Probe.load(SHIPPED / f"{entry.sha256[:16]}.npz", "0" * 64)  # another model's checksum
+
+
+def report_ids() -> set[str]:
+    """The report slices' problem ids (never trained on), as `scripts/report_slices.py` lists them."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "report_slices.py"
+    if not (script.parents[2] / "shared" / "data" / "gsm8k_dev.jsonl").is_file():
+        pytest.skip("no ../shared/data beside the checkout")
+    ids = set(subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True).stdout.split())
+    assert len(ids) == 90
+    return ids

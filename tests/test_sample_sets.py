@@ -123,9 +123,11 @@ def test_eval_save_states_writes_the_samples_its_vote_rows_count(tmp_path, tiny_
     assert proc.returncode == 2 and "other settings" in proc.stderr
     other = tmp_path / "bracket-states"
     proc = tts("eval", "--data", str(data), "--strategy", "bracket", "--n", "2", "--model", "tiny",
-               "--budget-per-sample", "48", "--out", str(tmp_path / "b"), "--save-states", str(other))
+               "--budget-per-sample", "48", "--out", str(tmp_path / "b"), "--save-states", str(other), "--layer", "2")
     assert proc.returncode == 0, proc.stderr
     assert len((other / "samples.jsonl").read_text().splitlines()) == 2
+    assert json.loads((other / "settings.json").read_text())["layer"] == 2  # --layer: the states' layer
+    assert json.loads((states / "settings.json").read_text())["layer"] is None  # no probe: the final-norm state
     proc = tts("eval", "--data", str(data), "--strategy", "beam", "--n", "2", "--m", "2", "--model", "tiny",
                "--save-states", str(tmp_path / "x"))
     assert proc.returncode == 2 and "keeps vote samples" in proc.stderr

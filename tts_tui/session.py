@@ -30,31 +30,45 @@ TRAINING_FREE = {"confidence": ConfidenceScorer, "deepconf": DeepConfScorer,
 
 
 def probe_file_for(model_path: Path) -> Path:
-    from tts_tui.catalog.fetch import known_sha256
-    from tts_tui.verifier_train import find_probe
-
-    return find_probe(model_path, known_sha256(model_path)[1])
+    """The probe file the model's verifier reads: the first usable of `probe_files`, else
+    the first there (named in its refusal), else where `tts verifier train` writes."""
+    return _usable_probe(model_path)[1]
 
 
 def _usable_probe(model_path: Path):
-    """(the model's probe or None, its file, why there is none)."""
+    """(the model's probe or None, its file, why there is none). The user's own probe comes
+    first; one it cannot use (another format, a layer the model cannot tap) leaves the
+    shipped one in use rather than no probe."""
     from tts_tui.catalog.fetch import known_sha256
-    from tts_tui.verifier_train import find_probe
+    from tts_tui.verifier_train import probe_files, probe_path
     from tts_tui.verify.probe import Probe
 
     sha = known_sha256(model_path)[1]  # once: it names the file and checks it
-    path = find_probe(model_path, sha)
-    if not path.is_file():
-        return None, path, "not trained (tts verifier train)"
-    try:
-        probe = Probe.load(path, sha)
-    except InputError as exc:
-        return None, path, f"unusable: {exc}"
+    refused: list[tuple[Path, str]] = []
+    for path in probe_files(model_path, sha):
+        try:
+            probe = Probe.load(path, sha)
+        except InputError as exc:
+            refused.append((path, f"unusable: {exc}"))
+            continue
+        why = _untappable(probe.layer, model_path)
+        if why is None:
+            return probe, path, None
+        refused.append((path, why))
+    if refused:
+        return None, *refused[0]
+    return None, probe_path(model_path, sha), "not trained (tts verifier train)"
+
+
+def _untappable(layer: int | None, model_path: Path) -> str | None:
+    """Why the engine cannot read `layer` of the model (None: it can). The engine would load
+    at the final-norm state instead (`resolve_layer`) and the probe be refused."""
+    if layer is None:
+        return None
     n_layer = block_count(model_path)
-    if probe.layer is not None and n_layer is not None and not probe.layer < n_layer - 1:
-        # the engine reads the final-norm state instead (`resolve_layer`): the probe would be refused
-        return None, path, f"unusable: it reads {layer_name(probe.layer)}, which a {n_layer}-layer model cannot tap"
-    return probe, path, None
+    if n_layer is not None and not layer < n_layer - 1:
+        return f"unusable: it reads {layer_name(layer)}, which a {n_layer}-layer model cannot tap"
+    return None
 
 
 def probe_status(model_path: Path) -> tuple[bool, str]:
@@ -66,9 +80,16 @@ def probe_status(model_path: Path) -> tuple[bool, str]:
     return True, f"trained, reads {layer_name(probe.layer)} ({path})"
 
 
-def default_verifier_for(model_path: Path) -> str:
-    """The probe where a usable one is trained for the model, else confidence."""
-    return "probe" if probe_status(model_path)[0] else "confidence"
+def default_verifier_for(model_path: Path, layer: int | str | None = "probe") -> str:
+    """The probe where a usable one is trained for the model and an engine opened with
+    `layer` (an `EngineOptions.hidden_layer`) reads its layer, else confidence."""
+    probe = _usable_probe(model_path)[0]
+    if probe is None:
+        return "confidence"
+    if layer == "probe":
+        return "probe"
+    n_layer = block_count(model_path)
+    return "probe" if n_layer is not None and resolve_layer(layer, model_path, n_layer) == probe.layer else "confidence"
 
 
 def probe_layer_for(model_path: Path) -> int | None:
@@ -153,28 +174,30 @@ class Solver:
 
     def default_verifier(self) -> str:
         """The probe where one is trained for this model and the engine reads its layer, else
-        confidence."""
-        verifier = default_verifier_for(self.model_path)
-        if verifier == "probe" and probe_layer_for(self.model_path) != self.engine.hidden_layer:
-            return "confidence"  # retrained at another layer since this model was loaded
-        return verifier
+        confidence (a probe retrained at another layer since the model was loaded)."""
+        try:
+            probe = _usable_probe(self.model_path)[0]
+        except OSError:
+            return "confidence"
+        return "probe" if probe is not None and probe.layer == self.engine.hidden_layer else "confidence"
 
     def _probe_scorer(self):
-        from tts_tui.catalog.fetch import known_sha256
-        from tts_tui.verify.probe import Probe, ProbeScorer
+        from tts_tui.verify.probe import ProbeScorer
 
         # read once per loaded model: an eval keys its rows by the probe's digest at its
         # start, so a probe retrained meanwhile is read by the next `tts` command (or TUI)
         if getattr(self, "_probe", None) is None:
-            path = self.probe_file()
-            if not path.is_file():
+            probe, path, why = _usable_probe(self.model_path)
+            if probe is None and not path.is_file():
                 raise InputError(f"no probe verifier is trained for {self.model_path.name}: "
                                  f"tts verifier train --model {self.model_path} --data FILE.jsonl")
-            probe = Probe.load(path, known_sha256(self.model_path)[1])
+            if probe is None:
+                raise InputError(f"the probe verifier {path} is {why}")
             if probe.layer != self.engine.hidden_layer:
                 # states of another layer would be scored as if they were its own
-                raise InputError(f"the probe reads {layer_name(probe.layer)}; this model was loaded capturing "
-                                 f"{layer_name(self.engine.hidden_layer)} (the probe changed since): start again")
+                raise InputError(f"the probe reads {layer_name(probe.layer)}; this engine captures "
+                                 f"{layer_name(self.engine.hidden_layer)} (--layer, or the probe changed since it "
+                                 "loaded): give the probe's layer, or start again")
             self._probe = ProbeScorer(probe)
         return self._probe
 

@@ -45,12 +45,11 @@ def default_samples(probe_file: Path, layer: int | None) -> Path:
     return stem if layer is None else stem.with_name(f"{stem.name}-L{layer}")
 
 
-def find_probe(model_path: Path, model_sha256: str) -> Path:
-    """The probe to use for a model: the user's own (trained here) first, else the one the
-    package ships for that checksum; `probe_path` where there is none."""
+def probe_files(model_path: Path, model_sha256: str) -> list[Path]:
+    """The model's probe files that are there, in the order they are tried: the user's own
+    (trained here) first, then the one the package ships for that checksum."""
     own = probe_path(model_path, model_sha256)
-    shipped = SHIPPED / f"{model_sha256[:16]}.npz"
-    return own if own.is_file() or not shipped.is_file() else shipped
+    return [p for p in (own, SHIPPED / f"{model_sha256[:16]}.npz") if p.is_file()]
 
 
 @dataclass

@@ -48,53 +48,69 @@ def _check_tensors(path: Path) -> None:
 
 _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
 _STRING, _ARRAY = 8, 9
+_MAX_DEPTH = 8  # arrays of arrays: real files nest none
+
+
+class _BadHeader(Exception):
+    pass
 
 
 def block_count(path: Path) -> int | None:
     """The model's layer count from its GGUF metadata, or None where the file does not say.
     Reads the key-value header only, up to the key (the `gguf` reader parses every tensor
-    record and token first: seconds, not milliseconds)."""
+    record and token first: seconds, not milliseconds). Every length is checked against
+    what is left of the file, so a garbage header ends in None, never a huge read."""
     try:
         with open(path, "rb") as fh:
-            if fh.read(4) != GGUF_MAGIC:
+            reader = _Header(fh, path.stat().st_size)
+            if fh.read(4) != GGUF_MAGIC or reader.unpack("<I") not in (2, 3):
                 return None
-            _, _, n_kv = struct.unpack("<IQQ", fh.read(20))
-            if n_kv > 1 << 20:
-                return None  # not a real header: never walk a garbage count
+            reader.unpack("<Q")  # tensor count
             arch = None
-            for _ in range(n_kv):
-                key = _read_str(fh)
-                kind = struct.unpack("<I", fh.read(4))[0]
+            for _ in range(reader.count(reader.unpack("<Q"), 1)):
+                key = reader.string()
+                kind = reader.unpack("<I")
                 if key == "general.architecture" and kind == _STRING:
-                    arch = _read_str(fh)
-                elif arch is not None and key == f"{arch}.block_count" and kind in _SCALARS:
-                    return int(_read_scalar(fh, kind))
+                    arch = reader.string()
+                elif arch is not None and key == f"{arch}.block_count" and kind in _SCALARS and kind not in (6, 12):
+                    return int(reader.unpack(_SCALARS[kind]))
                 else:
-                    _skip_value(fh, kind)
-    except (OSError, struct.error, KeyError, UnicodeDecodeError):
+                    reader.skip(kind)
+    except (OSError, struct.error, UnicodeDecodeError, _BadHeader):
         pass  # a cut or foreign file: the loader gives the one-line error later
     return None
 
 
-def _read_str(fh) -> str:
-    (n,) = struct.unpack("<Q", fh.read(8))
-    return fh.read(n).decode()
+class _Header:
+    def __init__(self, fh, size: int) -> None:
+        self.fh, self.size = fh, size
 
+    def left(self) -> int:
+        return self.size - self.fh.tell()
 
-def _read_scalar(fh, kind: int):
-    fmt = _SCALARS[kind]
-    return struct.unpack(fmt, fh.read(struct.calcsize(fmt)))[0]
+    def count(self, n: int, item_bytes: int) -> int:
+        """`n` items of at least `item_bytes` each, if the rest of the file can hold them."""
+        if n * item_bytes > self.left():
+            raise _BadHeader
+        return n
 
+    def unpack(self, fmt: str):
+        return struct.unpack(fmt, self.fh.read(struct.calcsize(fmt)))[0]
 
-def _skip_value(fh, kind: int) -> None:
-    if kind == _STRING:
-        fh.seek(struct.unpack("<Q", fh.read(8))[0], 1)
-    elif kind == _ARRAY:
-        item, n = struct.unpack("<IQ", fh.read(12))
-        if item in _SCALARS:
-            fh.seek(n * struct.calcsize(_SCALARS[item]), 1)
+    def string(self) -> str:
+        return self.fh.read(self.count(self.unpack("<Q"), 1)).decode()
+
+    def skip(self, kind: int, depth: int = 0) -> None:
+        if kind in _SCALARS:
+            self.fh.seek(struct.calcsize(_SCALARS[kind]), 1)
+        elif kind == _STRING:
+            self.fh.seek(self.count(self.unpack("<Q"), 1), 1)
+        elif kind == _ARRAY and depth < _MAX_DEPTH:
+            item, n = self.unpack("<I"), self.unpack("<Q")
+            if item in _SCALARS:
+                self.fh.seek(self.count(n, struct.calcsize(_SCALARS[item])), 1)
+            else:
+                for _ in range(self.count(n, 8)):  # a string or an array takes 8 bytes at least
+                    self.skip(item, depth + 1)
         else:
-            for _ in range(n):
-                _skip_value(fh, item)
-    else:
-        fh.seek(struct.calcsize(_SCALARS[kind]), 1)
+            raise _BadHeader

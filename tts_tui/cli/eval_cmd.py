@@ -46,6 +46,9 @@ def eval_command(
                                                   help="openai: the variable holding the PRM server's key."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output dir (default eval-out/<data>-<model>)."),
     threads: Optional[int] = typer.Option(None, "--threads"),
+    layer: str = typer.Option("probe", "--layer",
+                              help="The layer a captured state comes from (for --verifier probe and --save-states): "
+                                   "'probe' (the one the model's probe reads), a number, 'final' or 'auto'."),
     refit_auto: bool = typer.Option(False, "--refit-auto",
                                     help="Refit auto's table per difficulty bin from this log (user config)."),
     allow_settings_change: bool = typer.Option(
@@ -82,6 +85,7 @@ def eval_command(
     from tts_tui.search.strategies import validate
     from tts_tui.session import VERIFIERS, EngineOptions, Solver, default_verifier_for
     from tts_tui.cli.progress import download_progress
+    from tts_tui.cli.verifier_cmd import layer_option
 
     strategies = [s.strip() for s in strategy.split(",") if s.strip()]
     if any("+" in s for s in strategies):
@@ -117,17 +121,19 @@ def eval_command(
         raise TTSError(f"unknown backend {backend!r} (llamacpp or openai)")
     if concurrency > 1:
         raise TTSError("--concurrency is for --backend openai: one local context runs one problem at a time")
-    options = EngineOptions(n_threads=threads)
+    options = EngineOptions(n_threads=threads, hidden_layer=layer_option(layer, allow_probe=True))
     with download_progress() as on_progress:
         model_path = resolve_model(model, on_progress=on_progress)
         prm_path = resolve_model(prm, role="verifier", on_progress=on_progress) if verifier == "prm" else None
-    verifier = verifier or default_verifier_for(model_path)
+    verifier = verifier or default_verifier_for(model_path, options.hidden_layer)
     out = out or Path("eval-out") / f"{data.stem}-{model_path.stem}"
     settings = eval_settings(data, model_path, prm_path, verifier, base, budget_per_sample, options)
     code = code_version()
     digest = open_settings(out, settings, strategies, allow_change=allow_settings_change, code=code)
     with download_progress() as on_progress:
         solver = Solver(model, prm=prm, options=options, on_progress=on_progress)
+    if verifier == "probe":
+        solver.scorer("probe")  # a probe of another layer than --layer: one error now, not one failed row per problem
 
     solve = _state_saving(solver, verifier, problems, save_states, budget_per_sample, base) if save_states else (
         lambda problem, strat, params: solver.solve(problem, strat, params, verifier))

@@ -62,16 +62,18 @@ def _limits(limit: Optional[str], files: int) -> tuple[Optional[int], list[Optio
     return None, parts
 
 
-def _layer_option(value: str) -> int | str | None:
-    """--layer: a layer number, 'final' or 'auto' (checked against the model once it loads)."""
+def layer_option(value: str, allow_probe: bool = False) -> int | str | None:
+    """--layer: a layer number, 'final' or 'auto' (and 'probe' where `allow_probe`: the one
+    the model's probe reads), checked against the model once it loads."""
     if value == "final":
         return None
-    if value == "auto":
+    if value == "auto" or (allow_probe and value == "probe"):
         return value
     try:
         layer = int(value)
     except ValueError:
-        raise TTSError(f"--layer must be a layer number, 'final' or 'auto', not {value!r}") from None
+        names = "'final', 'auto' or 'probe'" if allow_probe else "'final' or 'auto'"
+        raise TTSError(f"--layer must be a layer number, {names}, not {value!r}") from None
     if layer < 0:
         raise TTSError(f"--layer must be 0 or more, got {layer}")
     return layer
@@ -112,7 +114,7 @@ def train_command(
 
     if n < 2:
         raise TTSError(f"--n must be at least 2 (right and wrong samples of a problem), got {n}")
-    hidden_layer = _layer_option(layer)
+    hidden_layer = layer_option(layer)
     skip_ids = _exclusions(exclude)
     problems = _problems(data, limit, skip, levels, skip_ids)
     check_ids(problems)  # before the model loads
@@ -221,7 +223,8 @@ def eval_command(
 
     from tts_tui.catalog import resolve_model
     from tts_tui.catalog.fetch import known_sha256
-    from tts_tui.verifier_train import check_model, find_probe, load, sample_layer
+    from tts_tui.session import probe_file_for
+    from tts_tui.verifier_train import check_model, load, sample_layer
     from tts_tui.verify.probe import Probe, layer_name, metrics
 
     path = resolve_model(model)
@@ -229,7 +232,7 @@ def eval_command(
     check_model(samples_dir, sha)
     trained: set[str] = set()
     left_out = False
-    probe_file = probe_file_opt or find_probe(path, sha)
+    probe_file = probe_file_opt or probe_file_for(path)
     if probe_file_opt is not None and not probe_file_opt.is_file():
         raise TTSError(f"no probe file at {probe_file_opt}")
     probe = Probe.load(probe_file, sha) if probe_file.is_file() else None

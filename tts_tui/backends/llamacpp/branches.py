@@ -494,14 +494,17 @@ class BranchEngine:
         base = self._best_cached(handle.tokens)
         seq = self._alloc_from(base)
         start = len(base.tokens) - 1 if base is not None else 0
-        handle.seq = seq
-        self._cached[seq] = handle
         todo = list(handle.tokens[start:-1])
-        self._busy.add(seq)  # a full cache must not evict the handle being decoded
         try:
+            handle.seq = seq
+            self._cached[seq] = handle
+            self._busy.add(seq)  # a full cache must not evict the handle being decoded
             self._decode_plain(seq, start, todo)
         except BaseException:  # a full cache or a Ctrl-C between chunks: never keep half a prefix
-            self._drop_kv(handle)
+            if handle.seq == seq:
+                self._drop_kv(handle)
+            else:
+                self._free_seq(seq)  # interrupted before the handle took it
             raise
         finally:
             self._busy.discard(seq)
