@@ -11,7 +11,8 @@ step() {  # [B=tokens-per-sample] [LIMIT=problems] step NUMBER OUT ARGS...
   local k=$1 out=$2 budget=${B:-512}; shift 2
   if (( k < ${FIRST:-1} || k > ${LAST:-99} )); then return; fi
   # A step that names no verifier ran with confidence and final-norm states (before a probe
-  # shipped, which would now be the default): pinned, so it reproduces its figures.
+  # shipped, which would now be the default): pinned, so it reproduces its figures. (CoT,
+  # step 28, ran with the probe as default; CoT scores nothing, so its rows resume.)
   [[ " $* " == *" --verifier "* ]] || set -- "$@" --verifier confidence --layer final
   echo "== step $k: tts eval $* --budget-per-sample $budget --out eval-out/$out" >&2
   tts eval "$@" --limit "${LIMIT:-20}" --budget-per-sample "$budget" --out "eval-out/$out" || echo "step $k failed" >&2
@@ -95,8 +96,11 @@ if (( FIRST <= 26 && 26 <= LAST )) && [[ ! -s eval-out/probe-fit.txt ]]; then
   cat eval-out/probe-fit.txt 2>/dev/null
 fi
 if (( FIRST <= 27 && 27 <= LAST )); then
+  # these sets hold final-norm states: once step 32 has put the layer-17 probe in the user
+  # dir, the final-norm one it kept aside scores them
+  PF=(); [[ -f eval-out/probe-final-norm.npz ]] && PF=(--probe eval-out/probe-final-norm.npz)
   for s in gsm8k60 math30; do
-    tts verifier eval --samples eval-out/report-$s-states --votes 8 > eval-out/verifiers-$s.txt.new \
+    tts verifier eval --samples eval-out/report-$s-states --votes 8 "${PF[@]}" > eval-out/verifiers-$s.txt.new \
       && mv eval-out/verifiers-$s.txt.new eval-out/verifiers-$s.txt && cat eval-out/verifiers-$s.txt \
       || echo "step 27 failed ($s)" >&2
   done

@@ -150,7 +150,10 @@ def test_block_count_ends_in_none_on_a_garbage_header(tmp_path):
     assert block_count(header(arch, s("llama.block_count") + struct.pack("<If", 6, 12.0))) is None  # a float
     huge = struct.pack("<Q", 1 << 62)  # a string "longer" than the file: no huge read
     assert block_count(header(huge + b"key")) is None
-    assert block_count(header(arch, s("x") + struct.pack("<IIQ", 9, 8, 1 << 60))) is None  # an array too long
+    assert block_count(header(arch, s("x") + struct.pack("<IIQ", 9, 4, 1 << 62))) is None  # an array too long to seek
+    assert block_count(header(arch, s("x") + struct.pack("<IIQ", 9, 8, 1 << 60))) is None  # more strings than bytes
+    assert block_count(header(arch, s("llama.block_count") + struct.pack("<Ii", 5, -1))) is None  # no layers
+    assert block_count(header(s("k" * (1 << 17)) + struct.pack("<II", 4, 1), arch)) is None  # a key past the spec's
     nested = struct.pack("<IQ", 9, 1) * 5000  # an array of arrays of ..., 5000 deep: no RecursionError
     assert block_count(header(arch, s("x") + struct.pack("<I", 9) + nested)) is None
 

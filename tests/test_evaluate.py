@@ -323,6 +323,18 @@ def test_allow_settings_change_reruns_the_rows_made_with_other_settings(tmp_path
     assert again == [("cot", 1)] * 3
 
 
+def test_the_verifier_is_compared_only_when_a_strategy_that_scores_runs(tmp_path):
+    import pytest
+
+    from tts_tui.evaluate import SettingsMismatch, open_settings
+
+    first = open_settings(tmp_path, {**SETTINGS, "verifier": "probe", "probe_sha256": "p1"}, ["cot"])
+    # CoT and keep-thinking score nothing: another verifier (or probe file) is no change for them
+    assert open_settings(tmp_path, SETTINGS, ["cot", "keep-thinking"]) == first
+    with pytest.raises(SettingsMismatch, match="verifier: probe -> confidence"):
+        open_settings(tmp_path, SETTINGS, ["cot", "weighted"])
+
+
 def test_m_is_compared_only_when_a_strategy_that_uses_it_runs(tmp_path):
     import pytest
 

@@ -303,17 +303,23 @@ def test_a_shipped_probe_is_found_the_users_own_comes_first_and_an_unusable_own_
 
     monkeypatch.setattr(verifier_train, "SHIPPED", tmp_path / "shipped")
     monkeypatch.setattr(verifier_train.paths, "data_dir", lambda: tmp_path / "user")
-    model = tmp_path / "m.gguf"
-    model.write_bytes(b"GGUF not really a model")  # no layer count: any layer is taken as tappable
+    import struct
+
+    def text(t: str) -> bytes:
+        return struct.pack("<Q", len(t)) + t.encode()
+
+    model = tmp_path / "m.gguf"  # a header saying 4 layers: 0-2 can be tapped, 3 is the last
+    model.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 0, 2) + text("general.architecture") + struct.pack("<I", 8)
+                      + text("llama") + text("llama.block_count") + struct.pack("<II", 4, 4) + bytes(64))
     sha = known_sha256(model)[1]
     own, shipped = verifier_train.probe_path(model, sha), tmp_path / "shipped" / f"{sha[:16]}.npz"
     assert verifier_train.probe_files(model, sha) == [] and session.probe_file_for(model) == own  # where train writes
     assert session.probe_status(model) == (False, "not trained (tts verifier train)")
     width = len(STAT_NAMES) + 4
 
-    def write(dest, bias: float) -> None:
+    def write(dest, bias: float, layer: int | None = 2) -> None:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        Probe(sha, "m", np.zeros(width), np.ones(width), np.zeros(width), bias, layer=2).save(dest)
+        Probe(sha, "m", np.zeros(width), np.ones(width), np.zeros(width), bias, layer=layer).save(dest)
 
     write(shipped, 0.1)
     assert session.probe_file_for(model) == shipped and session._usable_probe(model)[0].bias == 0.1
@@ -323,6 +329,15 @@ def test_a_shipped_probe_is_found_the_users_own_comes_first_and_an_unusable_own_
     assert session.probe_file_for(model) == shipped and session.probe_status(model)[0]
     write(own, 0.2)
     assert session.probe_file_for(model) == own and session._usable_probe(model)[0].bias == 0.2
+    # the default verifier of an engine opened at a layer: the probe only where it reads that layer
+    assert session.default_verifier_for(model, 2) == "probe" == session.default_verifier_for(model, "probe")
+    assert session.default_verifier_for(model, None) == "confidence" == session.default_verifier_for(model, 1)
+    write(own, 0.3, layer=3)  # the model's last layer: it cannot be tapped, so the shipped one is used
+    assert session.probe_file_for(model) == shipped and session.probe_layer_for(model) == 2
+    assert session.probe_status(model)[1].startswith("trained, reads layer 2")
+    with pytest.raises(InputError, match="the probe reads layer 2; this engine captures the final-norm state"):
+        session.require_probe(model, None, 4)
+    write(own, 0.2)
     shipped.unlink()
     own.write_bytes(b"half a download")
     ok, why = session.probe_status(model)

@@ -139,13 +139,15 @@ SETTINGS_FILE = "settings.json"
 
 def compared_only_for() -> dict[str, set[str]]:
     """Settings that change only some strategies' rows, and which: refitting auto's table
-    must not lock every older directory, and CoT runs with M=1 and one sequence whatever
-    --m and the engine's sequence count say (`job_params`)."""
+    must not lock every older directory, CoT runs with M=1 and one sequence whatever
+    --m and the engine's sequence count say (`job_params`), and CoT and keep-thinking
+    score nothing, so no verifier (or its file) changes their rows."""
     from tts_tui.search.strategies import STRATEGIES, USES_M
 
     live = {f"{s}{ADAPTIVE_SUFFIX}" for s in ("auto", "bracket")}
-    return {"auto_table": {"auto"}, "m": set(USES_M), "n_seq_max": set(STRATEGIES) - SINGLE,
-            "adaptive": REPLAYED | live}
+    scored = set(STRATEGIES) - SINGLE
+    return {"auto_table": {"auto"}, "m": set(USES_M), "n_seq_max": scored, "adaptive": REPLAYED | live,
+            **{key: scored for key in ("verifier", "probe_sha256", "prm", "prm_sha256")}}
 
 
 def matters(key: str, strategies: Iterable[str]) -> bool:

@@ -71,6 +71,27 @@ def _untappable(layer: int | None, model_path: Path) -> str | None:
     return None
 
 
+def require_probe(model_path: Path, layer: int | str | None, n_layer: int | None = None):
+    """The model's usable probe, for an engine reading `layer` (an `EngineOptions.hidden_layer`,
+    resolved against `n_layer` where that is given; None: the final-norm state), or an
+    InputError saying why there is none to score with."""
+    probe, path, why = _usable_probe(model_path)
+    if probe is None and not path.is_file():
+        raise InputError(f"no probe verifier is trained for {model_path.name}: "
+                         f"tts verifier train --model {model_path} --data FILE.jsonl")
+    if probe is None:
+        raise InputError(f"the probe verifier is {why}" + ("" if str(path) in why else f" ({path})"))
+    if isinstance(layer, str):
+        if n_layer is None:
+            return probe  # the layer is known once the model loads: the engine checks it then
+        layer = resolve_layer(layer, model_path, n_layer)
+    if probe.layer != layer:
+        # states of another layer would be scored as if they were its own
+        raise InputError(f"the probe reads {layer_name(probe.layer)}; this engine captures {layer_name(layer)} "
+                         "(--layer, or the probe changed since it loaded): give the probe's layer, or start again")
+    return probe
+
+
 def probe_status(model_path: Path) -> tuple[bool, str]:
     """(whether a probe for the model loads, what to say about it): a file that is there
     but unreadable, of an old format or another model's is not a usable probe."""
@@ -187,17 +208,7 @@ class Solver:
         # read once per loaded model: an eval keys its rows by the probe's digest at its
         # start, so a probe retrained meanwhile is read by the next `tts` command (or TUI)
         if getattr(self, "_probe", None) is None:
-            probe, path, why = _usable_probe(self.model_path)
-            if probe is None and not path.is_file():
-                raise InputError(f"no probe verifier is trained for {self.model_path.name}: "
-                                 f"tts verifier train --model {self.model_path} --data FILE.jsonl")
-            if probe is None:
-                raise InputError(f"the probe verifier {path} is {why}")
-            if probe.layer != self.engine.hidden_layer:
-                # states of another layer would be scored as if they were its own
-                raise InputError(f"the probe reads {layer_name(probe.layer)}; this engine captures "
-                                 f"{layer_name(self.engine.hidden_layer)} (--layer, or the probe changed since it "
-                                 "loaded): give the probe's layer, or start again")
+            probe = require_probe(self.model_path, self.engine.hidden_layer)
             self._probe = ProbeScorer(probe)
         return self._probe
 

@@ -166,8 +166,8 @@ def _check_settings(out_dir: Path, settings: dict[str, Any]) -> None:
         old = json.loads(path.read_text(encoding="utf-8"))
         diff = [f"{k}: {old.get(k)} -> {v}" for k, v in settings.items() if old.get(k) != v]
         if diff:
-            hint = (" (a set's states come from one layer: tts verifier train --layer picks it; tts eval reads "
-                    "the layer of the model's probe)") if any(d.startswith("layer:") for d in diff) else ""
+            hint = (" (a set's states come from one layer: --layer picks it, in tts verifier train and "
+                    "tts eval)") if any(d.startswith("layer:") for d in diff) else ""
             raise InputError(f"{out_dir} holds samples made with other settings ({'; '.join(diff)}): "
                              f"use another --samples{hint}")
         return

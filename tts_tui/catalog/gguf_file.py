@@ -49,6 +49,10 @@ def _check_tensors(path: Path) -> None:
 _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
 _STRING, _ARRAY = 8, 9
 _MAX_DEPTH = 8  # arrays of arrays: real files nest none
+_MAX_KEY = 1 << 16  # the spec's longest key (and more than any architecture name)
+_MAX_WALK = 256 << 20  # the header a real model has before its block count is far shorter
+_MAX_ITEMS = 1 << 22  # strings in one array: a vocabulary has a few hundred thousand
+_INTEGERS = {0, 1, 2, 3, 4, 5, 10, 11}
 
 
 class _BadHeader(Exception):
@@ -62,7 +66,7 @@ def block_count(path: Path) -> int | None:
     what is left of the file, so a garbage header ends in None, never a huge read."""
     try:
         with open(path, "rb") as fh:
-            reader = _Header(fh, path.stat().st_size)
+            reader = _Header(fh, min(path.stat().st_size, _MAX_WALK))  # lengths past it: not a header
             if fh.read(4) != GGUF_MAGIC or reader.unpack("<I") not in (2, 3):
                 return None
             reader.unpack("<Q")  # tensor count
@@ -72,8 +76,9 @@ def block_count(path: Path) -> int | None:
                 kind = reader.unpack("<I")
                 if key == "general.architecture" and kind == _STRING:
                     arch = reader.string()
-                elif arch is not None and key == f"{arch}.block_count" and kind in _SCALARS and kind not in (6, 12):
-                    return int(reader.unpack(_SCALARS[kind]))
+                elif arch is not None and key == f"{arch}.block_count" and kind in _INTEGERS:
+                    n = int(reader.unpack(_SCALARS[kind]))
+                    return n if n > 0 else None
                 else:
                     reader.skip(kind)
     except (OSError, struct.error, UnicodeDecodeError, _BadHeader):
@@ -98,7 +103,10 @@ class _Header:
         return struct.unpack(fmt, self.fh.read(struct.calcsize(fmt)))[0]
 
     def string(self) -> str:
-        return self.fh.read(self.count(self.unpack("<Q"), 1)).decode()
+        n = self.count(self.unpack("<Q"), 1)
+        if n > _MAX_KEY:
+            raise _BadHeader
+        return self.fh.read(n).decode()
 
     def skip(self, kind: int, depth: int = 0) -> None:
         if kind in _SCALARS:
@@ -110,6 +118,8 @@ class _Header:
             if item in _SCALARS:
                 self.fh.seek(self.count(n, struct.calcsize(_SCALARS[item])), 1)
             else:
+                if n > _MAX_ITEMS:
+                    raise _BadHeader
                 for _ in range(self.count(n, 8)):  # a string or an array takes 8 bytes at least
                     self.skip(item, depth + 1)
         else:

@@ -83,7 +83,8 @@ def eval_command(
                                   run_eval)
     from tts_tui.search.protocol import SearchParams
     from tts_tui.search.strategies import validate
-    from tts_tui.session import VERIFIERS, EngineOptions, Solver, default_verifier_for
+    from tts_tui.catalog.gguf_file import block_count
+    from tts_tui.session import VERIFIERS, EngineOptions, Solver, default_verifier_for, require_probe
     from tts_tui.cli.progress import download_progress
     from tts_tui.cli.verifier_cmd import layer_option
 
@@ -126,14 +127,14 @@ def eval_command(
         model_path = resolve_model(model, on_progress=on_progress)
         prm_path = resolve_model(prm, role="verifier", on_progress=on_progress) if verifier == "prm" else None
     verifier = verifier or default_verifier_for(model_path, options.hidden_layer)
+    if verifier == "probe":  # before settings are written or the model loads: one error, not a failed row each
+        require_probe(model_path, options.hidden_layer, block_count(model_path))
     out = out or Path("eval-out") / f"{data.stem}-{model_path.stem}"
     settings = eval_settings(data, model_path, prm_path, verifier, base, budget_per_sample, options)
     code = code_version()
     digest = open_settings(out, settings, strategies, allow_change=allow_settings_change, code=code)
     with download_progress() as on_progress:
         solver = Solver(model, prm=prm, options=options, on_progress=on_progress)
-    if verifier == "probe":
-        solver.scorer("probe")  # a probe of another layer than --layer: one error now, not one failed row per problem
 
     solve = _state_saving(solver, verifier, problems, save_states, budget_per_sample, base) if save_states else (
         lambda problem, strat, params: solver.solve(problem, strat, params, verifier))

@@ -492,9 +492,9 @@ class BranchEngine:
         if handle.seq is not None:
             return 0
         base = self._best_cached(handle.tokens)
-        seq = self._alloc_from(base)
         start = len(base.tokens) - 1 if base is not None else 0
         todo = list(handle.tokens[start:-1])
+        seq = self._alloc_from(base)
         try:
             handle.seq = seq
             self._cached[seq] = handle
