@@ -211,6 +211,13 @@ def test_eval_with_an_m_that_does_not_divide_n_is_bad_input(tmp_path):
     proc = tts("eval", "--data", str(data), "--strategy", "cot", "--n", "1", "--model", "tiny", "--layer", "middle",
                "--out", str(tmp_path / "out"))
     assert_one_line_error(proc, match="--layer must be a layer number, 'final', 'auto' or 'probe', not 'middle'")
+    proc = tts("eval", "--data", str(data), "--strategy", "cot", "--n", "1", "--model", "tiny", "--layer", "29",
+               "--out", str(tmp_path / "out"))
+    assert_one_line_error(proc, match="has layers 0-28 to read before its last")
+    assert not (tmp_path / "out").exists()  # refused before any settings were written
+    proc = tts("eval", "--data", str(data), "--strategy", "cot", "--n", "1", "--backend", "openai", "--layer", "3",
+               "--base-url", "http://127.0.0.1:9")
+    assert_one_line_error(proc, match="--layer needs the local backend")
 
 
 @pytest.mark.model

@@ -109,12 +109,15 @@ def eval_command(
     for s in strategies:
         for k in ns:
             validate(base_strategy(s), job_params(base, s, k, budget_per_sample))
+    hidden_layer = layer_option(layer, allow_probe=True)
     problems = load_problems(data, limit, lv, skip)
     if save_states and not any(base_strategy(s) in SAMPLE_CARRIERS for s in strategies):
         raise TTSError("--save-states keeps vote samples: give majority, weighted, best-of-n or bracket")
     if backend == "openai":
         if save_states:
             raise TTSError("--save-states needs the local backend: a server does not return hidden states")
+        if layer != "probe":
+            raise TTSError("--layer needs the local backend: a server does not return hidden states")
         return _eval_remote(data, problems, strategies, ns, base, budget_per_sample, verifier, out, model, base_url,
                             api_key_env, template, concurrency, allow_settings_change, retry_failed, prm, prm_url,
                             prm_api_key_env)
@@ -122,13 +125,18 @@ def eval_command(
         raise TTSError(f"unknown backend {backend!r} (llamacpp or openai)")
     if concurrency > 1:
         raise TTSError("--concurrency is for --backend openai: one local context runs one problem at a time")
-    options = EngineOptions(n_threads=threads, hidden_layer=layer_option(layer, allow_probe=True))
+    options = EngineOptions(n_threads=threads, hidden_layer=hidden_layer)
     with download_progress() as on_progress:
         model_path = resolve_model(model, on_progress=on_progress)
         prm_path = resolve_model(prm, role="verifier", on_progress=on_progress) if verifier == "prm" else None
     verifier = verifier or default_verifier_for(model_path, options.hidden_layer)
-    if verifier == "probe":  # before settings are written or the model loads: one error, not a failed row each
-        require_probe(model_path, options.hidden_layer, block_count(model_path))
+    # before settings are written or the model loads: one error, not a failed row each
+    n_layer = block_count(model_path)
+    if isinstance(hidden_layer, int) and n_layer is not None and not hidden_layer < n_layer - 1:
+        raise TTSError(f"--layer {hidden_layer}: {model_path.name} has layers 0-{n_layer - 2} to read before its "
+                       "last (the last is read as the final-norm state: --layer final)")
+    if verifier == "probe":
+        require_probe(model_path, options.hidden_layer, n_layer)
     out = out or Path("eval-out") / f"{data.stem}-{model_path.stem}"
     settings = eval_settings(data, model_path, prm_path, verifier, base, budget_per_sample, options)
     code = code_version()
