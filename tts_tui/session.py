@@ -13,6 +13,7 @@ from tts_tui.catalog import load_catalog, resolve_model
 from tts_tui.catalog.fetch import Progress
 from tts_tui.catalog.gguf_file import block_count
 from tts_tui.backends.llamacpp import BranchEngine, LlamaModel
+from tts_tui.backends.llamacpp.tap import can_tap
 from tts_tui.errors import InputError, ModelError
 from tts_tui.search import events as ev
 from tts_tui.backends.llamacpp.generator import LlamaGenerator
@@ -66,7 +67,7 @@ def _untappable(layer: int | None, model_path: Path) -> str | None:
     if layer is None:
         return None
     n_layer = block_count(model_path)
-    if n_layer is not None and not layer < n_layer - 1:
+    if n_layer is not None and not can_tap(layer, n_layer):
         return f"unusable: it reads {layer_name(layer)}, which a {n_layer}-layer model cannot tap"
     return None
 
@@ -81,6 +82,8 @@ def require_probe(model_path: Path, layer: int | str | None, n_layer: int | None
                          f"tts verifier train --model {model_path} --data FILE.jsonl")
     if probe is None:
         raise InputError(f"the probe verifier is {why}" + ("" if str(path) in why else f" ({path})"))
+    if layer == "probe":
+        return probe  # an engine opened at the probe's layer reads it (a usable probe's layer can be tapped)
     if isinstance(layer, str):
         if n_layer is None:
             return probe  # the layer is known once the model loads: the engine checks it then
@@ -101,16 +104,16 @@ def probe_status(model_path: Path) -> tuple[bool, str]:
     return True, f"trained, reads {layer_name(probe.layer)} ({path})"
 
 
-def default_verifier_for(model_path: Path, layer: int | str | None = "probe") -> str:
+def default_verifier_for(model_path: Path, layer: int | str | None = "probe", n_layer: int | None = None) -> str:
     """The probe where a usable one is trained for the model and an engine opened with
     `layer` (an `EngineOptions.hidden_layer`) reads its layer, else confidence."""
-    probe = _usable_probe(model_path)[0]
-    if probe is None:
+    if n_layer is None and layer != "probe":
+        n_layer = block_count(model_path)
+    try:
+        require_probe(model_path, layer, n_layer)
+    except (InputError, OSError):
         return "confidence"
-    if layer == "probe":
-        return "probe"
-    n_layer = block_count(model_path)
-    return "probe" if n_layer is not None and resolve_layer(layer, model_path, n_layer) == probe.layer else "confidence"
+    return "probe"
 
 
 def probe_layer_for(model_path: Path) -> int | None:
@@ -140,7 +143,7 @@ def resolve_layer(option: int | str | None, model_path: Path | None, n_layer: in
     below the last layer (whose rows are outputs only)."""
     if option == "probe":
         layer = probe_layer_for(model_path) if model_path is not None else None
-        return layer if layer is not None and layer < n_layer - 1 else None
+        return layer if layer is not None and can_tap(layer, n_layer) else None
     if option == "auto":
         return min(round(0.6 * n_layer), n_layer - 2) if n_layer >= 3 else None
     return option if option is None else int(option)
@@ -189,18 +192,10 @@ class Solver:
             return self._prm_scorer()
         raise InputError(f"unknown verifier {verifier!r} (choose from: {', '.join(VERIFIERS)})")
 
-    def probe_file(self) -> Path:
-        """Where this model's trained probe is (or would be)."""
-        return probe_file_for(self.model_path)
-
     def default_verifier(self) -> str:
         """The probe where one is trained for this model and the engine reads its layer, else
         confidence (a probe retrained at another layer since the model was loaded)."""
-        try:
-            probe = _usable_probe(self.model_path)[0]
-        except OSError:
-            return "confidence"
-        return "probe" if probe is not None and probe.layer == self.engine.hidden_layer else "confidence"
+        return default_verifier_for(self.model_path, self.engine.hidden_layer, self.model.n_layer)
 
     def _probe_scorer(self):
         from tts_tui.verify.probe import ProbeScorer

@@ -83,6 +83,7 @@ def eval_command(
                                   run_eval)
     from tts_tui.search.protocol import SearchParams
     from tts_tui.search.strategies import validate
+    from tts_tui.backends.llamacpp.tap import layer_refusal
     from tts_tui.catalog.gguf_file import block_count
     from tts_tui.session import VERIFIERS, EngineOptions, Solver, default_verifier_for, require_probe
     from tts_tui.cli.progress import download_progress
@@ -129,12 +130,13 @@ def eval_command(
     with download_progress() as on_progress:
         model_path = resolve_model(model, on_progress=on_progress)
         prm_path = resolve_model(prm, role="verifier", on_progress=on_progress) if verifier == "prm" else None
-    verifier = verifier or default_verifier_for(model_path, options.hidden_layer)
     # before settings are written or the model loads: one error, not a failed row each
     n_layer = block_count(model_path)
-    if isinstance(hidden_layer, int) and n_layer is not None and not hidden_layer < n_layer - 1:
-        raise TTSError(f"--layer {hidden_layer}: {model_path.name} has layers 0-{n_layer - 2} to read before its "
-                       "last (the last is read as the final-norm state: --layer final)")
+    verifier = verifier or default_verifier_for(model_path, options.hidden_layer, n_layer)
+    if isinstance(hidden_layer, int) and n_layer is not None:
+        why = layer_refusal(model_path.name, hidden_layer, n_layer)
+        if why:
+            raise TTSError(f"--layer {hidden_layer}: {why}")
     if verifier == "probe":
         require_probe(model_path, options.hidden_layer, n_layer)
     out = out or Path("eval-out") / f"{data.stem}-{model_path.stem}"

@@ -209,12 +209,11 @@ class BranchEngine:
         self.hidden_layer = hidden_layer
         self._tap = None
         if hidden_layer is not None:
-            from tts_tui.backends.llamacpp.tap import LayerTap, unsupported
+            from tts_tui.backends.llamacpp.tap import LayerTap, layer_refusal, unsupported
 
-            if not 0 <= hidden_layer < model.n_layer - 1:
-                # the last layer keeps only the output rows: its state is the final-norm one's input
-                raise ModelError(f"{model.path.name} has layers 0-{model.n_layer - 2} to read before its last "
-                                 f"(not {hidden_layer}); the last is read as the final-norm state (--layer final)")
+            why = layer_refusal(model.path.name, hidden_layer, model.n_layer)
+            if why:
+                raise ModelError(why)
             why = unsupported(model.ptr)
             if why:
                 raise ModelError(f"{model.path.name} is {why}: its layers cannot be read (use --layer final)")

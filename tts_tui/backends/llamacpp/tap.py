@@ -73,6 +73,20 @@ class LayerTap:
         return True
 
 
+def can_tap(layer: int, n_layer: int) -> bool:
+    """Whether layer `layer` of an `n_layer`-layer model has a row per batch token: the
+    last keeps only the output rows (its state is the final-norm one's input)."""
+    return 0 <= layer < n_layer - 1
+
+
+def layer_refusal(model_name: str, layer: int, n_layer: int) -> str | None:
+    """Why layer `layer` of the model cannot be tapped, in one line, or None."""
+    if can_tap(layer, n_layer):
+        return None
+    return (f"{model_name} has layers 0-{n_layer - 2} to read before its last (not {layer}); "
+            "the last is read as the final-norm state (--layer final)")
+
+
 def unsupported(model_ptr: int) -> str | None:
     """Why a model's layer cannot be tapped row for row, or None: recurrent, hybrid and
     sliding-window models may split or reorder a batch into several ubatches."""
