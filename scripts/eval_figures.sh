@@ -148,5 +148,14 @@ if (( FIRST <= 32 && 32 <= LAST )) && [[ -s eval-out/probe-fit-l17.txt ]]; then
       && cat eval-out/verifiers-$s-l17.txt eval-out/verifiers-$s-final-norm-same.txt || echo "step 32 failed ($s)" >&2
   done
 fi
-LIMIT=60 step 29 probe-gsm8k60 --data $G --strategy beam,dvts --n 8 --m 4 --verifier probe
-LIMIT=60 step 30 probe-gsm8k60-mcts --data $G --strategy mcts --n 8 --m 4 --verifier probe
+# Step 29: beam with the probe (its log went with the machine it ran on; the README keeps
+# its figures). Step 30: DVTS and MCTS with the probe, problem by problem (one `tts eval`
+# per problem count), so a stop at any point leaves both rows on the same first problems.
+# Their log is kept in the repository (results/), so a new machine resumes it.
+LIMIT=60 step 29 probe-gsm8k60 --data $G --strategy beam --n 8 --m 4 --verifier probe
+if (( FIRST <= 30 && 30 <= LAST )); then
+  for k in $(seq 1 60); do
+    tts eval --data $G --strategy dvts,mcts --n 8 --m 4 --verifier probe --limit "$k" \
+      --budget-per-sample 512 --out results/probe-search-gsm8k60 || { echo "step 30 failed" >&2; break; }
+  done
+fi
