@@ -337,3 +337,21 @@ def test_a_ctrl_c_while_restoring_a_prefix_keeps_no_half_decoded_sequence(engine
     assert (engine.free_cells, engine.free_sequences) == free and not engine._busy
     engine._ensure_kv(handle)
     assert handle.seq is not None
+
+
+def test_a_ctrl_c_while_forking_gives_the_new_sequence_back(engine, tiny_model, monkeypatch):
+    from tts_tui.backends.llamacpp import branches
+
+    root = engine.prefill(prompt(tiny_model))
+    free = engine.free_cells, engine.free_sequences
+
+    def interrupted(*args):
+        raise KeyboardInterrupt  # as if Ctrl-C landed between the pop and the copy
+
+    monkeypatch.setattr(branches.L, "llama_memory_seq_cp", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        engine._alloc_from(root)
+    monkeypatch.undo()
+    assert (engine.free_cells, engine.free_sequences) == free and not engine._busy
+    seq = engine._alloc_from(root)  # forks as before
+    assert seq in engine._cells

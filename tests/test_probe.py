@@ -534,3 +534,42 @@ def report_ids() -> set[str]:
     ids = set(subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True).stdout.split())
     assert len(ids) == 90
     return ids
+
+
+def test_a_run_scored_without_the_probe_taps_no_layer(tmp_path, monkeypatch, tiny_path):
+    # a tap costs on every decode: `tts solve` and `tts eval` with another verifier open the
+    # engine at the final-norm state, unless a layer is named or states are kept
+    from typer.testing import CliRunner
+
+    from tts_tui import session
+    from tts_tui.cli.app import app
+    from tts_tui.session import engine_layer
+
+    assert engine_layer("probe", "confidence") is None and engine_layer("probe", "deepconf") is None
+    assert engine_layer("probe", "probe") == "probe" and engine_layer("probe", None) == "probe"
+    assert engine_layer(17, "confidence") == 17 and engine_layer("auto", "confidence") == "auto"
+    assert engine_layer("probe", "confidence", keeps_states=True) == "probe"
+
+    opened: list = []
+
+    class Opened(Exception):
+        pass
+
+    def solver(model, prm=None, options=None, on_progress=None):
+        opened.append(options.hidden_layer)
+        raise Opened
+
+    monkeypatch.setattr(session, "Solver", solver)
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"id": "q0", "problem": "What is 2 + 3?", "answer": "5"}) + "\n")
+    runs = [["solve", "1+1?", "--verifier", "confidence"], ["solve", "1+1?"],
+            ["eval", "--verifier", "confidence"], ["eval", "--verifier", "confidence", "--layer", "2"],
+            ["eval", "--verifier", "confidence", "--strategy", "majority", "--save-states", str(tmp_path / "s")]]
+    for i, args in enumerate(runs):
+        if args[0] == "eval":
+            args = [*args, "--data", str(data), "--n", "2", "--out", str(tmp_path / f"out{i}")]
+            if "--strategy" not in args:
+                args += ["--strategy", "cot"]
+        result = CliRunner().invoke(app, [*args, "--model", str(tiny_path)])
+        assert isinstance(result.exception, Opened), (args, result.output, result.exception)
+    assert opened == [None, "probe", None, 2, "probe"]

@@ -136,6 +136,16 @@ class EngineOptions:
     hidden_layer: int | str | None = "probe"
 
 
+def engine_layer(option: int | str | None, verifier: str | None, keeps_states: bool = False) -> int | str | None:
+    """The layer option for a run whose verifier is fixed before the model loads. Only the
+    probe (or --save-states) reads a middle layer's state, and a tap costs on every decode
+    (llama.cpp calls it back for every tensor of the graph), so a run scored by anything
+    else leaves the default "probe" layer untapped. A layer the user named is kept."""
+    if option == "probe" and verifier is not None and verifier != "probe" and not keeps_states:
+        return None
+    return option
+
+
 def resolve_layer(option: int | str | None, model_path: Path | None, n_layer: int) -> int | None:
     """The layer an engine reads (None: the final-norm state). A probe's layer the model
     cannot tap (its last, or one it lacks) falls back to the final-norm state, so the model

@@ -133,7 +133,7 @@ def solve(
     from tts_tui.runlog import run_record, save_run
     from tts_tui.search.protocol import SearchParams
     from tts_tui.search.strategies import validate
-    from tts_tui.session import VERIFIERS, EngineOptions, Solver
+    from tts_tui.session import VERIFIERS, EngineOptions, Solver, engine_layer
 
     text = _read_problem(problem, file).strip()
     if not text:
@@ -162,7 +162,8 @@ def solve(
         raise TTSError(f"unknown backend {backend!r} (llamacpp or openai)")
     else:
         with download_progress() as on_progress:
-            solver = Solver(model, prm=prm, options=EngineOptions(n_threads=threads, n_gpu_layers=n_gpu_layers),
+            solver = Solver(model, prm=prm, options=EngineOptions(n_threads=threads, n_gpu_layers=n_gpu_layers,
+                                                                  hidden_layer=engine_layer("probe", verifier)),
                             on_progress=on_progress)
     verifier = verifier or solver.default_verifier()
     cancel = threading.Event()

@@ -85,7 +85,8 @@ def eval_command(
     from tts_tui.search.strategies import validate
     from tts_tui.backends.llamacpp.tap import layer_refusal
     from tts_tui.catalog.gguf_file import block_count
-    from tts_tui.session import VERIFIERS, EngineOptions, Solver, default_verifier_for, require_probe
+    from tts_tui.session import VERIFIERS, EngineOptions, Solver, default_verifier_for, engine_layer, require_probe
+    from dataclasses import replace
     from tts_tui.cli.progress import download_progress
     from tts_tui.cli.verifier_cmd import layer_option
 
@@ -139,6 +140,7 @@ def eval_command(
             raise TTSError(f"--layer {hidden_layer}: {why}")
     if verifier == "probe":
         require_probe(model_path, options.hidden_layer, n_layer)
+    options = replace(options, hidden_layer=engine_layer(options.hidden_layer, verifier, bool(save_states)))
     out = out or Path("eval-out") / f"{data.stem}-{model_path.stem}"
     settings = eval_settings(data, model_path, prm_path, verifier, base, budget_per_sample, options)
     code = code_version()

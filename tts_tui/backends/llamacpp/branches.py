@@ -251,15 +251,20 @@ class BranchEngine:
         assert base.seq is not None
         protected = base.seq not in self._busy
         self._busy.add(base.seq)  # eviction must not take the copy's source
+        seq = -1
         try:
             seq = self._alloc_seq()
             L.llama_memory_seq_cp(self.mem, base.seq, seq, -1, -1)
+            src = self._cells[base.seq]
+            end = len(base.tokens) - 1  # a handle's KV stops before its pending token
+            self._cells[seq] = _Cells((*src.inherited, (src.own, src.start, end)), next(self._segments), end)
+        except BaseException:  # a Ctrl-C between the pop and the return: the sequence goes back
+            if seq >= 0:
+                self._free_seq(seq)
+            raise
         finally:
             if protected:
                 self._busy.discard(base.seq)
-        src = self._cells[base.seq]
-        end = len(base.tokens) - 1  # a handle's KV stops before its pending token
-        self._cells[seq] = _Cells((*src.inherited, (src.own, src.start, end)), next(self._segments), end)
         return seq
 
     def _lru_victim(self) -> Handle | None:
