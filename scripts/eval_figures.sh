@@ -151,10 +151,17 @@ fi
 # Step 29: beam with the probe (its log went with the machine it ran on; the README keeps
 # its figures). Step 30: DVTS and MCTS with the probe, problem by problem (one `tts eval`
 # per problem count), so a stop at any point leaves both rows on the same first problems.
-# Their log is kept in the repository (results/), so a new machine resumes it.
+# Their log is kept in the repository (results/), so a new machine resumes it, from the
+# first problem it lacks (a resume is refused if the probe in use is not the one that
+# wrote the rows: a user-trained probe in the data dir comes before the shipped one).
 LIMIT=60 step 29 probe-gsm8k60 --data $G --strategy beam --n 8 --m 4 --verifier probe
 if (( FIRST <= 30 && 30 <= LAST )); then
-  for k in $(seq 1 60); do
+  R=results/probe-search-gsm8k60/log.jsonl
+  done=$( [[ -s $R ]] && python3 -c "import itertools, json, sys
+keys = {json.loads(l)['key'] for l in open(sys.argv[1]) if l.strip()}
+ids = [json.loads(l)['id'] for l in itertools.islice(open(sys.argv[2]), 60)]
+print(next((i for i, p in enumerate(ids) if not {f'dvts|8|{p}', f'mcts|8|{p}'} <= keys), len(ids)))" "$R" $G || echo 0)
+  for k in $(seq $((done + 1)) 60); do
     tts eval --data $G --strategy dvts,mcts --n 8 --m 4 --verifier probe --limit "$k" \
       --budget-per-sample 512 --out results/probe-search-gsm8k60 || { echo "step 30 failed" >&2; break; }
   done
