@@ -343,15 +343,36 @@ def test_a_ctrl_c_while_forking_gives_the_new_sequence_back(engine, tiny_model, 
     from tts_tui.backends.llamacpp import branches
 
     root = engine.prefill(prompt(tiny_model))
-    free = engine.free_cells, engine.free_sequences
+    free = engine.free_sequences
+    real = branches.L.llama_memory_seq_cp
+    copied: list[int] = []
 
-    def interrupted(*args):
-        raise KeyboardInterrupt  # as if Ctrl-C landed between the pop and the copy
+    def interrupted(mem, src, dst, p0, p1):
+        real(mem, src, dst, p0, p1)  # the copy is made, then Ctrl-C lands before the return
+        copied.append(dst)
+        raise KeyboardInterrupt
 
     monkeypatch.setattr(branches.L, "llama_memory_seq_cp", interrupted)
     with pytest.raises(KeyboardInterrupt):
         engine._alloc_from(root)
     monkeypatch.undo()
-    assert (engine.free_cells, engine.free_sequences) == free and not engine._busy
-    seq = engine._alloc_from(root)  # forks as before
-    assert seq in engine._cells
+    assert engine.free_sequences == free and not engine._busy
+    assert branches.L.llama_memory_seq_pos_max(engine.mem, copied[0]) == -1  # its cells given back
+    assert copied[0] not in engine._cells
+    assert len(engine.generate([BranchRequest(root, NO_EOS, fixed(4))])[0]) >= 1  # the root forks as before
+
+    # a Ctrl-C while a branch starts (its sampler made), before generate holds it
+    calls, free = {"n": 0}, engine.free_sequences
+    real_make = branches.make_sampler
+
+    def make_then_interrupt(*args):
+        sampler = real_make(*args)
+        calls["n"] += 1
+        branches.L.llama_sampler_free(sampler)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(branches, "make_sampler", make_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        engine.generate([BranchRequest(root, NO_EOS, fixed(4))])
+    monkeypatch.undo()
+    assert calls["n"] == 1 and engine.free_sequences == free and not engine._busy

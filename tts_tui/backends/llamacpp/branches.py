@@ -251,15 +251,18 @@ class BranchEngine:
         assert base.seq is not None
         protected = base.seq not in self._busy
         self._busy.add(base.seq)  # eviction must not take the copy's source
-        seq = -1
+        seq: int | None = None
         try:
-            seq = self._alloc_seq()
+            if not self._free_seqs:
+                self._evict_one()
+            seq = self._free_seqs[-1]  # named before it is popped, so a Ctrl-C cannot lose it
+            self._free_seqs.pop()
             L.llama_memory_seq_cp(self.mem, base.seq, seq, -1, -1)
             src = self._cells[base.seq]
             end = len(base.tokens) - 1  # a handle's KV stops before its pending token
             self._cells[seq] = _Cells((*src.inherited, (src.own, src.start, end)), next(self._segments), end)
         except BaseException:  # a Ctrl-C between the pop and the return: the sequence goes back
-            if seq >= 0:
+            if seq is not None and seq not in self._free_seqs:
                 self._free_seq(seq)
             raise
         finally:
@@ -468,8 +471,17 @@ class BranchEngine:
         parent = req.parent
         parent.last_used = time.monotonic()
         seq = self._alloc_from(parent)
-        self._busy.add(seq)
-        queue = [parent.tokens[-1], *req.prefix]
+        sampler = None
+        try:  # until the caller holds the branch, a Ctrl-C must give back what it took
+            self._busy.add(seq)
+            sampler = make_sampler(req.sampling, self.model)
+            forced_text = self.model.detokenize(list(req.prefix)) if req.prefix else ""
+        except BaseException:
+            if sampler is not None:
+                L.llama_sampler_free(sampler)
+            self._busy.discard(seq)
+            self._free_seq(seq)
+            raise
         self.stats.fork_tokens += 1
         self.stats.forced_tokens += len(req.prefix)
         b = _Branch(
@@ -477,12 +489,12 @@ class BranchEngine:
             req=req,
             seq=seq,
             pos=len(parent.tokens) - 1,
-            queue=queue,
+            queue=[parent.tokens[-1], *req.prefix],
             path=list(parent.tokens) + list(req.prefix),
-            sampler=make_sampler(req.sampling, self.model),
+            sampler=sampler,
             fences=int(req.stop.in_code),
         )
-        b.forced_text = self.model.detokenize(list(req.prefix)) if req.prefix else ""
+        b.forced_text = forced_text
         if len(b.path) + 1 > self.n_ctx:
             # No room for one token: end it like any other branch (its sequence freed,
             # the caller told), never left holding KV cells nobody owns.
