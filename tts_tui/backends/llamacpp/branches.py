@@ -253,16 +253,13 @@ class BranchEngine:
         self._busy.add(base.seq)  # eviction must not take the copy's source
         seq: int | None = None
         try:
-            if not self._free_seqs:
-                self._evict_one()
-            seq = self._free_seqs[-1]  # named before it is popped, so a Ctrl-C cannot lose it
-            self._free_seqs.pop()
+            seq = self._alloc_seq()
             L.llama_memory_seq_cp(self.mem, base.seq, seq, -1, -1)
             src = self._cells[base.seq]
             end = len(base.tokens) - 1  # a handle's KV stops before its pending token
             self._cells[seq] = _Cells((*src.inherited, (src.own, src.start, end)), next(self._segments), end)
-        except BaseException:  # a Ctrl-C between the pop and the return: the sequence goes back
-            if seq is not None and seq not in self._free_seqs:
+        except BaseException:  # a Ctrl-C during the copy: the new sequence goes back
+            if seq is not None:
                 self._free_seq(seq)
             raise
         finally:
